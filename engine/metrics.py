@@ -1,0 +1,113 @@
+"""Per-turn latency metrics, all stamped on one monotonic clock (``engine.clock.now_ns``).
+
+Stamps are taken where each event happens. Durations are derived, never measured twice:
+
+==================  ============================================================
+stage               from -> to
+==================  ============================================================
+eot_wait_ms         end of speech (last voiced audio arrived) -> end of turn decided
+asr_ms              end of turn decided -> final transcript
+llm_first_token_ms  final transcript -> first LLM token
+first_sentence_ms   first LLM token -> first speakable chunk ready
+tts_ms              first speakable chunk ready -> first TTS audio
+out_ms              first TTS audio -> first reply audio handed out
+voice_to_voice_ms   end of speech -> first reply audio handed out
+==================  ============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from engine.clock import ms
+
+STAGES: tuple[tuple[str, str, str, str], ...] = (
+    ("eot_wait_ms", "end-of-turn wait", "speech_end_ns", "turn_end_ns"),
+    ("asr_ms", "ASR final", "turn_end_ns", "asr_final_ns"),
+    ("llm_first_token_ms", "LLM first token", "asr_final_ns", "llm_first_token_ns"),
+    ("first_sentence_ms", "first sentence", "llm_first_token_ns", "first_sentence_ns"),
+    ("tts_ms", "TTS first audio", "first_sentence_ns", "tts_first_audio_ns"),
+    ("out_ms", "audio out", "tts_first_audio_ns", "first_audio_out_ns"),
+)
+
+
+@dataclass
+class TurnMetrics:
+    """Stamps (ns, monotonic) and counters of one turn. Missing stamps stay None.
+
+    Fields:
+        turn_id / response_id: which turn and response.
+        speech_start_ns: the first voiced audio of the turn arrived.
+        speech_end_ns: the last voiced audio of the turn arrived.
+        turn_end_ns: the VAD decided the turn ended (or a commit / text message came in).
+        asr_final_ns: the final transcript was ready.
+        llm_first_token_ns: the LLM produced its first token.
+        first_sentence_ns: the first speakable chunk was cut from the token stream.
+        tts_first_audio_ns: TTS returned the first audio of the reply.
+        first_audio_out_ns: the first reply audio chunk was handed out of the session.
+        llm_tokens / llm_seconds: tokens generated and the time spent generating them.
+        tts_audio_s / tts_compute_s: seconds of audio synthesised and compute spent on it.
+        asr_audio_s: seconds of user audio transcribed.
+        interrupted: the reply was cut by barge-in or cancel.
+        gpu_mem_used_mb / gpu_mem_total_mb: CUDA memory when present, else None.
+    """
+
+    turn_id: str | None = None
+    response_id: str | None = None
+    speech_start_ns: int | None = None
+    speech_end_ns: int | None = None
+    turn_end_ns: int | None = None
+    asr_final_ns: int | None = None
+    llm_first_token_ns: int | None = None
+    first_sentence_ns: int | None = None
+    tts_first_audio_ns: int | None = None
+    first_audio_out_ns: int | None = None
+    llm_tokens: int = 0
+    llm_seconds: float = 0.0
+    tts_audio_s: float = 0.0
+    tts_compute_s: float = 0.0
+    asr_audio_s: float = 0.0
+    interrupted: bool = False
+    gpu_mem_used_mb: float | None = None
+    gpu_mem_total_mb: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def stages_ms(self) -> dict[str, float | None]:
+        """Each stage's duration in ms (None where a stamp is missing)."""
+        return {key: ms(getattr(self, a), getattr(self, b)) for key, _, a, b in STAGES}
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        """First reply audio out minus end of the user's speech."""
+        return ms(self.speech_end_ns, self.first_audio_out_ns)
+
+    @property
+    def llm_tokens_per_s(self) -> float | None:
+        return self.llm_tokens / self.llm_seconds if self.llm_seconds > 0 else None
+
+    @property
+    def tts_rtf(self) -> float | None:
+        """TTS real-time factor: compute seconds per second of audio (lower is faster)."""
+        return self.tts_compute_s / self.tts_audio_s if self.tts_audio_s > 0 else None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary: stage durations, voice-to-voice, rates, raw stamps."""
+        out = {
+            "turn_id": self.turn_id,
+            "response_id": self.response_id,
+            **{k: _round(v) for k, v in self.stages_ms().items()},
+            "voice_to_voice_ms": _round(self.voice_to_voice_ms),
+            "llm_tokens": self.llm_tokens,
+            "llm_tokens_per_s": _round(self.llm_tokens_per_s),
+            "tts_rtf": _round(self.tts_rtf, 4),
+            "asr_audio_s": round(self.asr_audio_s, 3),
+            "interrupted": self.interrupted,
+            "gpu_mem_used_mb": self.gpu_mem_used_mb,
+            "gpu_mem_total_mb": self.gpu_mem_total_mb,
+        }
+        out["stamps_ns"] = {k: v for k, v in asdict(self).items() if k.endswith("_ns")}
+        return out
+
+
+def _round(v: float | None, nd: int = 1) -> float | None:
+    return None if v is None else round(v, nd)

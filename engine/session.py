@@ -1,0 +1,636 @@
+"""A conversation with one user: audio chunks in, typed events out.
+
+The in-process TUI and the WebSocket server both drive this object. Inside, three kinds of
+asyncio task move small messages while the engine's worker pools do the model work:
+
+- the input task runs VAD over incoming audio, detects speech start and end of turn,
+  schedules partial transcripts, and handles barge-in;
+- a turn task per user turn: final ASR, then the response;
+- a response runs the LLM (tokens stream back from the LLM thread), cuts the stream into
+  sentences and hands each to TTS at once, so the first sentence speaks while the LLM is
+  still writing the rest.
+
+Playback is modelled on the client's side: reply audio is handed out as soon as it is
+synthesised, and a client is assumed to play it in real time from the first chunk on
+(or tells the session where it really is with :meth:`Session.truncate`). Barge-in while
+the reply is being played cancels what is left, reports how much was played, and the
+history keeps only the heard part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.audio import ENGINE_RATE, StreamResampler, resample, to_float32
+from engine.clock import now_ns
+from engine.errors import S2SError, StageError
+from engine.events import (
+    ErrorEvent,
+    Interruption,
+    ReplyAudio,
+    ReplySegment,
+    ReplyTextDelta,
+    ResponseDone,
+    ResponseStarted,
+    SessionEvent,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    TurnMetricsEvent,
+)
+from engine.history import ChatHistory
+from engine.metrics import TurnMetrics
+from engine.sentences import SentenceChunker
+from engine.vad import TurnDetector
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+_END = object()
+TRAILING_PAD_MS = 200
+
+
+@dataclass
+class _Response:
+    """Book-keeping of one response while it runs and while its audio plays."""
+
+    id: str
+    turn_id: str | None
+    metrics: TurnMetrics
+    cancel: threading.Event = field(default_factory=threading.Event)
+    text: str = ""
+    segments: list[tuple[str, int]] = field(default_factory=list)  # (text, samples) in order
+    samples_out: int = 0
+    first_out_ns: int | None = None
+    task: asyncio.Task | None = None
+    done: bool = False
+    status: str = "in_progress"
+    played_override_ms: int | None = None
+
+    def audio_ms(self, rate: int) -> int:
+        return int(1000 * self.samples_out / rate)
+
+    def played_ms(self, rate: int, at_ns: int | None = None) -> int:
+        if self.played_override_ms is not None:
+            return min(self.played_override_ms, self.audio_ms(rate))
+        if self.first_out_ns is None:
+            return 0
+        elapsed = ((at_ns or now_ns()) - self.first_out_ns) / 1e6
+        return int(max(0.0, min(elapsed, self.audio_ms(rate))))
+
+    def heard_text(self, played_samples: int) -> str:
+        """Whole segments that were played, plus the played share of the one cut."""
+        heard, left = [], played_samples
+        for text, n in self.segments:
+            if left >= n:
+                heard.append(text)
+                left -= n
+            else:
+                if n > 0 and left > 0:
+                    words = text.split()
+                    keep = int(len(words) * left / n)
+                    if keep:
+                        heard.append(" ".join(words[:keep]))
+                break
+        return " ".join(heard).strip()
+
+
+class Session:
+    def __init__(self, engine: Engine, session_id: str):
+        self.engine = engine
+        self.id = session_id
+        p = engine.profile
+        self.options = replace(p.session)
+        self.vad_options = replace(p.vad)
+        self.language: str | None = None if p.asr.language in ("", "auto") else p.asr.language
+        self.instructions = p.llm.system_prompt
+        self.history = ChatHistory()
+        self.partials = engine.partials_enabled()
+        self._events: asyncio.Queue[SessionEvent | object] = asyncio.Queue()
+        self._input: asyncio.Queue = asyncio.Queue()
+        self._resamplers: dict[int, StreamResampler] = {}
+        self._detector = TurnDetector(self.vad_options, engine.vad.frame_samples)
+        self._vad_state = engine.vad.new_state()
+        self._pending = np.zeros(0, np.float32)  # samples not yet in a full VAD frame
+        self._frames_seen = 0
+        self._buf = np.zeros(0, np.float32)  # recent input audio
+        self._buf_start = 0  # stream sample index of _buf[0]
+        self._turn_start: int | None = None
+        self._speech_start_ns: int | None = None
+        self._n_turns = 0
+        self._n_responses = 0
+        self._turn_id: str | None = None
+        self._turn_tasks: set[asyncio.Task] = set()
+        self._partial_task: asyncio.Task | None = None
+        self._last_partial_ns = 0
+        self._response: _Response | None = None  # running, or last one while it may still play
+        self._input_task: asyncio.Task | None = None
+        self._closed = False
+        self.started_ns = now_ns()
+
+    # --- public API -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._input_task is None:
+            self._input_task = asyncio.create_task(self._input_loop(), name=f"{self.id}-input")
+
+    @property
+    def output_sample_rate(self) -> int:
+        return self.options.output_sample_rate
+
+    def push_audio(self, samples: np.ndarray, sample_rate: int = ENGINE_RATE) -> None:
+        """Queue a chunk of microphone audio (mono float32 or int16). Never blocks."""
+        if self._closed:
+            raise S2SError("session is closed")
+        if not 8_000 <= int(sample_rate) <= 48_000:
+            raise S2SError(f"input sample rate {sample_rate} Hz is outside 8-48 kHz")
+        x = to_float32(samples)
+        if sample_rate != ENGINE_RATE:
+            rs = self._resamplers.get(sample_rate)
+            if rs is None:
+                rs = self._resamplers[sample_rate] = StreamResampler(sample_rate, ENGINE_RATE)
+            x = rs.process(x)
+        self._input.put_nowait((x, now_ns()))
+
+    async def input_processed(self) -> None:
+        """Wait until every queued chunk went through VAD."""
+        await self._input.join()
+
+    def commit(self) -> str:
+        """End the user's turn now with the buffered audio (manual turn detection)."""
+        self._input.put_nowait(("commit", now_ns()))
+        return f"turn_{self._n_turns + 1}"
+
+    def clear_input(self) -> None:
+        self._input.put_nowait(("clear", now_ns()))
+
+    def add_user_text(self, text: str) -> str:
+        """A typed user message: joins the history and emits its final transcript."""
+        if not text.strip():
+            raise S2SError("the message is empty")
+        self._n_turns += 1
+        turn_id = f"turn_{self._n_turns}"
+        self.history.add("user", text)
+        self._emit(TranscriptFinal(turn_id, text.strip(), None))
+        self._turn_id = turn_id
+        return turn_id
+
+    def create_response(self, metrics: TurnMetrics | None = None) -> str:
+        """Respond to the history now. Raises S2SError if a response is running."""
+        if self._closed:
+            raise S2SError("session is closed")
+        if self._response is not None and not self._response.done:
+            raise S2SError(f"a response is already in progress ({self._response.id})")
+        if not any(m["role"] == "user" for m in self.history.messages):
+            raise S2SError("nothing to respond to: the conversation has no user message")
+        if metrics is None:
+            t = now_ns()
+            metrics = TurnMetrics(turn_id=self._turn_id, turn_end_ns=t, asr_final_ns=t)
+        return self._start_response(metrics)
+
+    def cancel_response(self) -> bool:
+        """Cancel the running response (or the playback of the last one)."""
+        return self._interrupt(barge_in=False)
+
+    def truncate(self, response_id: str, played_ms: int) -> None:
+        """The client says how much of a response it really played; fix the history."""
+        r = self._response
+        if r is None or r.id != response_id:
+            raise S2SError(f"unknown or old response {response_id!r}")
+        r.played_override_ms = max(0, int(played_ms))
+        if r.done:
+            self.history.replace_last_assistant(r.heard_text(self._samples(r.played_ms(self.output_sample_rate))))
+
+    def update(self, *, turn_detection: bool | None = None, auto_response: bool | None = None,
+               instructions: str | None = None, language: str | None = None,
+               eot_silence_ms: int | None = None) -> None:
+        if turn_detection is not None:
+            self.options.turn_detection = turn_detection
+        if auto_response is not None:
+            self.options.auto_response = auto_response
+        if instructions is not None:
+            self.instructions = instructions
+        if language is not None:
+            self.language = None if language in ("", "auto") else language
+        if eot_silence_ms is not None:
+            self.vad_options.end_of_turn_silence_ms = int(eot_silence_ms)
+            self._detector = TurnDetector(self.vad_options, self.engine.vad.frame_samples)
+
+    def reset(self) -> None:
+        """Forget the conversation (history), cancel any reply."""
+        self._interrupt(barge_in=False)
+        self.history.clear()
+
+    async def stream(self) -> AsyncIterator[SessionEvent]:
+        while True:
+            ev = await self._events.get()
+            if ev is _END:
+                return
+            yield ev  # type: ignore[misc]
+
+    def next_event_nowait(self) -> SessionEvent | None:
+        try:
+            ev = self._events.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        return None if ev is _END else ev  # type: ignore[return-value]
+
+    @property
+    def busy(self) -> bool:
+        """A turn or response is being worked on (not counting playback)."""
+        return bool(self._turn_tasks) or (self._response is not None and not self._response.done)
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until no turn or response is being worked on."""
+        async def _wait() -> None:
+            while self.busy:
+                tasks = set(self._turn_tasks)
+                if self._response is not None and self._response.task is not None and not self._response.done:
+                    tasks.add(self._response.task)
+                if tasks:
+                    await asyncio.wait(tasks)
+                else:
+                    await asyncio.sleep(0.005)
+        await asyncio.wait_for(_wait(), timeout)
+
+    @property
+    def state(self) -> str:
+        """listening | user_speaking | thinking | speaking."""
+        if self._detector.in_speech:
+            return "user_speaking"
+        r = self._response
+        if r is not None and r.first_out_ns is not None and (
+            not r.done or r.played_ms(self.output_sample_rate) < r.audio_ms(self.output_sample_rate)
+        ):
+            return "speaking"
+        if self.busy:
+            return "thinking"
+        return "listening"
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._interrupt(barge_in=False)
+        tasks = [t for t in (self._input_task, self._partial_task, *self._turn_tasks) if t is not None]
+        if self._response is not None and self._response.task is not None:
+            tasks.append(self._response.task)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.engine.forget(self)
+        self._events.put_nowait(_END)
+
+    # --- input: VAD, turns, partials ------------------------------------------------------
+
+    def _emit(self, ev: SessionEvent) -> None:
+        if not self._closed or isinstance(ev, ResponseDone | Interruption):
+            self._events.put_nowait(ev)
+
+    async def _input_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self._input.get()
+            items = [item]
+            while not self._input.empty():  # batch what is already waiting
+                items.append(self._input.get_nowait())
+            try:
+                audio, arrivals = [], []
+                for data, t in items:
+                    if isinstance(data, str):
+                        await self._run_vad(loop, audio, arrivals)
+                        audio, arrivals = [], []
+                        self._control(data, t)
+                    else:
+                        audio.append(data)
+                        arrivals.append((len(data), t))
+                await self._run_vad(loop, audio, arrivals)
+            except Exception as exc:  # noqa: BLE001 - the input task must survive anything
+                log.exception("input loop")
+                self._emit(ErrorEvent("vad_failed", f"voice activity detection failed: {exc}", "vad"))
+            finally:
+                for _ in items:
+                    self._input.task_done()
+
+    async def _run_vad(self, loop: asyncio.AbstractEventLoop, audio: list[np.ndarray],
+                       arrivals: list[tuple[int, int]]) -> None:
+        if not audio:
+            return
+        chunk = np.concatenate(audio)
+        self._buf = np.concatenate([self._buf, chunk])
+        if not self.options.turn_detection:
+            return
+        fs = self.engine.vad.frame_samples
+        data = np.concatenate([self._pending, chunk])
+        n = len(data) // fs
+        self._pending = data[n * fs:]
+        if n == 0:
+            return
+        frames = data[: n * fs].reshape(n, fs)
+        # arrival time of each frame = arrival of the chunk that completed it
+        ends = np.cumsum([a for a, _ in arrivals]) + (len(data) - len(chunk))
+        times = [t for _, t in arrivals]
+        frame_arrivals = [times[min(int(np.searchsorted(ends, (i + 1) * fs)), len(times) - 1)] for i in range(n)]
+        probs = await loop.run_in_executor(self.engine.vad_pool, self.engine.vad.probabilities, self._vad_state, frames)
+        for i, prob in enumerate(probs):
+            ev = self._detector.update(self._frames_seen + i, float(prob), frame_arrivals[i])
+            if ev is not None and ev.kind == "start":
+                self._on_speech_start(ev.sample, ev.arrival_ns)
+            elif ev is not None:
+                self._on_turn_end(ev.sample, ev.arrival_ns, now_ns())
+        self._frames_seen += n
+        if not self._detector.in_speech and self._detector.state.value == "quiet":
+            self._trim_buffer()
+        elif self.partials:
+            self._maybe_partial()
+
+    def _trim_buffer(self) -> None:
+        keep = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
+        if len(self._buf) > keep and self._turn_start is None:
+            drop = len(self._buf) - keep
+            self._buf = self._buf[drop:]
+            self._buf_start += drop
+
+    def _control(self, what: str, t: int) -> None:
+        if what == "clear":
+            self._buf_start += len(self._buf)
+            self._buf = np.zeros(0, np.float32)
+            self._turn_start = None
+            self._detector.reset()
+        elif what == "commit":
+            audio = self._buf if self._turn_start is None else self._buf[self._turn_start - self._buf_start:]
+            if len(audio) < ENGINE_RATE // 10:
+                self._emit(ErrorEvent("input_audio_buffer_commit_empty",
+                                      "the input audio buffer holds less than 100 ms of audio", "vad"))
+                return
+            if self._turn_start is None:
+                self._turn_id = f"turn_{self._n_turns + 1}"
+                self._n_turns += 1
+            metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns or t,
+                                  speech_end_ns=t, turn_end_ns=t)
+            self._begin_turn(self._turn_id or "turn_?", audio.copy(), metrics)
+
+    def _on_speech_start(self, sample: int, arrival_ns: int) -> None:
+        self._n_turns += 1
+        self._turn_id = f"turn_{self._n_turns}"
+        pre = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
+        self._turn_start = max(self._buf_start, sample - pre)
+        self._speech_start_ns = arrival_ns
+        self._last_partial_ns = now_ns()
+        self._emit(SpeechStarted(self._turn_id, int(1000 * sample / ENGINE_RATE)))
+        if self.options.barge_in:
+            self._interrupt(barge_in=True)
+
+    def _on_turn_end(self, end_sample: int, speech_end_ns: int, decided_ns: int) -> None:
+        turn_id = self._turn_id or "turn_?"
+        self._emit(SpeechStopped(turn_id, int(1000 * end_sample / ENGINE_RATE)))
+        start = (self._turn_start if self._turn_start is not None else self._buf_start) - self._buf_start
+        stop = end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000) - self._buf_start
+        audio = self._buf[max(0, start): max(0, stop)].copy()
+        metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
+                              speech_end_ns=speech_end_ns, turn_end_ns=decided_ns)
+        self._begin_turn(turn_id, audio, metrics)
+
+    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics) -> None:
+        self._turn_start = None
+        self._speech_start_ns = None
+        if self._partial_task is not None:
+            self._partial_task = None  # its result is dropped: the final one is coming
+        task = asyncio.create_task(self._run_turn(turn_id, audio, metrics), name=f"{self.id}-{turn_id}")
+        self._turn_tasks.add(task)
+        task.add_done_callback(self._turn_tasks.discard)
+        self._trim_buffer()
+
+    def _maybe_partial(self) -> None:
+        if self._turn_start is None or (self._partial_task is not None and not self._partial_task.done()):
+            return
+        t = now_ns()
+        if (t - self._last_partial_ns) / 1e6 < self.engine.profile.asr.partial_interval_ms:
+            return
+        self._last_partial_ns = t
+        audio = self._buf[self._turn_start - self._buf_start:].copy()
+        self._partial_task = asyncio.create_task(self._partial(self._turn_id, audio))
+
+    async def _partial(self, turn_id: str | None, audio: np.ndarray) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
+        except Exception:  # noqa: BLE001 - a failed partial is not worth a user-facing error
+            log.exception("partial transcript")
+            return
+        if turn_id == self._turn_id and self._turn_start is not None and tr.text:
+            self._emit(TranscriptPartial(turn_id, tr.text))
+
+    # --- a turn: final ASR, then the response -------------------------------------------
+
+    async def _run_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics) -> None:
+        loop = asyncio.get_running_loop()
+        metrics.asr_audio_s = len(audio) / ENGINE_RATE
+        try:
+            tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
+        except Exception as exc:  # noqa: BLE001 - report, keep the session alive
+            log.exception("ASR")
+            self._emit(ErrorEvent(getattr(exc, "code", "asr_failed"), f"speech recognition failed: {exc}",
+                                  "asr", turn_id))
+            return
+        metrics.asr_final_ns = now_ns()
+        text = tr.text.strip()
+        self._emit(TranscriptFinal(turn_id, text, tr.language))
+        if not text:
+            return  # noise or a cough: nothing to answer
+        self.history.add("user", text)
+        if self.options.auto_response and (self._response is None or self._response.done):
+            self._start_response(metrics)
+
+    def _start_response(self, metrics: TurnMetrics) -> str:
+        self._n_responses += 1
+        r = _Response(id=f"resp_{self._n_responses}", turn_id=metrics.turn_id, metrics=metrics)
+        metrics.response_id = r.id
+        self._response = r
+        self._emit(ResponseStarted(r.id, r.turn_id))
+        r.task = asyncio.create_task(self._run_response(r), name=f"{self.id}-{r.id}")
+        return r.id
+
+    async def _run_response(self, r: _Response) -> None:
+        loop = asyncio.get_running_loop()
+        eng, m = self.engine, r.metrics
+        o = eng.profile.llm
+        tokens: asyncio.Queue = asyncio.Queue()
+        messages = self.history.build(self.instructions, eng.llm.count_tokens, eng.llm.context_size - o.max_tokens,
+                                      o.history_turns)
+
+        def generate() -> None:
+            t0, n = time.perf_counter(), 0
+            try:
+                if not r.cancel.is_set():
+                    for text in eng.llm.stream(messages, o.max_tokens, r.cancel):
+                        n += 1
+                        loop.call_soon_threadsafe(tokens.put_nowait, (now_ns(), text))
+                loop.call_soon_threadsafe(tokens.put_nowait, (now_ns(), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+                loop.call_soon_threadsafe(tokens.put_nowait, (now_ns(), exc))
+            finally:
+                m.llm_tokens, m.llm_seconds = n, time.perf_counter() - t0
+
+        speak: asyncio.Queue = asyncio.Queue()
+        tts_task = asyncio.create_task(self._speak(r, speak))
+        llm_future = loop.run_in_executor(eng.llm_pool, generate)
+        chunker = SentenceChunker(eng.profile.sentences)
+        n_chunks = 0
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    t, item = await asyncio.wait_for(tokens.get(), timeout=0.05)
+                except TimeoutError:
+                    ready = chunker.poll(now_ns())
+                    item = ""
+                else:
+                    if item is None:
+                        break
+                    if isinstance(item, BaseException):
+                        error = item
+                        break
+                    if m.llm_first_token_ns is None:
+                        m.llm_first_token_ns = t
+                    r.text += item
+                    self._emit(ReplyTextDelta(r.id, item))
+                    ready = chunker.push(item, now_ns())
+                for chunk in ready:
+                    if n_chunks == 0:
+                        m.first_sentence_ns = now_ns()
+                    n_chunks += 1
+                    speak.put_nowait(chunk)
+            if error is None and not r.cancel.is_set():
+                for chunk in chunker.flush():
+                    if n_chunks == 0:
+                        m.first_sentence_ns = now_ns()
+                    n_chunks += 1
+                    speak.put_nowait(chunk)
+            speak.put_nowait(None)
+            await tts_task
+        except asyncio.CancelledError:
+            r.cancel.set()
+            tts_task.cancel()
+            with contextlib.suppress(BaseException):
+                await llm_future  # the LLM thread sees cancel and stops within a token
+            raise
+        with contextlib.suppress(BaseException):
+            await llm_future
+        if r.status == "cancelled":
+            return
+        if error is not None or (r.text.strip() == "" and n_chunks == 0):
+            msg = f"the language model failed: {error}" if error else "the language model returned an empty reply"
+            self._emit(ErrorEvent(getattr(error, "code", "llm_failed"), msg, "llm", r.turn_id))
+            self._finish(r, "failed")
+            return
+        self._finish(r, "completed")
+
+    async def _speak(self, r: _Response, speak: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        eng, m, rate = self.engine, r.metrics, self.output_sample_rate
+        step = max(1, int(rate * self.options.audio_chunk_ms / 1000))
+        index = 0
+        while True:
+            chunk = await speak.get()
+            if chunk is None or r.cancel.is_set():
+                return
+            self._emit(ReplySegment(r.id, index, chunk))
+            t0 = time.perf_counter()
+            try:
+                audio = await loop.run_in_executor(eng.tts_pool, self._synthesize, chunk)
+            except Exception as exc:  # noqa: BLE001 - one bad sentence must not end the reply
+                log.exception("TTS")
+                self._emit(ErrorEvent(getattr(exc, "code", "tts_failed"), f"speech synthesis failed: {exc}",
+                                      "tts", r.turn_id))
+                index += 1
+                continue
+            m.tts_compute_s += time.perf_counter() - t0
+            m.tts_audio_s += len(audio) / rate
+            if r.cancel.is_set():
+                return
+            if m.tts_first_audio_ns is None:
+                m.tts_first_audio_ns = now_ns()
+            r.segments.append((chunk, len(audio)))
+            for i in range(0, len(audio), step):
+                piece = audio[i: i + step]
+                if r.first_out_ns is None:
+                    r.first_out_ns = m.first_audio_out_ns = now_ns()
+                r.samples_out += len(piece)
+                self._emit(ReplyAudio(r.id, index, piece, rate))
+            index += 1
+
+    def _synthesize(self, text: str) -> np.ndarray:
+        tts = self.engine.tts
+        audio = tts.synthesize(text)
+        return resample(audio, tts.sample_rate, self.output_sample_rate)
+
+    def _finish(self, r: _Response, status: str) -> None:
+        if r.done:
+            return
+        r.done, r.status = True, status
+        rate = self.output_sample_rate
+        if status == "completed":
+            self.history.add("assistant", r.text)
+        elif status == "cancelled":
+            heard = r.heard_text(self._samples(r.played_ms(rate)))
+            self.history.add("assistant", heard)
+        played = r.played_ms(rate) if status == "cancelled" else r.audio_ms(rate)
+        heard_text = r.heard_text(self._samples(played)) if status == "cancelled" else r.text.strip()
+        self._emit(ResponseDone(r.id, status, r.text.strip(), heard_text, r.audio_ms(rate), played))
+        r.metrics.interrupted = status == "cancelled"
+        gpu = self.engine.gpu_memory()
+        r.metrics.gpu_mem_used_mb, r.metrics.gpu_mem_total_mb = gpu["used_mb"], gpu["total_mb"]
+        self._emit(TurnMetricsEvent(r.metrics))
+
+    def _samples(self, ms: int) -> int:
+        return int(ms * self.output_sample_rate / 1000)
+
+    def _interrupt(self, barge_in: bool) -> bool:
+        """Cancel the running response, or cut the playback of the last one."""
+        r = self._response
+        if r is None:
+            return False
+        rate = self.output_sample_rate
+        t = now_ns()
+        if not r.done:
+            r.cancel.set()
+            played = r.played_ms(rate, t)
+            if barge_in:
+                self._emit(Interruption(r.id, played, r.heard_text(self._samples(played))))
+            r.status = "cancelled"
+            if r.task is not None:
+                r.task.cancel()
+            r.played_override_ms = played
+            r.done = False
+            self._finish(r, "cancelled")
+            return True
+        # finished generating, but the client may still be playing it
+        played = r.played_ms(rate, t)
+        if r.first_out_ns is not None and played < r.audio_ms(rate) and r.status == "completed":
+            r.played_override_ms = played
+            heard = r.heard_text(self._samples(played))
+            if barge_in:
+                self._emit(Interruption(r.id, played, heard))
+            self.history.replace_last_assistant(heard)
+            r.status = "cancelled"
+            r.metrics.interrupted = True
+            return True
+        return False
+
+
+__all__ = ["Session", "StageError"]

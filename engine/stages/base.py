@@ -1,0 +1,104 @@
+"""The four stage interfaces of the cascade, with their named input and output types.
+
+=====  ==========================================  ===========================
+stage  input                                       output
+=====  ==========================================  ===========================
+VAD    ``np.ndarray`` frames (16 kHz mono float)   speech probability per frame
+ASR    ``np.ndarray`` utterance (16 kHz mono)      :class:`Transcript`
+LLM    ``list[ChatMessage]``                       ``Iterator[str]`` (token texts)
+TTS    ``str`` (a sentence)                        ``np.ndarray`` at ``sample_rate``
+=====  ==========================================  ===========================
+
+Every method here is blocking and is called from a worker thread, never from the event
+loop. A backend is constructed with its options dataclass (``engine.config``) and a
+resolved model path, loads in ``setup()`` and frees in ``close()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+"""The engine's input rate: every stage sees 16 kHz mono float32."""
+
+
+class ChatMessage(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """ASR output. ``language`` is what was used or detected."""
+
+    text: str
+    language: str | None = None
+
+
+class Stage(ABC):
+    """Lifecycle shared by every backend."""
+
+    name: str = "stage"
+
+    def setup(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Load the model. Raise :class:`engine.errors.ModelError` on failure."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Free the model."""
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded, for ``/healthz``, stats and the TUI."""
+        return {"backend": self.name}
+
+
+class VADBackend(Stage):
+    """Gives a speech probability for each fixed-size frame; the state machine lives in
+    ``engine.vad.TurnDetector``, not in backends."""
+
+    frame_samples: int = 512
+
+    @abstractmethod
+    def new_state(self) -> Any:
+        """Fresh per-stream state (recurrent state, context samples)."""
+
+    @abstractmethod
+    def probabilities(self, state: Any, frames: np.ndarray) -> np.ndarray:
+        """``frames`` is (n, frame_samples) float32; returns n probabilities, updating ``state``."""
+
+
+class ASRBackend(Stage):
+    @abstractmethod
+    def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
+        """Transcribe one utterance (16 kHz mono float32). ``language=None`` detects it."""
+
+
+class LLMBackend(Stage):
+    context_size: int = 2048
+
+    @abstractmethod
+    def stream(
+        self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event
+    ) -> Iterator[str]:
+        """Yield token texts as they are generated; stop early once ``cancel`` is set."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in the prompt (used to trim history). Rough by default."""
+        return max(1, len(text.encode("utf-8")) // 3)
+
+
+class TTSBackend(Stage):
+    sample_rate: int = 22_050
+
+    @abstractmethod
+    def synthesize(self, text: str) -> np.ndarray:
+        """Speak ``text``; mono float32 at ``self.sample_rate``."""
+
+    def stream(self, text: str) -> Iterator[np.ndarray]:
+        """Speak ``text`` in chunks as they are ready; by default one chunk."""
+        yield self.synthesize(text)

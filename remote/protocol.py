@@ -1,0 +1,1431 @@
+"""The wire protocol: a compatible subset of the OpenAI Realtime API (GA) plus ``s2s.`` extensions.
+
+A pure module, no I/O. It turns JSON text into typed client events (or a :class:`ProtocolError`
+shaped like a Realtime ``error``), typed server events into JSON text, and engine
+:mod:`engine.events` into server events (:class:`EventMapper`). The WebSocket server
+(:mod:`remote.server`) and client (:mod:`remote.client`) are thin asyncio layers over it, so every
+rule here is tested without a socket (``tests/test_protocol.py``). The whole protocol is written
+down in ``docs/protocol.md``.
+
+Why these choices:
+
+- The event names and shapes are Realtime GA's (``session.update``, ``input_audio_buffer.append``,
+  ``response.output_audio.delta``...), so stock Realtime clients and SDKs talk to the engine.
+- Our own events live in the ``s2s.`` namespace (``s2s.turn.metrics``, ``s2s.stats``,
+  ``s2s.ping``/``s2s.pong``); extra fields inside Realtime objects start with ``s2s`` too. Stock
+  clients ignore both.
+- Only numpy and the standard library are imported (plus the light :mod:`engine.events`); the
+  Encodec packet layout belongs to :mod:`engine.codec` and the model is loaded by the server.
+
+Errors: every failure to parse or validate raises :class:`ProtocolError`; nothing else escapes
+:func:`parse_client_event` for any input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import IntEnum, StrEnum
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engine import events as ev
+
+# --------------------------------------------------------------------------- constants
+
+PCM_RATE = 24_000
+"""The only PCM rate on the wire (as in Realtime): 24 kHz, 16-bit little-endian, mono."""
+PCM_BYTES_PER_SECOND = PCM_RATE * 2
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""Largest client message that is parsed (1 MiB, about 16 s of base64 PCM). A larger one gets an
+``error`` (``message_too_large``) and the connection stays open."""
+HARD_MAX_MESSAGE_BYTES = 16 << 20
+"""Largest frame the WebSocket layer reads at all; a larger one closes the connection (1009)."""
+MAX_TEXT_CHARS = 8_000
+"""Longest text in ``conversation.item.create`` or ``instructions``."""
+
+ENCODEC_FORMAT = "s2s.encodec"
+PCM_FORMAT = "audio/pcm"
+ENCODEC_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps; the same as engine.codec.BANDWIDTHS
+DEFAULT_ENCODEC_BANDWIDTH = 6.0
+
+SUBPROTOCOL = "realtime"
+API_KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses."""
+
+    NORMAL = 1000  # the client or server ended the session normally
+    GOING_AWAY = 1001  # the server is shutting down (SIGTERM/SIGINT)
+    POLICY_VIOLATION = 1008  # reserved: a policy the handshake could not check
+    MESSAGE_TOO_BIG = 1009  # a frame over HARD_MAX_MESSAGE_BYTES
+    INTERNAL_ERROR = 1011  # a bug in the server; the session is gone
+    TRY_AGAIN_LATER = 1013  # --max-sessions reached
+    IDLE_TIMEOUT = 4000  # no client event for --idle-timeout seconds while nothing ran
+
+
+class ErrorType(StrEnum):
+    """``error.type`` values, as in Realtime."""
+
+    INVALID_REQUEST = "invalid_request_error"
+    SERVER = "server_error"
+
+
+class ErrorCode(StrEnum):
+    """``error.code`` values. Engine failures pass the engine's own code (``stage_error``...)."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    UNKNOWN_EVENT = "unknown_event_type"
+    UNSUPPORTED_EVENT = "unsupported_event"
+    MISSING_FIELD = "missing_required_parameter"
+    INVALID_VALUE = "invalid_value"
+    INVALID_BASE64 = "invalid_base64"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    INVALID_AUDIO = "invalid_audio"
+    UNSUPPORTED_FORMAT = "unsupported_audio_format"
+    CODEC_UNAVAILABLE = "codec_unavailable"
+    COMMIT_EMPTY = "input_audio_buffer_commit_empty"
+    ACTIVE_RESPONSE = "conversation_already_has_active_response"
+    CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+    ITEM_NOT_FOUND = "item_not_found"
+    INVALID_STATE = "invalid_state"
+    SESSION_LIMIT = "session_limit_reached"
+    IDLE_TIMEOUT = "idle_timeout"
+    SHUTTING_DOWN = "server_shutting_down"
+    SERVER_ERROR = "server_error"
+
+
+# Realtime GA client events this server does not implement: they get ``unsupported_event``.
+UNSUPPORTED_CLIENT_EVENTS = frozenset(
+    {
+        "conversation.item.retrieve",
+        "conversation.item.delete",
+        "output_audio_buffer.clear",
+        "transcription_session.update",
+        "session.close",
+    }
+)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ProtocolError(Exception):
+    """A client event that cannot be used. :meth:`to_event` is the ``error`` event to send back.
+
+    Fields:
+        code: one of :class:`ErrorCode` (or an engine code).
+        message: what is wrong and, where there is one, what to send instead.
+        param: the offending field as a dotted path (``session.audio.input.format.rate``), or None.
+        event_id: the client's ``event_id`` of the offending event, when it could be read.
+        error_type: ``invalid_request_error`` (the client's fault) or ``server_error``.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        event_id: str | None = None,
+        error_type: str = ErrorType.INVALID_REQUEST,
+    ):
+        super().__init__(message)
+        self.code, self.message, self.param = str(code), message, param
+        self.event_id, self.error_type = event_id, str(error_type)
+
+    def to_event(self) -> Error:
+        return Error(
+            code=self.code,
+            message=self.message,
+            param=self.param,
+            client_event_id=self.event_id,
+            error_type=self.error_type,
+        )
+
+
+class _Unset:
+    """Marks a field that a ``session.update`` did not mention (different from ``null``)."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+# --------------------------------------------------------------------------- small validators
+
+
+def _fail(param: str, message: str, code: str = ErrorCode.INVALID_VALUE) -> ProtocolError:
+    return ProtocolError(code, message, param=param)
+
+
+def _type_name(v: Any) -> str:
+    return {
+        type(None): "null",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(v), type(v).__name__)
+
+
+def _req(d: Mapping[str, Any], key: str, path: str) -> Any:
+    if key not in d:
+        raise _fail(path, f"missing required parameter '{path}'", ErrorCode.MISSING_FIELD)
+    return d[key]
+
+
+def _str(v: Any, path: str, *, nullable: bool = False, max_chars: int | None = None) -> str | None:
+    if v is None and nullable:
+        return None
+    if not isinstance(v, str):
+        want = "a string or null" if nullable else "a string"
+        raise _fail(path, f"'{path}' must be {want}, got {_type_name(v)}")
+    if max_chars is not None and len(v) > max_chars:
+        raise _fail(path, f"'{path}' is {len(v)} characters long; the limit is {max_chars}")
+    return v
+
+
+def _bool(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise _fail(path, f"'{path}' must be a boolean, got {_type_name(v)}")
+    return v
+
+
+def _int(v: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+        raise _fail(path, f"'{path}' must be an integer, got {_type_name(v)}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise _fail(path, f"'{path}' must be between {lo} and {hi}, got {v}")
+    return v
+
+
+def _num(v: Any, path: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise _fail(path, f"'{path}' must be a number, got {_type_name(v)}")
+    return float(v)
+
+
+def _obj(v: Any, path: str, *, nullable: bool = False) -> dict[str, Any] | None:
+    if v is None and nullable:
+        return None
+    if not isinstance(v, dict):
+        want = "an object or null" if nullable else "an object"
+        raise _fail(path, f"'{path}' must be {want}, got {_type_name(v)}")
+    return v
+
+
+def _list(v: Any, path: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise _fail(path, f"'{path}' must be an array, got {_type_name(v)}")
+    return v
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str, path: str = "audio") -> bytes:
+    """Strict base64 (standard alphabet, padding required); :class:`ProtocolError` otherwise."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise _fail(path, f"'{path}' is not valid base64", ErrorCode.INVALID_BASE64) from None
+
+
+# --------------------------------------------------------------------------- audio formats
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """An audio format on the wire.
+
+    Fields:
+        type: ``audio/pcm`` (16-bit little-endian mono, the default) or ``s2s.encodec``
+            (Encodec 24 kHz packets, see ``docs/codec.md``).
+        rate: always 24000.
+        bandwidth: Encodec kbps (1.5, 3, 6, 12 or 24); None for PCM.
+    """
+
+    type: str = PCM_FORMAT
+    rate: int = PCM_RATE
+    bandwidth: float | None = None
+
+    @property
+    def is_encodec(self) -> bool:
+        return self.type == ENCODEC_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "rate": self.rate}
+        if self.is_encodec:
+            out["bandwidth"] = self.bandwidth
+        return out
+
+    @classmethod
+    def parse(cls, v: Any, path: str) -> AudioFormat:
+        d = _obj(v, path)
+        assert d is not None
+        kind = _str(d.get("type", PCM_FORMAT), f"{path}.type")
+        rate = _int(d.get("rate", PCM_RATE), f"{path}.rate")
+        if kind in ("audio/pcmu", "audio/pcma"):
+            raise _fail(
+                f"{path}.type",
+                f"audio format {kind!r} is not supported; use 'audio/pcm' (24 kHz) or '{ENCODEC_FORMAT}'",
+                ErrorCode.UNSUPPORTED_FORMAT,
+            )
+        if kind not in (PCM_FORMAT, ENCODEC_FORMAT):
+            raise _fail(
+                f"{path}.type",
+                f"unknown audio format {kind!r}; use 'audio/pcm' (24 kHz) or '{ENCODEC_FORMAT}'",
+                ErrorCode.UNSUPPORTED_FORMAT,
+            )
+        if rate != PCM_RATE:
+            raise _fail(f"{path}.rate", f"only rate 24000 is supported, got {rate}", ErrorCode.UNSUPPORTED_FORMAT)
+        if kind == PCM_FORMAT:
+            return cls(PCM_FORMAT, PCM_RATE, None)
+        bw = _num(d.get("bandwidth", DEFAULT_ENCODEC_BANDWIDTH), f"{path}.bandwidth")
+        if bw not in ENCODEC_BANDWIDTHS:
+            raise _fail(
+                f"{path}.bandwidth",
+                f"Encodec bandwidth {bw:g} kbps is not supported; use one of {', '.join(f'{b:g}' for b in ENCODEC_BANDWIDTHS)}",
+                ErrorCode.UNSUPPORTED_FORMAT,
+            )
+        return cls(ENCODEC_FORMAT, PCM_RATE, bw)
+
+
+PCM = AudioFormat()
+
+
+def pcm16_decode(data: bytes, path: str = "audio") -> np.ndarray:
+    """``audio/pcm`` bytes to int16 samples; an odd byte count is :class:`ProtocolError`."""
+    if len(data) % 2:
+        raise _fail(
+            path,
+            f"audio/pcm needs whole 16-bit samples; got {len(data)} bytes (an odd count)",
+            ErrorCode.INVALID_AUDIO,
+        )
+    return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+
+def pcm16_encode(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] (or int16) to ``audio/pcm`` bytes (int16 little-endian)."""
+    x = np.asarray(samples)
+    if x.dtype != np.int16:
+        x = np.clip(np.nan_to_num(x.astype(np.float32)), -1.0, 1.0)
+        x = np.round(x * 32767.0).astype(np.int16)
+    return x.astype("<i2").tobytes()
+
+
+# --------------------------------------------------------------------------- session config
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """``audio.input.turn_detection``: server VAD (on by default).
+
+    Fields:
+        type: ``server_vad`` (``semantic_vad`` is accepted and treated as ``server_vad``).
+        create_response: respond automatically at the end of each turn (default true).
+        interrupt_response: barge-in cancels the response (always true here; false is refused).
+        silence_duration_ms / prefix_padding_ms / threshold: reported from the profile; values sent
+            by a client are accepted and ignored (the VAD is tuned in the profile).
+    """
+
+    type: str = "server_vad"
+    create_response: bool = True
+    interrupt_response: bool = True
+    silence_duration_ms: int | None = None
+    prefix_padding_ms: int | None = None
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "create_response": self.create_response,
+            "interrupt_response": self.interrupt_response,
+        }
+        for k in ("silence_duration_ms", "prefix_padding_ms", "threshold"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        return out
+
+    @classmethod
+    def parse(cls, v: Any, path: str, base: TurnDetection | None = None) -> TurnDetection | None:
+        d = _obj(v, path, nullable=True)
+        if d is None:
+            return None
+        base = base or cls()
+        kind = _str(d.get("type", "server_vad"), f"{path}.type")
+        if kind not in ("server_vad", "semantic_vad"):
+            raise _fail(f"{path}.type", f"turn detection type must be 'server_vad', got {kind!r}")
+        create = _bool(d["create_response"], f"{path}.create_response") if "create_response" in d else base.create_response
+        interrupt = True
+        if "interrupt_response" in d and not _bool(d["interrupt_response"], f"{path}.interrupt_response"):
+            raise _fail(
+                f"{path}.interrupt_response",
+                "interrupt_response=false is not supported: barge-in always cancels the response",
+            )
+        for k in ("silence_duration_ms", "prefix_padding_ms", "idle_timeout_ms"):
+            if k in d and d[k] is not None:
+                _int(d[k], f"{path}.{k}", 0, 3_600_000)
+        if "threshold" in d and d["threshold"] is not None:
+            _num(d["threshold"], f"{path}.threshold")
+        return replace(base, type="server_vad", create_response=create, interrupt_response=interrupt)
+
+
+@dataclass(frozen=True)
+class SessionPatch:
+    """What one ``session.update`` changes; fields left :data:`UNSET` keep their value.
+
+    Fields:
+        instructions: the system prompt (None restores the profile's).
+        input_format / output_format: :class:`AudioFormat`.
+        turn_detection: :class:`TurnDetection`, or None for manual turns (commit + response.create).
+        language: ``audio.input.transcription.language`` (an ISO code such as ``te``).
+    """
+
+    instructions: Any = UNSET
+    input_format: Any = UNSET
+    output_format: Any = UNSET
+    turn_detection: Any = UNSET
+    language: Any = UNSET
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``session`` object of a ``session.update`` that makes exactly these changes."""
+        out: dict[str, Any] = {"type": "realtime"}
+        if self.instructions is not UNSET:
+            out["instructions"] = self.instructions
+        audio_in: dict[str, Any] = {}
+        if self.input_format is not UNSET:
+            audio_in["format"] = self.input_format.to_dict()
+        if self.turn_detection is not UNSET:
+            audio_in["turn_detection"] = None if self.turn_detection is None else self.turn_detection.to_dict()
+        if self.language is not UNSET:
+            audio_in["transcription"] = {"language": self.language}
+        audio: dict[str, Any] = {}
+        if audio_in:
+            audio["input"] = audio_in
+        if self.output_format is not UNSET:
+            audio["output"] = {"format": self.output_format.to_dict()}
+        if audio:
+            out["audio"] = audio
+        return out
+
+    @classmethod
+    def parse(cls, v: Any, path: str = "session") -> SessionPatch:
+        d = _obj(v, path)
+        assert d is not None
+        kind = d.get("type", "realtime")
+        if kind != "realtime":
+            raise _fail(f"{path}.type", f"session type must be 'realtime', got {kind!r}")
+        patch: dict[str, Any] = {}
+        if "instructions" in d:
+            patch["instructions"] = _str(d["instructions"], f"{path}.instructions", nullable=True, max_chars=MAX_TEXT_CHARS)
+        if "output_modalities" in d and d["output_modalities"] is not None:
+            mods = _list(d["output_modalities"], f"{path}.output_modalities")
+            if mods != ["audio"] and mods != ["text", "audio"] and mods != ["audio", "text"]:
+                raise _fail(
+                    f"{path}.output_modalities",
+                    f"only ['audio'] is supported (audio with its transcript), got {mods!r}",
+                )
+        audio = _obj(d.get("audio", {}), f"{path}.audio", nullable=True) or {}
+        a_in = _obj(audio.get("input", {}), f"{path}.audio.input", nullable=True) or {}
+        a_out = _obj(audio.get("output", {}), f"{path}.audio.output", nullable=True) or {}
+        if a_in.get("format") is not None:
+            patch["input_format"] = AudioFormat.parse(a_in["format"], f"{path}.audio.input.format")
+        if a_out.get("format") is not None:
+            patch["output_format"] = AudioFormat.parse(a_out["format"], f"{path}.audio.output.format")
+        if "turn_detection" in a_in:
+            td = a_in["turn_detection"]
+            patch["turn_detection"] = TurnDetection.parse(td, f"{path}.audio.input.turn_detection")
+        tr = _obj(a_in.get("transcription"), f"{path}.audio.input.transcription", nullable=True)
+        if tr is not None and tr.get("language") is not None:
+            lang = _str(tr["language"], f"{path}.audio.input.transcription.language")
+            assert lang is not None
+            if not (1 < len(lang) <= 12 and lang.replace("-", "").isalpha()):
+                raise _fail(f"{path}.audio.input.transcription.language", f"not a language code: {lang!r}")
+            patch["language"] = lang
+        if "speed" in a_out and a_out["speed"] is not None:
+            _num(a_out["speed"], f"{path}.audio.output.speed")
+        return cls(**patch)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The whole session as the server reports it in ``session.created`` / ``session.updated``.
+
+    Fields:
+        id: the session id (``sess_...``).
+        model: the ``model`` query parameter the client connected with (informational).
+        instructions: the system prompt in use.
+        input_format / output_format: :class:`AudioFormat` of ``input_audio_buffer.append`` and
+            ``response.output_audio.delta``.
+        turn_detection: :class:`TurnDetection`, or None for manual turns.
+        language: the ASR language.
+        asr_model / tts_voice: what the engine runs (shown as ``transcription.model`` and ``voice``).
+        profile: the engine profile name (``s2s.profile``).
+    """
+
+    id: str
+    model: str = "s2s"
+    instructions: str = ""
+    input_format: AudioFormat = PCM
+    output_format: AudioFormat = PCM
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    language: str = "te"
+    asr_model: str = ""
+    tts_voice: str = ""
+    profile: str = ""
+
+    def apply(self, patch: SessionPatch) -> SessionConfig:
+        """A copy with ``patch``'s fields applied (``instructions=None`` keeps the current text)."""
+        changes = {f.name: getattr(patch, f.name) for f in fields(patch) if getattr(patch, f.name) is not UNSET}
+        if "instructions" in changes and changes["instructions"] is None:
+            del changes["instructions"]
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": self.id,
+            "model": self.model,
+            "output_modalities": ["audio"],
+            "instructions": self.instructions,
+            "audio": {
+                "input": {
+                    "format": self.input_format.to_dict(),
+                    "transcription": {"model": self.asr_model, "language": self.language},
+                    "noise_reduction": None,
+                    "turn_detection": None if self.turn_detection is None else self.turn_detection.to_dict(),
+                },
+                "output": {"format": self.output_format.to_dict(), "voice": self.tts_voice, "speed": 1.0},
+            },
+            "tools": [],
+            "tool_choice": "auto",
+            "max_output_tokens": "inf",
+            "s2s": {"profile": self.profile},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SessionConfig:
+        """Read back what :meth:`to_dict` wrote (lenient: missing parts take defaults)."""
+        audio = d.get("audio") or {}
+        a_in, a_out = audio.get("input") or {}, audio.get("output") or {}
+        td = a_in.get("turn_detection", {}) if "turn_detection" in a_in else {}
+        return cls(
+            id=str(d.get("id", "")),
+            model=str(d.get("model", "")),
+            instructions=d.get("instructions") or "",
+            input_format=AudioFormat.parse(a_in.get("format") or {}, "session.audio.input.format"),
+            output_format=AudioFormat.parse(a_out.get("format") or {}, "session.audio.output.format"),
+            turn_detection=TurnDetection.parse(td, "session.audio.input.turn_detection"),
+            language=(a_in.get("transcription") or {}).get("language") or "",
+            asr_model=(a_in.get("transcription") or {}).get("model") or "",
+            tts_voice=str(a_out.get("voice") or ""),
+            profile=str((d.get("s2s") or {}).get("profile", "")),
+        )
+
+
+# --------------------------------------------------------------------------- client events
+
+
+@dataclass(kw_only=True)
+class ClientEvent:
+    """Base of the events a client sends. ``event_id`` is the client's own (optional)."""
+
+    type: ClassVar[str] = ""
+    event_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.event_id is not None:
+            out["event_id"] = self.event_id
+        out.update(self._body())
+        return out
+
+    def _body(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id)
+
+
+@dataclass(kw_only=True)
+class SessionUpdate(ClientEvent):
+    """``session.update``: change formats, turn detection, instructions, language."""
+
+    type: ClassVar[str] = "session.update"
+    session: SessionPatch = field(default_factory=SessionPatch)
+
+    def _body(self) -> dict[str, Any]:
+        return {"session": self.session.to_dict()}
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, session=SessionPatch.parse(_req(d, "session", "session")))
+
+
+@dataclass(kw_only=True)
+class InputAudioBufferAppend(ClientEvent):
+    """``input_audio_buffer.append``: ``audio`` holds the decoded bytes (PCM or one Encodec packet)."""
+
+    type: ClassVar[str] = "input_audio_buffer.append"
+    audio: bytes = b""
+
+    def _body(self) -> dict[str, Any]:
+        return {"audio": b64encode(self.audio)}
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        text = _str(_req(d, "audio", "audio"), "audio")
+        assert text is not None
+        return cls(event_id=event_id, audio=b64decode(text, "audio"))
+
+
+@dataclass(kw_only=True)
+class InputAudioBufferCommit(ClientEvent):
+    """``input_audio_buffer.commit``: end the user turn now (needed when turn detection is off)."""
+
+    type: ClassVar[str] = "input_audio_buffer.commit"
+
+
+@dataclass(kw_only=True)
+class InputAudioBufferClear(ClientEvent):
+    """``input_audio_buffer.clear``: drop the audio not yet committed."""
+
+    type: ClassVar[str] = "input_audio_buffer.clear"
+
+
+@dataclass(kw_only=True)
+class ConversationItemCreate(ClientEvent):
+    """``conversation.item.create`` with a user message of ``input_text`` parts (joined by newlines).
+
+    Fields:
+        text: the user's message.
+        item_id: the client's id for the item (``item.id``), or None to let the server choose.
+        previous_item_id: accepted; items are always appended at the end.
+    """
+
+    type: ClassVar[str] = "conversation.item.create"
+    text: str = ""
+    item_id: str | None = None
+    previous_item_id: str | None = None
+
+    def _body(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": self.text}],
+        }
+        if self.item_id is not None:
+            item["id"] = self.item_id
+        out: dict[str, Any] = {"item": item}
+        if self.previous_item_id is not None:
+            out["previous_item_id"] = self.previous_item_id
+        return out
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        item = _obj(_req(d, "item", "item"), "item")
+        assert item is not None
+        kind = _str(item.get("type", "message"), "item.type")
+        if kind != "message":
+            raise _fail(
+                "item.type",
+                f"only 'message' items are supported, got {kind!r} (there are no tools)",
+                ErrorCode.UNSUPPORTED_EVENT,
+            )
+        role = _str(_req(item, "role", "item.role"), "item.role")
+        if role != "user":
+            raise _fail(
+                "item.role",
+                f"only 'user' messages can be added, got {role!r} (set the system prompt with "
+                "session.update instructions)",
+            )
+        parts = _list(_req(item, "content", "item.content"), "item.content")
+        texts = []
+        for i, part in enumerate(parts):
+            p = _obj(part, f"item.content[{i}]")
+            assert p is not None
+            ptype = _str(_req(p, "type", f"item.content[{i}].type"), f"item.content[{i}].type")
+            if ptype != "input_text":
+                raise _fail(
+                    f"item.content[{i}].type",
+                    f"only 'input_text' content is supported, got {ptype!r} "
+                    "(send speech with input_audio_buffer.append)",
+                )
+            texts.append(_str(_req(p, "text", f"item.content[{i}].text"), f"item.content[{i}].text"))
+        text = "\n".join(t for t in texts if t).strip()
+        if not text:
+            raise _fail("item.content", "the message has no text")
+        if len(text) > MAX_TEXT_CHARS:
+            raise _fail("item.content", f"the message is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+        item_id = _str(item["id"], "item.id", nullable=True) if "id" in item else None
+        if item_id is not None and not (0 < len(item_id) <= 64):
+            raise _fail("item.id", "'item.id' must be 1-64 characters")
+        prev = _str(d["previous_item_id"], "previous_item_id", nullable=True) if "previous_item_id" in d else None
+        return cls(event_id=event_id, text=text, item_id=item_id, previous_item_id=prev)
+
+
+@dataclass(kw_only=True)
+class ResponseCreate(ClientEvent):
+    """``response.create``: respond now. Per-response overrides in ``response`` are read and ignored."""
+
+    type: ClassVar[str] = "response.create"
+    response: dict[str, Any] | None = None
+
+    def _body(self) -> dict[str, Any]:
+        return {} if self.response is None else {"response": self.response}
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        resp = _obj(d.get("response"), "response", nullable=True)
+        if resp is not None and "instructions" in resp:
+            _str(resp["instructions"], "response.instructions", nullable=True, max_chars=MAX_TEXT_CHARS)
+        return cls(event_id=event_id, response=resp)
+
+
+@dataclass(kw_only=True)
+class ResponseCancel(ClientEvent):
+    """``response.cancel``: stop the active response (``response.done`` status cancelled follows)."""
+
+    type: ClassVar[str] = "response.cancel"
+    response_id: str | None = None
+
+    def _body(self) -> dict[str, Any]:
+        return {} if self.response_id is None else {"response_id": self.response_id}
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        rid = _str(d["response_id"], "response_id", nullable=True) if "response_id" in d else None
+        return cls(event_id=event_id, response_id=rid)
+
+
+@dataclass(kw_only=True)
+class ConversationItemTruncate(ClientEvent):
+    """``conversation.item.truncate``: the client played only ``audio_end_ms`` of an assistant item.
+
+    The history then keeps only the text that audio covered.
+    """
+
+    type: ClassVar[str] = "conversation.item.truncate"
+    item_id: str = ""
+    content_index: int = 0
+    audio_end_ms: int = 0
+
+    def _body(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "content_index": self.content_index, "audio_end_ms": self.audio_end_ms}
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        item_id = _str(_req(d, "item_id", "item_id"), "item_id")
+        ci = _int(d.get("content_index", 0), "content_index", 0, 0)
+        end = _int(_req(d, "audio_end_ms", "audio_end_ms"), "audio_end_ms", 0, 24 * 3_600_000)
+        assert item_id is not None
+        return cls(event_id=event_id, item_id=item_id, content_index=ci, audio_end_ms=end)
+
+
+@dataclass(kw_only=True)
+class S2SPing(ClientEvent):
+    """``s2s.ping`` (extension): ``client_time_ms`` on the client's clock; answered by ``s2s.pong``."""
+
+    type: ClassVar[str] = "s2s.ping"
+    client_time_ms: float = 0.0
+
+    def _body(self) -> dict[str, Any]:
+        return {"client_time_ms": self.client_time_ms}
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, client_time_ms=_num(_req(d, "client_time_ms", "client_time_ms"), "client_time_ms"))
+
+
+CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
+    c.type: c
+    for c in (
+        SessionUpdate,
+        InputAudioBufferAppend,
+        InputAudioBufferCommit,
+        InputAudioBufferClear,
+        ConversationItemCreate,
+        ResponseCreate,
+        ResponseCancel,
+        ConversationItemTruncate,
+        S2SPing,
+    )
+}
+
+
+def parse_client_event(data: str | bytes | bytearray, *, max_bytes: int = MAX_MESSAGE_BYTES) -> ClientEvent:
+    """One client message to a typed event; any problem raises :class:`ProtocolError`."""
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+    if size > max_bytes:
+        raise ProtocolError(
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"message is {size} bytes; the limit is {max_bytes} (send audio in smaller chunks, "
+            "about 20-100 ms each)",
+        )
+    if isinstance(data, bytes | bytearray):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(ErrorCode.INVALID_JSON, "message is not UTF-8 text (events are JSON)") from None
+    try:
+        d = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"message is not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(d, dict):
+        raise ProtocolError(ErrorCode.INVALID_EVENT, f"an event must be a JSON object, got {_type_name(d)}")
+    event_id = d.get("event_id")
+    if event_id is not None and not (isinstance(event_id, str) and len(event_id) <= 128):
+        raise ProtocolError(
+            ErrorCode.INVALID_VALUE, "'event_id' must be a string of at most 128 characters", param="event_id"
+        )
+    kind = d.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError(
+            ErrorCode.INVALID_EVENT, "an event needs a string 'type'", param="type", event_id=event_id
+        )
+    cls = CLIENT_EVENTS.get(kind)
+    if cls is None:
+        if kind in UNSUPPORTED_CLIENT_EVENTS:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_EVENT,
+                f"'{kind}' is a Realtime event this server does not support",
+                param="type",
+                event_id=event_id,
+            )
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_EVENT, f"unknown event type '{kind[:80]}'", param="type", event_id=event_id
+        )
+    try:
+        return cls._parse(d, event_id)
+    except ProtocolError as err:
+        err.event_id = event_id
+        raise
+
+
+# --------------------------------------------------------------------------- server events
+
+
+@dataclass(kw_only=True)
+class ServerEvent:
+    """Base of the events the server sends. ``event_id`` is set when serialised (``event_N``)."""
+
+    type: ClassVar[str] = ""
+    event_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "event_id": self.event_id}
+        for f in fields(self):
+            if f.name != "event_id":
+                out[f.metadata.get("wire", f.name)] = _wire_value(getattr(self, f.name), f.metadata)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServerEvent:
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f.metadata.get("wire", f.name)
+            if key in d:
+                v = d[key]
+                if f.metadata.get("b64") and isinstance(v, str):
+                    v = b64decode(v, key)
+                kwargs[f.name] = v
+        return cls(**kwargs)
+
+
+def _wire_value(v: Any, meta: Mapping[str, Any]) -> Any:
+    if meta.get("b64"):
+        return b64encode(v)
+    return v
+
+
+def _b64field() -> Any:
+    return field(default=b"", metadata={"wire": "delta", "b64": True})
+
+
+@dataclass(kw_only=True)
+class SessionCreated(ServerEvent):
+    """``session.created``: the first event on every connection; ``session`` as in :class:`SessionConfig`."""
+
+    type: ClassVar[str] = "session.created"
+    session: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SessionUpdated(ServerEvent):
+    """``session.updated``: the whole session after a ``session.update``."""
+
+    type: ClassVar[str] = "session.updated"
+    session: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SpeechStarted(ServerEvent):
+    """``input_audio_buffer.speech_started``: VAD heard speech start (barge-in starts here)."""
+
+    type: ClassVar[str] = "input_audio_buffer.speech_started"
+    item_id: str = ""
+    audio_start_ms: int = 0
+
+
+@dataclass(kw_only=True)
+class SpeechStopped(ServerEvent):
+    """``input_audio_buffer.speech_stopped``: VAD decided the turn ended."""
+
+    type: ClassVar[str] = "input_audio_buffer.speech_stopped"
+    item_id: str = ""
+    audio_end_ms: int = 0
+
+
+@dataclass(kw_only=True)
+class InputAudioBufferCommitted(ServerEvent):
+    """``input_audio_buffer.committed``: the turn's audio became user item ``item_id``."""
+
+    type: ClassVar[str] = "input_audio_buffer.committed"
+    item_id: str = ""
+    previous_item_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class InputAudioBufferCleared(ServerEvent):
+    type: ClassVar[str] = "input_audio_buffer.cleared"
+
+
+@dataclass(kw_only=True)
+class InputTranscriptionDelta(ServerEvent):
+    """``conversation.item.input_audio_transcription.delta``: text appended to the provisional transcript.
+
+    ``s2s_partial`` (extension) is the whole provisional transcript: partials can be revised, and a
+    revision that is not an extension of what was sent has an empty ``delta``.
+    """
+
+    type: ClassVar[str] = "conversation.item.input_audio_transcription.delta"
+    item_id: str = ""
+    content_index: int = 0
+    delta: str = ""
+    s2s_partial: str = ""
+
+
+@dataclass(kw_only=True)
+class InputTranscriptionCompleted(ServerEvent):
+    """``conversation.item.input_audio_transcription.completed``: the final transcript of a user turn."""
+
+    type: ClassVar[str] = "conversation.item.input_audio_transcription.completed"
+    item_id: str = ""
+    content_index: int = 0
+    transcript: str = ""
+    usage: dict[str, Any] = field(default_factory=lambda: {"type": "duration", "seconds": 0.0})
+    s2s_language: str | None = None
+
+
+@dataclass(kw_only=True)
+class ConversationItemAdded(ServerEvent):
+    """``conversation.item.added``: an item entered the conversation (``item`` is a Realtime item)."""
+
+    type: ClassVar[str] = "conversation.item.added"
+    item: dict[str, Any] = field(default_factory=dict)
+    previous_item_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class ConversationItemDone(ServerEvent):
+    """``conversation.item.done``: an item is final."""
+
+    type: ClassVar[str] = "conversation.item.done"
+    item: dict[str, Any] = field(default_factory=dict)
+    previous_item_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class ConversationItemTruncated(ServerEvent):
+    """``conversation.item.truncated``: answer to ``conversation.item.truncate``."""
+
+    type: ClassVar[str] = "conversation.item.truncated"
+    item_id: str = ""
+    content_index: int = 0
+    audio_end_ms: int = 0
+
+
+@dataclass(kw_only=True)
+class ResponseCreated(ServerEvent):
+    """``response.created``: ``response`` is a Realtime response object, status ``in_progress``."""
+
+    type: ClassVar[str] = "response.created"
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class _OutputPart(ServerEvent):
+    response_id: str = ""
+    item_id: str = ""
+    output_index: int = 0
+    content_index: int = 0
+
+
+@dataclass(kw_only=True)
+class ResponseAudioDelta(_OutputPart):
+    """``response.output_audio.delta``: ``audio`` is sent as base64 ``delta`` in the output format."""
+
+    type: ClassVar[str] = "response.output_audio.delta"
+    audio: bytes = _b64field()
+
+
+@dataclass(kw_only=True)
+class ResponseAudioDone(_OutputPart):
+    type: ClassVar[str] = "response.output_audio.done"
+
+
+@dataclass(kw_only=True)
+class ResponseTranscriptDelta(_OutputPart):
+    """``response.output_audio_transcript.delta``: reply text as the LLM writes it."""
+
+    type: ClassVar[str] = "response.output_audio_transcript.delta"
+    delta: str = ""
+
+
+@dataclass(kw_only=True)
+class ResponseTranscriptDone(_OutputPart):
+    """``response.output_audio_transcript.done``: the reply text (only the heard part if cut off)."""
+
+    type: ClassVar[str] = "response.output_audio_transcript.done"
+    transcript: str = ""
+
+
+@dataclass(kw_only=True)
+class ResponseDone(ServerEvent):
+    """``response.done``: ``response.status`` is completed, cancelled or failed; ``response.s2s`` says
+    how much audio was made and played and what text was heard."""
+
+    type: ClassVar[str] = "response.done"
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Error(ServerEvent):
+    """``error`` in Realtime's shape. ``client_event_id`` is ``error.event_id`` on the wire."""
+
+    type: ClassVar[str] = "error"
+    code: str = ErrorCode.SERVER_ERROR
+    message: str = ""
+    param: str | None = None
+    client_event_id: str | None = None
+    error_type: str = ErrorType.INVALID_REQUEST
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        err: dict[str, Any] = {
+            "type": str(self.error_type),
+            "code": str(self.code),
+            "message": self.message,
+            "param": self.param,
+            "event_id": self.client_event_id,
+        }
+        err.update(self.details)
+        return {"type": self.type, "event_id": self.event_id, "error": err}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServerEvent:
+        err = dict(d.get("error") or {})
+        known = {"type", "code", "message", "param", "event_id"}
+        return cls(
+            event_id=str(d.get("event_id", "")),
+            code=str(err.get("code") or ""),
+            message=str(err.get("message") or ""),
+            param=err.get("param"),
+            client_event_id=err.get("event_id"),
+            error_type=str(err.get("type") or ErrorType.INVALID_REQUEST),
+            details={k: v for k, v in err.items() if k not in known},
+        )
+
+
+@dataclass(kw_only=True)
+class S2STurnMetrics(ServerEvent):
+    """``s2s.turn.metrics`` (extension): the engine's stage breakdown of one turn.
+
+    ``metrics`` is :meth:`engine.metrics.TurnMetrics.to_dict` (stage ms, ``voice_to_voice_ms``,
+    rates, raw ``stamps_ns`` on the server's monotonic clock).
+    """
+
+    type: ClassVar[str] = "s2s.turn.metrics"
+    item_id: str | None = None
+    response_id: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class S2SStats(ServerEvent):
+    """``s2s.stats`` (extension), sent periodically.
+
+    Fields:
+        gpu: ``{"used_mb", "total_mb"}`` (null on CPU).
+        models: per stage, what is loaded.
+        sessions: ``{"active", "max"}``.
+        session: this connection: ``id``, ``state``, ``uptime_s``, bytes and events in/out.
+        server_time_ms: the server's monotonic clock (the clock of ``stamps_ns``), in ms.
+    """
+
+    type: ClassVar[str] = "s2s.stats"
+    gpu: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    sessions: dict[str, Any] = field(default_factory=dict)
+    session: dict[str, Any] = field(default_factory=dict)
+    profile: str = ""
+    device: str = ""
+    server_time_ms: float = 0.0
+
+
+@dataclass(kw_only=True)
+class S2SPong(ServerEvent):
+    """``s2s.pong`` (extension): ``client_time_ms`` echoed, plus the server's monotonic clock in ms."""
+
+    type: ClassVar[str] = "s2s.pong"
+    client_time_ms: float = 0.0
+    server_time_ms: float = 0.0
+
+
+@dataclass(kw_only=True)
+class UnknownServerEvent(ServerEvent):
+    """A server event this module does not know (a client stays forward-compatible)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.data)
+
+    @property
+    def event_type(self) -> str:
+        return str(self.data.get("type", ""))
+
+
+SERVER_EVENTS: dict[str, type[ServerEvent]] = {
+    c.type: c
+    for c in (
+        SessionCreated,
+        SessionUpdated,
+        SpeechStarted,
+        SpeechStopped,
+        InputAudioBufferCommitted,
+        InputAudioBufferCleared,
+        InputTranscriptionDelta,
+        InputTranscriptionCompleted,
+        ConversationItemAdded,
+        ConversationItemDone,
+        ConversationItemTruncated,
+        ResponseCreated,
+        ResponseAudioDelta,
+        ResponseAudioDone,
+        ResponseTranscriptDelta,
+        ResponseTranscriptDone,
+        ResponseDone,
+        Error,
+        S2STurnMetrics,
+        S2SStats,
+        S2SPong,
+    )
+}
+
+
+def serialize(event: ServerEvent | ClientEvent) -> str:
+    """An event as compact JSON text (UTF-8 kept as is, so Telugu stays readable)."""
+    return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_server_event(data: str | bytes) -> ServerEvent:
+    """A server message to a typed event (unknown types become :class:`UnknownServerEvent`).
+
+    Raises :class:`ProtocolError` only when the message is not a JSON object with a ``type``.
+    """
+    try:
+        d = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"server message is not JSON: {exc}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("type"), str):
+        raise ProtocolError(ErrorCode.INVALID_EVENT, "server message is not an event object")
+    cls = SERVER_EVENTS.get(d["type"])
+    if cls is None:
+        return UnknownServerEvent(event_id=str(d.get("event_id", "")), data=d)
+    try:
+        return cls.from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_EVENT, f"bad '{d['type']}' event: {exc}") from None
+
+
+# --------------------------------------------------------------------------- engine -> wire
+
+
+def user_item(item_id: str, *, text: str | None = None, transcript: str | None = None, status: str = "completed") -> dict[str, Any]:
+    """A Realtime user message item: ``input_text`` when ``text`` is given, else ``input_audio``."""
+    part = {"type": "input_text", "text": text} if text is not None else {"type": "input_audio", "transcript": transcript}
+    return {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": status, "content": [part]}
+
+
+def assistant_item(item_id: str, transcript: str | None = None, status: str = "in_progress") -> dict[str, Any]:
+    content = [] if transcript is None else [{"type": "output_audio", "transcript": transcript}]
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
+
+
+@dataclass
+class _Resp:
+    response_id: str
+    item_id: str
+    turn_item_id: str | None
+    text: str = ""
+    audio_bytes: int = 0
+    interrupted: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    done: bool = False
+
+
+class EventMapper:
+    """Maps one session's engine events to server events; pure and stateful (ids, item order).
+
+    Item ids: a user turn ``turn_N`` becomes item ``item_turn_N`` (or the client's ``item.id`` for a
+    text message); response ``resp_N`` writes assistant item ``item_resp_N``.
+
+    The server calls :meth:`map` for every :class:`engine.events.SessionEvent`, except that it may
+    encode reply audio itself (Encodec, off the event loop) and call :meth:`audio_delta`.
+    """
+
+    def __init__(self) -> None:
+        self.last_item_id: str | None = None
+        self._turn_items: dict[str, str] = {}
+        self._added: set[str] = set()
+        self._text_turns: set[str] = set()
+        self._partials: dict[str, str] = {}
+        self._responses: dict[str, _Resp] = {}
+        self._item_to_response: dict[str, str] = {}
+
+    # ---- ids
+
+    def item_for_turn(self, turn_id: str) -> str:
+        return self._turn_items.setdefault(turn_id, f"item_{turn_id}")
+
+    def item_for_response(self, response_id: str) -> str:
+        r = self._responses.get(response_id)
+        return r.item_id if r else f"item_{response_id}"
+
+    def response_for_item(self, item_id: str) -> str | None:
+        return self._item_to_response.get(item_id)
+
+    def active_response(self) -> str | None:
+        for r in reversed(self._responses.values()):
+            if not r.done:
+                return r.response_id
+        return None
+
+    # ---- things the server reports (not engine events)
+
+    def text_item(self, turn_id: str, text: str, item_id: str | None = None) -> list[ServerEvent]:
+        """A ``conversation.item.create`` became turn ``turn_id``: added + done events."""
+        iid = item_id or f"item_{turn_id}"
+        self._turn_items[turn_id] = iid
+        self._text_turns.add(turn_id)
+        self._added.add(iid)
+        prev, self.last_item_id = self.last_item_id, iid
+        item = user_item(iid, text=text)
+        return [ConversationItemAdded(item=item, previous_item_id=prev), ConversationItemDone(item=item, previous_item_id=prev)]
+
+    def cancel_requested(self, response_id: str) -> None:
+        """The client sent ``response.cancel`` (the cancelled ``response.done`` says ``client_cancelled``)."""
+        r = self._responses.get(response_id)
+        if r is not None:
+            r.cancel_requested = True
+
+    def audio_delta(self, response_id: str, payload: bytes) -> ServerEvent:
+        """An already-encoded chunk of reply audio."""
+        r = self._response(response_id, None)
+        r.audio_bytes += len(payload)
+        return ResponseAudioDelta(response_id=response_id, item_id=r.item_id, audio=payload)
+
+    # ---- engine events
+
+    def map(self, e: Any) -> list[ServerEvent]:
+        """Server events for one engine event (in order); unknown objects map to nothing."""
+        if isinstance(e, ev.SpeechStarted):
+            return [SpeechStarted(item_id=self.item_for_turn(e.turn_id), audio_start_ms=int(e.audio_start_ms))]
+        if isinstance(e, ev.SpeechStopped):
+            out: list[ServerEvent] = [SpeechStopped(item_id=self.item_for_turn(e.turn_id), audio_end_ms=int(e.audio_end_ms))]
+            return out + self._commit(e.turn_id)
+        if isinstance(e, ev.TranscriptPartial):
+            return self._partial(e)
+        if isinstance(e, ev.TranscriptFinal):
+            return self._final(e)
+        if isinstance(e, ev.ResponseStarted):
+            return self._started(e)
+        if isinstance(e, ev.ReplyTextDelta):
+            r = self._response(e.response_id, None)
+            r.text += e.delta
+            return [ResponseTranscriptDelta(response_id=r.response_id, item_id=r.item_id, delta=e.delta)]
+        if isinstance(e, ev.ReplyAudio):
+            return [self.audio_delta(e.response_id, pcm16_encode(_to_24k(e.samples, e.sample_rate)))]
+        if isinstance(e, ev.Interruption):
+            r = self._response(e.response_id, None)
+            r.interrupted = {"played_ms": int(e.played_ms), "heard_text": e.heard_text}
+            return []
+        if isinstance(e, ev.ResponseDone):
+            return self._done(e)
+        if isinstance(e, ev.TurnMetricsEvent):
+            m = e.metrics
+            iid = self._turn_items.get(m.turn_id) if m.turn_id else None
+            return [S2STurnMetrics(item_id=iid, response_id=m.response_id, metrics=m.to_dict())]
+        if isinstance(e, ev.ErrorEvent):
+            details: dict[str, Any] = {}
+            if e.stage:
+                details["s2s_stage"] = e.stage
+            if e.turn_id:
+                details["s2s_turn_id"] = e.turn_id
+            return [Error(code=e.code, message=e.message, error_type=ErrorType.SERVER, details=details)]
+        return []
+
+    def committed(self, turn_id: str) -> list[ServerEvent]:
+        """A manual ``input_audio_buffer.commit`` became turn ``turn_id``."""
+        return self._commit(turn_id)
+
+    def _commit(self, turn_id: str) -> list[ServerEvent]:
+        iid = self.item_for_turn(turn_id)
+        if iid in self._added:
+            return []
+        self._added.add(iid)
+        prev, self.last_item_id = self.last_item_id, iid
+        return [
+            InputAudioBufferCommitted(item_id=iid, previous_item_id=prev),
+            ConversationItemAdded(item=user_item(iid, transcript=None, status="completed"), previous_item_id=prev),
+        ]
+
+    def _partial(self, e: ev.TranscriptPartial) -> list[ServerEvent]:
+        if e.turn_id in self._text_turns:
+            return []
+        iid = self.item_for_turn(e.turn_id)
+        before = self._partials.get(e.turn_id, "")
+        delta = e.text[len(before) :] if e.text.startswith(before) else ""
+        if e.text.startswith(before):
+            self._partials[e.turn_id] = e.text
+        return [InputTranscriptionDelta(item_id=iid, delta=delta, s2s_partial=e.text)]
+
+    def _final(self, e: ev.TranscriptFinal) -> list[ServerEvent]:
+        if e.turn_id in self._text_turns:
+            return []
+        out = self._commit(e.turn_id)
+        iid = self.item_for_turn(e.turn_id)
+        self._partials.pop(e.turn_id, None)
+        out.append(InputTranscriptionCompleted(item_id=iid, transcript=e.text, s2s_language=e.language))
+        out.append(ConversationItemDone(item=user_item(iid, transcript=e.text)))
+        return out
+
+    def _response(self, response_id: str, turn_id: str | None) -> _Resp:
+        r = self._responses.get(response_id)
+        if r is None:
+            iid = f"item_{response_id}"
+            r = _Resp(response_id, iid, self._turn_items.get(turn_id) if turn_id else None)
+            self._responses[response_id] = r
+            self._item_to_response[iid] = response_id
+            while len(self._responses) > 64:  # keep memory bounded over long sessions
+                old = next(iter(self._responses))
+                self._item_to_response.pop(self._responses.pop(old).item_id, None)
+        return r
+
+    def _started(self, e: ev.ResponseStarted) -> list[ServerEvent]:
+        r = self._response(e.response_id, e.turn_id)
+        prev, self.last_item_id = self.last_item_id, r.item_id
+        resp = {
+            "id": r.response_id,
+            "object": "realtime.response",
+            "status": "in_progress",
+            "status_details": None,
+            "output": [],
+            "conversation_id": "conv_default",
+            "output_modalities": ["audio"],
+            "audio": {"output": {"format": None}},
+            "usage": None,
+            "metadata": None,
+        }
+        return [
+            ResponseCreated(response=resp),
+            ConversationItemAdded(item=assistant_item(r.item_id), previous_item_id=prev),
+        ]
+
+    def _done(self, e: ev.ResponseDone) -> list[ServerEvent]:
+        r = self._response(e.response_id, None)
+        r.done = True
+        status = e.status
+        heard = e.heard_text if status == "cancelled" else e.text
+        item_status = "completed" if status == "completed" else "incomplete"
+        item = assistant_item(r.item_id, transcript=heard, status=item_status)
+        part = {"response_id": r.response_id, "item_id": r.item_id}
+        details: dict[str, Any] | None = None
+        if status == "cancelled":
+            reason = "turn_detected" if r.interrupted is not None and not r.cancel_requested else "client_cancelled"
+            details = {"type": "cancelled", "reason": reason}
+        elif status == "failed":
+            details = {"type": "failed", "error": {"type": "server_error", "code": "response_failed"}}
+        played = e.played_ms
+        if r.interrupted is not None:
+            played = r.interrupted["played_ms"]
+        resp = {
+            "id": r.response_id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "output": [item],
+            "conversation_id": "conv_default",
+            "output_modalities": ["audio"],
+            "usage": None,
+            "metadata": None,
+            "s2s": {
+                "text": e.text,
+                "heard_text": e.heard_text,
+                "audio_ms": int(e.audio_ms),
+                "played_ms": int(played),
+                "audio_bytes": r.audio_bytes,
+            },
+        }
+        return [
+            ResponseAudioDone(**part),
+            ResponseTranscriptDone(**part, transcript=heard),
+            ConversationItemDone(item=item, previous_item_id=None),
+            ResponseDone(response=resp),
+        ]
+
+
+def _to_24k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Reply audio arrives at 24 kHz; anything else is resampled (linear: a fallback, not the path)."""
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if rate == PCM_RATE or x.size == 0:
+        return x
+    n = max(1, round(x.size * PCM_RATE / rate))
+    return np.interp(np.linspace(0, x.size - 1, n), np.arange(x.size), x).astype(np.float32)
+
