@@ -45,6 +45,7 @@ def load_wav(path: str | Path, target_rate: int = ENGINE_RATE) -> tuple[np.ndarr
         raise AudioError(f"{p}: is a folder, not an audio file")
     if p.stat().st_size == 0:
         raise AudioError(f"{p}: empty file (0 bytes)")
+    _check_riff_length(p)
     try:
         with sf.SoundFile(str(p)) as f:
             rate, channels, subtype, frames = f.samplerate, f.channels, f.subtype, f.frames
@@ -63,6 +64,30 @@ def load_wav(path: str | Path, target_rate: int = ENGINE_RATE) -> tuple[np.ndarr
     mono = np.clip(mono, -1.0, 1.0).astype(np.float32)
     info = AudioInfo(str(p), int(rate), int(channels), str(subtype), data.shape[0] / rate)
     return resample(mono, rate, target_rate), info
+
+
+def _check_riff_length(p: Path) -> None:
+    """libsndfile quietly reads what is left of a cut WAV; say it is truncated instead."""
+    import struct
+
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_len = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                if chunk_len == 0 or chunk_len >= 0x7FFF0000:  # streamed writers (espeak-ng, sox -) leave it open
+                    return
+                have = size - pos - 8
+                if have < chunk_len:
+                    raise AudioError(f"{p}: truncated: the header promises {chunk_len} bytes of audio, "
+                                     f"the file holds {have}")
+                return
+            pos += 8 + chunk_len + (chunk_len & 1)
 
 
 def _short(exc: BaseException) -> str:

@@ -136,8 +136,12 @@ def _models(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         table.add_row(r.stage, r.backend, r.ref, "[green]yes[/]" if r.present else "[red]no[/]",
-                      r.path if r.present else (r.problem or ""))
-    Console().print(table)
+                      r.path if r.present else "see below")
+    console = Console(highlight=False)
+    console.print(table)
+    for r in rows:
+        if not r.present:
+            console.print(f"[red]✗[/] {r.problem}", soft_wrap=True)
     return 0 if all(r.present for r in rows) else 1
 
 

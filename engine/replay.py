@@ -61,7 +61,7 @@ class FileReport:
 
 async def replay_file(engine: Engine, path: str | Path, out_dir: str | Path | None = None, fast: bool = False,
                       chunk_ms: int = 20, trailing_ms: int | None = None,
-                      audio: np.ndarray | None = None) -> FileReport:
+                      audio: np.ndarray | None = None, language: str | None = None) -> FileReport:
     """Stream one file through a fresh session; returns its report (errors inside, never raised)."""
     report = FileReport(path=str(path))
     try:
@@ -74,6 +74,8 @@ async def replay_file(engine: Engine, path: str | Path, out_dir: str | Path | No
         return report
     report.audio = asdict(info)
     session = engine.new_session()
+    if language is not None:
+        session.update(language=language)
     await session.start()
     turns: dict[str, TurnReport] = {}
     by_response: dict[str, TurnReport] = {}

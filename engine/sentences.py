@@ -11,7 +11,9 @@ import re
 
 from engine.config import SentenceOptions
 
-_END = re.compile(r"[.?!।॥\n]+[\"'”’)\]]*(?=\s|$)|\n")
+# ? ! । ॥ end a sentence at once; a full stop only once whitespace follows ("3.5" is a number).
+_CLOSE = "[\"'”’)\\]]*"
+_END = re.compile(rf"[?!।॥][.?!।॥]*{_CLOSE}(?=\s|$)|\.+{_CLOSE}(?=\s)|\n")
 
 
 class SentenceChunker:

@@ -1,0 +1,143 @@
+"""MMS VITS voice (transformers ``VitsModel``), e.g. facebook/mms-tts-tel, from a local folder.
+
+VITS is non-autoregressive: one forward pass speaks a whole sentence (about 0.1-0.3 s on a
+CPU for a short sentence with the 36M-parameter MMS model, milliseconds on a GPU). MMS-TTS
+Telugu reads Telugu script directly (no romanisation, no phonemiser); its vocabulary is
+the characters it was trained on, so text is normalised (NFC, numbers as Telugu words via
+``training.text`` when it is importable) and characters outside the vocabulary are dropped
+instead of failing. Licence of facebook/mms-tts-tel: CC-BY-NC-4.0.
+
+torch and transformers are imported in ``setup()`` only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.config import TTSOptions
+from engine.errors import ModelError, StageError
+from engine.stages.base import TTSBackend
+
+NORMAL_SPEED = 175  # TTSOptions.speed is espeak-ng words per minute; 175 is VITS speaking_rate 1.0
+MAX_CHUNK_CHARS = 400
+
+
+class VitsTTS(TTSBackend):
+    name = "vits"
+    sample_rate = 16_000
+
+    def __init__(self, options: TTSOptions, model_path: str):
+        self.options, self.model_path = options, model_path
+        self.device = options.device
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._chars: set[str] = set()
+
+    def _error(self, problem: str, fix: str | None = None) -> ModelError:
+        return ModelError("tts", self.options.model, self.model_path, problem,
+                          fix or "fetch it with `s2s-engine models fetch --profile gpu`, or point tts.model "
+                                 "at a folder with a VITS config.json, vocab.json and weights")
+
+    def setup(self) -> None:
+        path = Path(self.model_path).expanduser()
+        if not path.is_dir():
+            raise self._error("folder not found")
+        missing = [n for n in ("config.json", "vocab.json") if not (path / n).exists()]
+        if missing:
+            raise self._error(f"not a VITS folder (missing {', '.join(missing)})")
+
+        import torch
+        from transformers import VitsModel, VitsTokenizer
+
+        if self.options.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif self.options.device.startswith("cuda") and not torch.cuda.is_available():
+            raise self._error("tts.device is cuda but torch sees no CUDA GPU", "set tts.device=cpu (or auto)")
+        else:
+            self.device = self.options.device
+        try:
+            self._tokenizer = VitsTokenizer.from_pretrained(str(path))
+            model = VitsModel.from_pretrained(str(path))
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise self._error(f"failed to load ({str(exc)[:300]})") from None
+        if getattr(model.config, "model_type", "") != "vits":
+            raise self._error(f"config.json is a {model.config.model_type!r} model, not vits")
+        model.speaking_rate = max(0.25, min(4.0, self.options.speed / NORMAL_SPEED))
+        self._model = model.to(self.device).eval()
+        self._chars = {t for t in self._tokenizer.get_vocab() if len(t) == 1}
+        self.sample_rate = int(model.config.sampling_rate)
+        self.synthesize("నమస్కారం")  # warm up
+
+    def clean_text(self, text: str) -> str:
+        """Text reduced to what the tokenizer knows: NFC, numbers spelt out, lower case, unknown chars dropped."""
+        try:
+            from training.text import normalize_telugu
+
+            text = normalize_telugu(text)
+        except ImportError:  # training is optional for this backend; NFC is the part that matters
+            text = unicodedata.normalize("NFC", text)
+        text = text.lower()
+        if getattr(self._tokenizer, "is_uroman", False):
+            return " ".join(text.split())  # the tokenizer romanises; leave the script alone
+        kept = "".join(c if c in self._chars else (" " if c.isspace() else "") for c in text)
+        if " " not in self._chars:
+            kept = kept.replace(" ", "")
+        return " ".join(kept.split())
+
+    def _speak(self, text: str) -> np.ndarray:
+        import torch
+
+        clean = self.clean_text(text)
+        if not clean.strip():
+            return np.zeros(0, np.float32)
+        inputs = self._tokenizer(clean, return_tensors="pt")
+        if inputs["input_ids"].shape[1] == 0:
+            return np.zeros(0, np.float32)
+        try:
+            with torch.inference_mode():
+                wave = self._model(**{k: v.to(self.device) for k, v in inputs.items()}).waveform
+        except RuntimeError as exc:
+            raise StageError("tts", f"VITS failed: {str(exc)[:200]}") from None
+        return wave[0].float().cpu().numpy().astype(np.float32)
+
+    def stream(self, text: str) -> Iterator[np.ndarray]:
+        if self._model is None:
+            raise StageError("tts", "VITS voice used before setup()")
+        for chunk in _split(text, MAX_CHUNK_CHARS):
+            audio = self._speak(chunk)
+            if audio.size:
+                yield audio
+
+    def synthesize(self, text: str) -> np.ndarray:
+        parts = list(self.stream(text))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def close(self) -> None:
+        self._model = self._tokenizer = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.options.model, "path": self.model_path,
+                "device": str(self.device), "sample_rate": self.sample_rate,
+                "speaking_rate": getattr(self._model, "speaking_rate", None)}
+
+
+def _split(text: str, max_chars: int) -> list[str]:
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return [text] if text else []
+    out: list[str] = []
+    for sentence in re.split(r"(?<=[.?!।])\s+", text):
+        while len(sentence) > max_chars:
+            cut = sentence.rfind(" ", 0, max_chars)
+            cut = cut if cut > 0 else max_chars
+            out.append(sentence[:cut])
+            sentence = sentence[cut:].strip()
+        if sentence:
+            out.append(sentence)
+    return out

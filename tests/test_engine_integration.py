@@ -1,0 +1,136 @@
+"""The whole cascade on the real offline models (Silero, Whisper base, Gemma 3 270M, espeak-ng)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from engine.audio import load_wav
+from engine.events import Interruption, ReplyAudio, ResponseDone
+from engine.replay import replay_file
+from tests.conftest import SAMPLE_TE, concat_wav, silence, speak
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_telugu_wav_gives_transcript_reply_text_and_audio(offline_engine, tmp_path):
+    report = await replay_file(offline_engine, SAMPLE_TE, tmp_path, fast=True)
+    assert report.ok and len(report.turns) == 1
+    t = report.turns[0]
+    assert t.transcript.strip(), "empty transcript"
+    assert t.reply_text.strip(), "empty reply"
+    assert t.status == "completed" and not t.interrupted
+    audio, rate = sf.read(t.reply_wav)
+    assert rate == 24_000 and len(audio) / rate > 0.3 and np.abs(audio).max() > 0.05
+    m = t.metrics
+    for key in ("eot_wait_ms", "asr_ms", "llm_first_token_ms", "first_sentence_ms", "tts_ms", "out_ms"):
+        assert m[key] is not None and m[key] >= 0, key
+    assert m["voice_to_voice_ms"] > m["asr_ms"] > 0
+
+
+async def test_english_wav_is_transcribed_with_language_en(offline_engine, tmp_path):
+    wav = speak("Hello, how are you today? The weather is very nice.", tmp_path / "en.wav", voice="en-us",
+                rate=22_050, speed=140)
+    report = await replay_file(offline_engine, wav, tmp_path, fast=True, language="en")
+    assert len(report.turns) == 1
+    text = report.turns[0].transcript.lower()
+    assert "how are you today" in text and "weather is very nice" in text
+    assert report.turns[0].language == "en"
+
+
+async def test_multi_turn_wav_gives_one_turn_per_utterance(offline_engine, tmp_path):
+    speech, _ = load_wav(SAMPLE_TE)
+    wav = concat_wav(tmp_path / "two.wav", [speech, silence(1.5), speech])
+    report = await replay_file(offline_engine, wav, tmp_path, fast=True)
+    assert [t.turn_id for t in report.turns] == ["turn_1", "turn_2"]
+    assert all(t.transcript and t.reply_text and t.reply_wav for t in report.turns)
+    assert Path(report.turns[1].reply_wav).name == "two_turn_2.wav"
+
+
+async def test_silence_and_noise_give_no_turn_and_no_error(offline_engine, tmp_path):
+    quiet = concat_wav(tmp_path / "quiet.wav", [silence(3.0)])
+    noise = concat_wav(tmp_path / "noise.wav",
+                       [np.random.default_rng(1).normal(0, 0.02, 48_000).astype(np.float32)])
+    for wav in (quiet, noise):
+        report = await replay_file(offline_engine, wav, tmp_path, fast=True)
+        assert report.ok
+        assert all(not t.reply_text for t in report.turns)
+
+
+async def test_barge_in_on_real_models(offline_engine):
+    speech, _ = load_wav(SAMPLE_TE)
+    s = offline_engine.new_session()
+    await s.start()
+    stream = np.concatenate([speech, silence(1.0)])
+    for i in range(0, len(stream), 320):
+        s.push_audio(stream[i: i + 320])
+    events = []
+
+    async def until(pred):
+        async for ev in s.stream():
+            events.append(ev)
+            if pred(ev):
+                return
+
+    await asyncio.wait_for(until(lambda e: isinstance(e, ReplyAudio)), 60)
+    await asyncio.sleep(0.15)
+    for i in range(0, 16_000, 320):
+        s.push_audio(speech[i: i + 320])
+    await asyncio.wait_for(until(lambda e: isinstance(e, Interruption)), 10)
+    cut = events[-1]
+    assert cut.played_ms >= 100
+    done = [e for e in events if isinstance(e, ResponseDone)]
+    if done:  # the reply was fully synthesised before the cut: playback was cut instead
+        assert cut.played_ms < done[-1].audio_ms
+    assert s.history.messages[-1]["role"] != "assistant" or s.history.messages[-1]["content"] == cut.heard_text
+    await s.close()
+
+
+def test_replay_cli_reports_each_file_and_fails_only_the_bad_one(tmp_path):
+    good48 = tmp_path / "stereo48k.wav"
+    speech, _ = load_wav(SAMPLE_TE, target_rate=48_000)
+    sf.write(str(good48), np.stack([speech, speech], axis=1), 48_000, subtype="FLOAT")
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    report = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "replay", str(good48), str(bad), "--fast",
+         "--out", str(tmp_path / "out"), "--json", str(report)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+    )
+    assert proc.returncode == 1, proc.stderr
+    out = proc.stdout
+    assert "Traceback" not in out + proc.stderr
+    assert f"✗ {bad}" in out and out.count("✗") == 1
+    assert "voice-to-voice" in out and "turn_1 user" in out
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["schema"] == "s2s.replay/1"
+    files = {Path(f["path"]).name: f for f in data["files"]}
+    assert files["broken.wav"]["ok"] is False and "broken.wav" in files["broken.wav"]["error"]
+    turn = files["stereo48k.wav"]["turns"][0]
+    assert files["stereo48k.wav"]["audio"]["sample_rate"] == 48_000
+    assert turn["reply_text"] and Path(turn["reply_wav"]).exists()
+    assert turn["metrics"]["voice_to_voice_ms"] > 0
+
+
+def test_cli_errors_are_one_line_not_tracebacks(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cases = {
+        ("replay", "--profile", "nope"): "no profile named 'nope'",
+        ("replay", "--set", "asr.model=/does/not/exist", "--fast"): "/does/not/exist: no such file",
+        ("models", "list", "--profile", "gpu"): "s2s-engine models fetch --profile gpu",
+    }
+    for args, expected in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                              timeout=120, env=env, cwd=ROOT)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert expected in " ".join((proc.stdout + proc.stderr).split()), (args, proc.stdout, proc.stderr)

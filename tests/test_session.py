@@ -1,0 +1,242 @@
+"""Session logic on the real Silero VAD with fake ASR/LLM/TTS (subclasses of the real interfaces):
+turn flow, streaming order, metrics, barge-in, cancellation, failures, text turns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from engine.audio import load_wav
+from engine.events import (
+    ErrorEvent,
+    Interruption,
+    ReplyAudio,
+    ReplySegment,
+    ReplyTextDelta,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TurnMetricsEvent,
+)
+from tests.conftest import SAMPLE_TE
+from tests.fakes import REPLY, FakeASR, FakeLLM, FakeTTS, fake_engine
+
+SPEECH, _ = load_wav(SAMPLE_TE)
+
+
+async def push_fast(session, audio: np.ndarray, chunk: int = 320) -> None:
+    for i in range(0, len(audio), chunk):
+        session.push_audio(audio[i: i + chunk])
+    await session.input_processed()
+
+
+async def collect_until(session, predicate, timeout: float = 20.0) -> list:
+    events = []
+
+    async def run():
+        async for ev in session.stream():
+            events.append(ev)
+            if predicate(ev):
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return events
+
+
+def tail_silence(seconds: float = 1.0) -> np.ndarray:
+    return np.zeros(int(16_000 * seconds), np.float32)
+
+
+async def one_turn(engine):
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    return s, events
+
+
+async def test_one_turn_streams_events_in_order():
+    engine = fake_engine()
+    s, events = await one_turn(engine)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:4] == ["SpeechStarted", "SpeechStopped", "TranscriptFinal", "ResponseStarted"]
+    assert kinds[-2:] == ["ResponseDone", "TurnMetricsEvent"]
+    done = next(e for e in events if isinstance(e, ResponseDone))
+    assert done.status == "completed" and done.text == REPLY
+    assert "".join(e.delta for e in events if isinstance(e, ReplyTextDelta)) == REPLY
+    segments = [e.text for e in events if isinstance(e, ReplySegment)]
+    assert segments == ["నమస్కారం!", "నేను బాగున్నాను.", "మీకు ఎలా సహాయం చేయగలను?", "ఈ రోజు వాతావరణం చాలా బాగుంది."]
+    audio = [e for e in events if isinstance(e, ReplyAudio)]
+    assert all(a.sample_rate == 24_000 and len(a.samples) <= 2400 for a in audio)
+    assert sum(len(a.samples) for a in audio) == sum(int(24_000 * 40 * len(t) / 1000) for t in segments)
+    assert s.history.messages == [{"role": "user", "content": "నమస్కారం, మీరు ఎలా ఉన్నారు?"},
+                                  {"role": "assistant", "content": REPLY}]
+    await s.close()
+    engine.close()
+
+
+async def test_first_sentence_is_spoken_while_the_llm_still_writes():
+    engine = fake_engine(llm=FakeLLM(delay=0.05))
+    s, events = await one_turn(engine)
+    first_audio = next(i for i, e in enumerate(events) if isinstance(e, ReplyAudio))
+    later_text = [i for i, e in enumerate(events) if isinstance(e, ReplyTextDelta) and i > first_audio]
+    assert later_text, "all text was written before the first audio: the cascade is not streaming"
+    await s.close()
+    engine.close()
+
+
+async def test_metrics_stamps_are_present_ordered_and_voice_to_voice_is_derived():
+    engine = fake_engine()
+    s, events = await one_turn(engine)
+    m = next(e for e in events if isinstance(e, TurnMetricsEvent)).metrics
+    stamps = [m.speech_start_ns, m.speech_end_ns, m.turn_end_ns, m.asr_final_ns, m.llm_first_token_ns,
+              m.first_sentence_ns, m.tts_first_audio_ns, m.first_audio_out_ns]
+    assert all(isinstance(t, int) for t in stamps)
+    assert stamps == sorted(stamps)
+    assert all(v is not None and v >= 0 for v in m.stages_ms().values())
+    assert m.voice_to_voice_ms == (m.first_audio_out_ns - m.speech_end_ns) / 1e6
+    d = m.to_dict()
+    assert d["voice_to_voice_ms"] == pytest.approx(m.voice_to_voice_ms, abs=0.06)
+    assert d["llm_tokens"] == len(REPLY.split(" ")) and d["llm_tokens_per_s"] > 0
+    assert d["tts_rtf"] is not None and d["gpu_mem_used_mb"] is None  # no GPU here
+    await s.close()
+    engine.close()
+
+
+async def test_barge_in_cancels_reply_and_history_keeps_only_what_was_heard():
+    # baseline: the whole reply without interruption
+    engine = fake_engine(llm=FakeLLM(delay=0.01), tts=FakeTTS(ms_per_char=60))
+    _, full = await one_turn(engine)
+    full_samples = sum(len(e.samples) for e in full if isinstance(e, ReplyAudio))
+    engine.close()
+
+    llm = FakeLLM(delay=0.15)  # still writing when the user cuts in
+    engine = fake_engine(llm=llm, tts=FakeTTS(ms_per_char=60))
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    events = await collect_until(s, lambda e: isinstance(e, ReplyAudio))
+    await asyncio.sleep(0.4)  # the user hears ~400 ms, then talks over the agent
+    await push_fast(s, SPEECH[: 16_000])
+    events += await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    assert any(isinstance(e, SpeechStarted) and e.turn_id == "turn_2" for e in events)
+    cut = next(e for e in events if isinstance(e, Interruption))
+    done = next(e for e in events if isinstance(e, ResponseDone))
+    assert done.status == "cancelled"
+    assert 300 <= cut.played_ms <= done.audio_ms
+    got = sum(len(e.samples) for e in events if isinstance(e, ReplyAudio))
+    assert got < full_samples
+    assert llm.cancelled.wait(2.0), "the LLM generation was not stopped"
+    assert llm.yielded < len(REPLY.split(" "))
+    heard = [m for m in s.history.messages if m["role"] == "assistant"]
+    assert heard == ([{"role": "assistant", "content": cut.heard_text}] if cut.heard_text else [])
+    assert cut.heard_text != REPLY and REPLY.startswith(cut.heard_text.split(" ")[0])
+    await s.close()
+    engine.close()
+
+
+async def test_barge_in_during_playback_of_a_finished_reply_truncates_history():
+    engine = fake_engine(llm=FakeLLM(delay=0.0), tts=FakeTTS(ms_per_char=80))  # ~5 s of audio, made at once
+    s, events = await one_turn(engine)
+    done = next(e for e in events if isinstance(e, ResponseDone))
+    assert done.status == "completed" and done.audio_ms > 3000
+    await asyncio.sleep(1.2)  # the first sentence (~0.7 s) was heard whole
+    await push_fast(s, SPEECH[: 16_000])
+    ev = await collect_until(s, lambda e: isinstance(e, Interruption), timeout=5)
+    cut = ev[-1]
+    assert 1000 <= cut.played_ms < done.audio_ms
+    assert cut.heard_text.startswith("నమస్కారం!")
+    assert s.history.messages[1]["content"] == cut.heard_text
+    assert len(cut.heard_text) < len(REPLY)
+    await s.close()
+    engine.close()
+
+
+async def test_cancel_response_and_the_next_turn_still_works():
+    llm = FakeLLM(delay=0.1)
+    engine = fake_engine(llm=llm)
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    await collect_until(s, lambda e: isinstance(e, ResponseStarted))
+    assert s.cancel_response()
+    ev = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    assert ev[-1].status == "cancelled"
+    assert not any(isinstance(e, Interruption) for e in ev)  # a cancel is not a barge-in
+    llm.delay = 0.0
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    ev = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    assert ev[-1].status == "completed"
+    await s.close()
+    engine.close()
+
+
+async def test_llm_failure_gives_an_error_event_and_the_next_turn_works():
+    llm = FakeLLM(fail=True)
+    engine = fake_engine(llm=llm)
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    ev = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    err = next(e for e in ev if isinstance(e, ErrorEvent))
+    assert err.stage == "llm" and "fell over" in err.message
+    assert ev[-1].status == "failed"
+    llm.fail = False
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    ev = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    assert ev[-1].status == "completed"
+    await s.close()
+    engine.close()
+
+
+async def test_empty_transcript_gets_no_response():
+    engine = fake_engine(asr=FakeASR(text=""))
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    ev = await collect_until(s, lambda e: isinstance(e, TranscriptFinal))
+    await s.wait_idle(5)
+    assert ev[-1].text == "" and not s.history.messages
+    assert s.next_event_nowait() is None
+    await s.close()
+    engine.close()
+
+
+async def test_text_turn_manual_commit_and_input_rates():
+    engine = fake_engine(llm=FakeLLM(delay=0.0))
+    s = engine.new_session()
+    await s.start()
+    turn = s.add_user_text("హలో")
+    s.create_response()
+    ev = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    assert isinstance(ev[0], TranscriptFinal) and ev[0].turn_id == turn and ev[-1].status == "completed"
+    # manual turn detection: no VAD events, the client commits; input at 24 kHz int16
+    s.update(turn_detection=False)
+    pcm24 = (load_wav(SAMPLE_TE, target_rate=24_000)[0] * 32767).astype(np.int16)
+    s.push_audio(pcm24, sample_rate=24_000)
+    await s.input_processed()
+    s.commit()
+    ev = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    assert not any(isinstance(e, SpeechStarted | SpeechStopped) for e in ev)
+    assert any(isinstance(e, TranscriptFinal) for e in ev) and ev[-1].status == "completed"
+    with pytest.raises(Exception, match="outside 8-48 kHz"):
+        s.push_audio(np.zeros(10, np.float32), sample_rate=96_000)
+    await s.close()
+    engine.close()
+
+
+async def test_sessions_are_isolated():
+    engine = fake_engine(llm=FakeLLM(delay=0.0))
+    a, b = engine.new_session(), engine.new_session()
+    await a.start()
+    await b.start()
+    a.add_user_text("ఒకటి")
+    assert b.history.messages == [] and a.id != b.id
+    await a.close()
+    await b.close()
+    assert engine.sessions == {}
+    engine.close()
