@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("list", "show each stage's model and whether it is present"),
                        ("fetch", "download missing hub models (needs internet)")):
         _common(msub.add_parser(name, help=text))
+    try:
+        from engine import bench
+    except ImportError:
+        bench = None
+    if bench is not None:
+        bench.register(sub)
     if add_headless_arguments is None:
         _common(parser)
     return parser
@@ -78,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_replay(args))
         if args.command == "models":
             return _models(args)
+        if getattr(args, "func", None) is not None:
+            return int(args.func(args))
         parser.print_help()
         return 2
     except S2SError as exc:

@@ -252,18 +252,16 @@ class Session:
         """A turn or response is being worked on (not counting playback)."""
         return bool(self._turn_tasks) or (self._response is not None and not self._response.done)
 
-    async def wait_idle(self, timeout: float | None = None) -> None:
-        """Wait until no turn or response is being worked on."""
-        async def _wait() -> None:
-            while self.busy:
-                tasks = set(self._turn_tasks)
-                if self._response is not None and self._response.task is not None and not self._response.done:
-                    tasks.add(self._response.task)
-                if tasks:
-                    await asyncio.wait(tasks)
-                else:
-                    await asyncio.sleep(0.005)
-        await asyncio.wait_for(_wait(), timeout)
+    async def wait_idle(self) -> None:
+        """Wait until no turn or response is being worked on (bound it with asyncio.timeout)."""
+        while self.busy:
+            tasks = set(self._turn_tasks)
+            if self._response is not None and self._response.task is not None and not self._response.done:
+                tasks.add(self._response.task)
+            if tasks:
+                await asyncio.wait(tasks)
+            else:
+                await asyncio.sleep(0.005)
 
     @property
     def state(self) -> str:

@@ -34,7 +34,7 @@ async def push_fast(session, audio: np.ndarray, chunk: int = 320) -> None:
     await session.input_processed()
 
 
-async def collect_until(session, predicate, timeout: float = 20.0) -> list:
+async def collect_until(session, predicate, limit: float = 20.0) -> list:
     events = []
 
     async def run():
@@ -43,7 +43,7 @@ async def collect_until(session, predicate, timeout: float = 20.0) -> list:
             if predicate(ev):
                 return
 
-    await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), limit)
     return events
 
 
@@ -146,7 +146,7 @@ async def test_barge_in_during_playback_of_a_finished_reply_truncates_history():
     assert done.status == "completed" and done.audio_ms > 3000
     await asyncio.sleep(1.2)  # the first sentence (~0.7 s) was heard whole
     await push_fast(s, SPEECH[: 16_000])
-    ev = await collect_until(s, lambda e: isinstance(e, Interruption), timeout=5)
+    ev = await collect_until(s, lambda e: isinstance(e, Interruption), limit=5)
     cut = ev[-1]
     assert 1000 <= cut.played_ms < done.audio_ms
     assert cut.heard_text.startswith("నమస్కారం!")
@@ -199,7 +199,8 @@ async def test_empty_transcript_gets_no_response():
     await s.start()
     await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
     ev = await collect_until(s, lambda e: isinstance(e, TranscriptFinal))
-    await s.wait_idle(5)
+    async with asyncio.timeout(5):
+        await s.wait_idle()
     assert ev[-1].text == "" and not s.history.messages
     assert s.next_event_nowait() is None
     await s.close()

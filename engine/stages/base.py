@@ -41,15 +41,15 @@ class Transcript:
     language: str | None = None
 
 
-class Stage(ABC):
+class Stage:
     """Lifecycle shared by every backend."""
 
     name: str = "stage"
 
-    def setup(self) -> None:  # noqa: B027 - optional hook, default does nothing
+    def setup(self) -> None:
         """Load the model. Raise :class:`engine.errors.ModelError` on failure."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
+    def close(self) -> None:
         """Free the model."""
 
     def describe(self) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class Stage(ABC):
         return {"backend": self.name}
 
 
-class VADBackend(Stage):
+class VADBackend(Stage, ABC):
     """Gives a speech probability for each fixed-size frame; the state machine lives in
     ``engine.vad.TurnDetector``, not in backends."""
 
@@ -72,13 +72,13 @@ class VADBackend(Stage):
         """``frames`` is (n, frame_samples) float32; returns n probabilities, updating ``state``."""
 
 
-class ASRBackend(Stage):
+class ASRBackend(Stage, ABC):
     @abstractmethod
     def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
         """Transcribe one utterance (16 kHz mono float32). ``language=None`` detects it."""
 
 
-class LLMBackend(Stage):
+class LLMBackend(Stage, ABC):
     context_size: int = 2048
 
     @abstractmethod
@@ -92,7 +92,7 @@ class LLMBackend(Stage):
         return max(1, len(text.encode("utf-8")) // 3)
 
 
-class TTSBackend(Stage):
+class TTSBackend(Stage, ABC):
     sample_rate: int = 22_050
 
     @abstractmethod
