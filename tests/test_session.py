@@ -241,3 +241,29 @@ async def test_sessions_are_isolated():
     await b.close()
     assert engine.sessions == {}
     engine.close()
+
+
+async def test_partial_transcripts_while_speaking_then_final():
+    engine = fake_engine(overrides=["asr.partials=on", "asr.partial_interval_ms=250"])
+    assert engine.partials_enabled()
+    s = engine.new_session()
+    await s.start()
+    stream = np.concatenate([SPEECH[:40_000], tail_silence()])
+    for i in range(0, len(stream), 640):  # real-time pacing: 40 ms chunks
+        s.push_audio(stream[i: i + 640])
+        await asyncio.sleep(0.04)
+    events = await collect_until(s, lambda e: isinstance(e, TranscriptFinal))
+    kinds = [type(e).__name__ for e in events]
+    assert "TranscriptPartial" in kinds
+    assert kinds.index("TranscriptPartial") < kinds.index("SpeechStopped") < kinds.index("TranscriptFinal")
+    await s.close()
+    engine.close()
+
+
+def test_partials_auto_follow_the_measured_decode_cost():
+    engine = fake_engine(overrides=["asr.partials=auto", "asr.partial_max_cost_ms=300"])
+    engine.asr.decode_cost_ms = 2900.0  # Whisper base on this 2-core CPU
+    assert not engine.partials_enabled()
+    engine.asr.decode_cost_ms = 60.0  # a GPU
+    assert engine.partials_enabled()
+    engine.close()
