@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 _END = object()
 TRAILING_PAD_MS = 200
+MAX_BUFFER_S = 600  # the longest user turn kept (10 minutes)
 
 
 @dataclass
@@ -330,6 +331,11 @@ class Session:
             return
         chunk = np.concatenate(audio)
         self._buf = np.concatenate([self._buf, chunk])
+        if len(self._buf) > MAX_BUFFER_S * ENGINE_RATE:  # bound memory: keep the newest audio
+            drop = len(self._buf) - MAX_BUFFER_S * ENGINE_RATE
+            self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop
+            if self._turn_start is not None:
+                self._turn_start = max(self._turn_start, self._buf_start)
         if not self.options.turn_detection:
             return
         fs = self.engine.vad.frame_samples
@@ -381,6 +387,9 @@ class Session:
             metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns or t,
                                   speech_end_ns=t, turn_end_ns=t)
             self._begin_turn(self._turn_id or "turn_?", audio.copy(), metrics)
+            self._buf_start += len(self._buf)  # a commit empties the input buffer
+            self._buf = np.zeros(0, np.float32)
+            self._detector.reset()
 
     def _on_speech_start(self, sample: int, arrival_ns: int) -> None:
         self._n_turns += 1
@@ -451,6 +460,8 @@ class Session:
         if not text:
             return  # noise or a cough: nothing to answer
         self.history.add("user", text)
+        if self._turn_id != turn_id or self._detector.in_speech:
+            return  # the user is speaking again: their next turn continues this one
         if self.options.auto_response and (self._response is None or self._response.done):
             self._start_response(metrics)
 

@@ -267,3 +267,31 @@ def test_partials_auto_follow_the_measured_decode_cost():
     engine.asr.decode_cost_ms = 60.0  # a GPU
     assert engine.partials_enabled()
     engine.close()
+
+
+async def test_no_reply_while_the_user_is_speaking_again():
+    # the user pauses long enough to end a turn, then speaks again before ASR is done:
+    # the agent must not answer over them; both parts form the next turn's context.
+    class SlowASR(FakeASR):
+        def transcribe(self, audio, language):
+            import time as _t
+
+            _t.sleep(0.5)
+            return super().transcribe(audio, language)
+
+    llm = FakeLLM(delay=0.0)
+    engine = fake_engine(asr=SlowASR(), llm=llm)
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence(0.8)]))  # turn 1 ends; ASR is busy
+    await push_fast(s, SPEECH[:16_000])  # the user talks again at once
+    await asyncio.sleep(0.8)  # turn 1's transcript arrives while turn 2 is in progress
+    await push_fast(s, tail_silence(1.0))
+    events = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    started = [e for e in events if isinstance(e, ResponseStarted)]
+    assert [e.turn_id for e in started] == ["turn_2"]
+    assert s.history.messages[0]["role"] == "user" and len(llm.prompts) == 1
+    users = [m for m in llm.prompts[0] if m["role"] == "user"]
+    assert len(users) == 1 and users[0]["content"].count("నమస్కారం") == 2  # both parts, merged
+    await s.close()
+    engine.close()
