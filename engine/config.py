@@ -43,6 +43,9 @@ class VADOptions:
         min_speech_ms: voiced audio needed before speech counts as started.
         end_of_turn_silence_ms: silence after speech that ends the user's turn.
         pre_roll_ms: audio kept before the detected start, so the first syllable is not cut.
+        speculative_asr_ms: after this much silence the final transcript is already decoded,
+            while the end-of-turn silence is still running; if the user goes on speaking the
+            result is dropped. 0 turns it off. It hides ASR time inside the end-of-turn wait.
     """
 
     backend: str = "silero"
@@ -52,6 +55,7 @@ class VADOptions:
     min_speech_ms: int = 200
     end_of_turn_silence_ms: int = 600
     pre_roll_ms: int = 300
+    speculative_asr_ms: int = 200
 
 
 @dataclass

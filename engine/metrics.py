@@ -50,6 +50,8 @@ class TurnMetrics:
         asr_audio_s: seconds of user audio transcribed.
         interrupted: the reply was cut by barge-in or cancel.
         gpu_mem_used_mb / gpu_mem_total_mb: CUDA memory when present, else None.
+        extra: asr_decode_ms (what the final decode cost), asr_speculative (1.0 when it was
+            decoded during the end-of-turn silence, so asr_ms only counts what was left of it).
     """
 
     turn_id: str | None = None
@@ -101,6 +103,8 @@ class TurnMetrics:
             "llm_tokens_per_s": _round(self.llm_tokens_per_s),
             "tts_rtf": _round(self.tts_rtf, 4),
             "asr_audio_s": round(self.asr_audio_s, 3),
+            "asr_decode_ms": self.extra.get("asr_decode_ms"),
+            "asr_speculative": bool(self.extra.get("asr_speculative")),
             "interrupted": self.interrupted,
             "gpu_mem_used_mb": self.gpu_mem_used_mb,
             "gpu_mem_total_mb": self.gpu_mem_total_mb,

@@ -51,6 +51,7 @@ from engine.events import (
 from engine.history import ChatHistory
 from engine.metrics import TurnMetrics
 from engine.sentences import SentenceChunker
+from engine.stages.base import Transcript
 from engine.vad import TurnDetector
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class Session:
         self._turn_id: str | None = None
         self._turn_tasks: set[asyncio.Task] = set()
         self._partial_task: asyncio.Task | None = None
+        self._spec: tuple[str | None, int, asyncio.Future, int] | None = None  # speculative final ASR
         self._last_partial_ns = 0
         self._response: _Response | None = None  # running, or last one while it may still play
         self._input_task: asyncio.Task | None = None
@@ -352,9 +354,13 @@ class Session:
         probs = await loop.run_in_executor(self.engine.vad_pool, self.engine.vad.probabilities, self._vad_state, frames)
         for i, prob in enumerate(probs):
             ev = self._detector.update(self._frames_seen + i, float(prob), frame_arrivals[i])
-            if ev is not None and ev.kind == "start":
+            if ev is None:
+                continue
+            if ev.kind == "start":
                 self._on_speech_start(ev.sample, ev.arrival_ns)
-            elif ev is not None:
+            elif ev.kind == "pause":
+                self._speculate(ev.sample)
+            else:
                 self._on_turn_end(ev.sample, ev.arrival_ns, now_ns())
         self._frames_seen += n
         if not self._detector.in_speech and self._detector.state.value == "quiet":
@@ -402,22 +408,43 @@ class Session:
         if self.options.barge_in:
             self._interrupt(barge_in=True)
 
+    def _turn_audio(self, end_sample: int) -> np.ndarray:
+        start = (self._turn_start if self._turn_start is not None else self._buf_start) - self._buf_start
+        stop = end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000) - self._buf_start
+        return self._buf[max(0, start): max(0, stop)].copy()
+
+    def _speculate(self, end_sample: int) -> None:
+        """The user paused: decode the turn now, in case the pause becomes the end of turn."""
+        turn_id = self._turn_id
+        audio = self._turn_audio(end_sample)
+        loop = asyncio.get_running_loop()
+
+        def decode() -> tuple[Transcript, float]:
+            t0 = time.perf_counter()
+            return self.engine.asr.transcribe(audio, self.language), (time.perf_counter() - t0) * 1000
+
+        future = loop.run_in_executor(self.engine.asr_pool, decode)
+        future.add_done_callback(lambda f: f.exception())  # a dropped guess must not warn
+        self._spec = (turn_id, end_sample, future, len(audio))
+
     def _on_turn_end(self, end_sample: int, speech_end_ns: int, decided_ns: int) -> None:
         turn_id = self._turn_id or "turn_?"
         self._emit(SpeechStopped(turn_id, int(1000 * end_sample / ENGINE_RATE)))
-        start = (self._turn_start if self._turn_start is not None else self._buf_start) - self._buf_start
-        stop = end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000) - self._buf_start
-        audio = self._buf[max(0, start): max(0, stop)].copy()
+        audio = self._turn_audio(end_sample)
         metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
                               speech_end_ns=speech_end_ns, turn_end_ns=decided_ns)
-        self._begin_turn(turn_id, audio, metrics)
+        spec, self._spec = self._spec, None
+        early = spec[2] if spec is not None and spec[0] == turn_id and spec[1] == end_sample else None
+        self._begin_turn(turn_id, audio, metrics, early)
 
-    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics) -> None:
+    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics,
+                    early: asyncio.Future | None = None) -> None:
         self._turn_start = None
         self._speech_start_ns = None
+        self._spec = None
         if self._partial_task is not None:
             self._partial_task = None  # its result is dropped: the final one is coming
-        task = asyncio.create_task(self._run_turn(turn_id, audio, metrics), name=f"{self.id}-{turn_id}")
+        task = asyncio.create_task(self._run_turn(turn_id, audio, metrics, early), name=f"{self.id}-{turn_id}")
         self._turn_tasks.add(task)
         task.add_done_callback(self._turn_tasks.discard)
         self._trim_buffer()
@@ -444,11 +471,20 @@ class Session:
 
     # --- a turn: final ASR, then the response -------------------------------------------
 
-    async def _run_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics) -> None:
+    async def _run_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics,
+                        early: asyncio.Future | None = None) -> None:
         loop = asyncio.get_running_loop()
         metrics.asr_audio_s = len(audio) / ENGINE_RATE
         try:
-            tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
+            if early is not None:  # decoded during the end-of-turn silence
+                tr, decode_ms = await early
+                metrics.extra["asr_speculative"] = 1.0
+            else:
+                t0 = time.perf_counter()
+                tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio,
+                                                self.language)
+                decode_ms = (time.perf_counter() - t0) * 1000
+            metrics.extra["asr_decode_ms"] = round(decode_ms, 1)
         except Exception as exc:  # noqa: BLE001 - report, keep the session alive
             log.exception("ASR")
             self._emit(ErrorEvent(getattr(exc, "code", "asr_failed"), f"speech recognition failed: {exc}",

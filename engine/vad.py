@@ -22,9 +22,10 @@ class VADState(Enum):
 
 @dataclass(frozen=True)
 class VADEvent:
-    """``kind`` is "start" or "end". ``sample`` is the first voiced sample (start) or the
-    sample after the last voiced frame (end), counted from the stream start; ``arrival_ns``
-    is when the audio of that frame arrived."""
+    """``kind`` is "start", "pause" (silence reached ``speculative_asr_ms``: the turn may be
+    ending) or "end". ``sample`` is the first voiced sample (start) or the sample after the
+    last voiced frame (pause, end), counted from the stream start; ``arrival_ns`` is when the
+    audio of that frame arrived."""
 
     kind: str
     sample: int
@@ -38,6 +39,8 @@ class TurnDetector:
         frame_ms = 1000 * frame_samples / sample_rate
         self.min_speech_frames = max(1, round(options.min_speech_ms / frame_ms))
         self.eot_frames = max(1, round(options.end_of_turn_silence_ms / frame_ms))
+        spec = options.speculative_asr_ms
+        self.pause_frames = max(1, round(spec / frame_ms)) if 0 < spec < options.end_of_turn_silence_ms else 0
         self.reset()
 
     def reset(self) -> None:
@@ -96,6 +99,8 @@ class TurnDetector:
         if self.state is VADState.STOPPING and self._silent >= self.eot_frames:
             self.state = VADState.QUIET
             return VADEvent("end", self._last_voiced_end, self._last_voiced_arrival)
+        if self.state is VADState.STOPPING and self.pause_frames and self._silent == self.pause_frames:
+            return VADEvent("pause", self._last_voiced_end, self._last_voiced_arrival)
         return None
 
     @property

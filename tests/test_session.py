@@ -25,7 +25,9 @@ from engine.events import (
 from tests.conftest import SAMPLE_TE
 from tests.fakes import REPLY, FakeASR, FakeLLM, FakeTTS, fake_engine
 
-SPEECH, _ = load_wav(SAMPLE_TE)
+SPEECH, _ = load_wav(SAMPLE_TE)  # 0.5 s silence, ~2.9 s of speech, 1.5 s silence
+_voiced = np.nonzero(np.abs(SPEECH) > 1e-3)[0]
+CORE = SPEECH[_voiced[0]: _voiced[-1] + 1]  # the speech alone
 
 
 async def push_fast(session, audio: np.ndarray, chunk: int = 320) -> None:
@@ -293,5 +295,39 @@ async def test_no_reply_while_the_user_is_speaking_again():
     assert s.history.messages[0]["role"] == "user" and len(llm.prompts) == 1
     users = [m for m in llm.prompts[0] if m["role"] == "user"]
     assert len(users) == 1 and users[0]["content"].count("నమస్కారం") == 2  # both parts, merged
+    await s.close()
+    engine.close()
+
+
+async def test_final_transcript_is_decoded_during_the_end_of_turn_silence():
+    asr = FakeASR()
+    engine = fake_engine(asr=asr)
+    s, events = await one_turn(engine)
+    m = next(e for e in events if isinstance(e, TurnMetricsEvent)).metrics
+    assert asr.calls == 1 and m.extra["asr_speculative"] == 1.0
+    assert m.to_dict()["asr_speculative"] is True and m.to_dict()["asr_decode_ms"] >= 0
+    await s.close()
+    engine.close()
+
+
+async def test_a_pause_that_is_not_the_end_drops_the_speculative_transcript():
+    class CountingASR(FakeASR):
+        def transcribe(self, audio, language):
+            self.lengths = getattr(self, "lengths", []) + [len(audio)]
+            return super().transcribe(audio, language)
+
+    asr = CountingASR()
+    engine = fake_engine(asr=asr, overrides=["vad.end_of_turn_silence_ms=800"])
+    s = engine.new_session()
+    await s.start()
+    # speech, a 400 ms pause (past the 200 ms speculation point), more speech, then the end
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE, tail_silence(0.4), CORE, tail_silence(1.2)]))
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    assert [type(e).__name__ for e in events].count("SpeechStopped") == 1
+    m = events[-1].metrics
+    assert asr.calls >= 2  # the early guess (short audio) was dropped ...
+    final_len = max(asr.lengths)
+    assert final_len > 2 * len(CORE)  # ... and the final transcript covers the whole turn
+    assert m.extra.get("asr_speculative") == 1.0  # decoded in the final silence, on the full turn
     await s.close()
     engine.close()

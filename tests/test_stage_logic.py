@@ -102,14 +102,22 @@ def test_history_replace_last_assistant_keeps_only_heard_text():
     assert h.messages == [{"role": "user", "content": "హలో"}]
 
 
-def run_detector(probs: list[float], **kw) -> list[tuple[str, int]]:
+def run_detector(probs: list[float], pauses: bool = False, **kw) -> list[tuple[str, int]]:
     d = TurnDetector(VADOptions(**kw), frame_samples=512)
     out = []
     for i, p in enumerate(probs):
         ev = d.update(i, p, i)
-        if ev:
+        if ev and (pauses or ev.kind != "pause"):
             out.append((ev.kind, ev.sample // 512))
     return out
+
+
+def test_turn_detector_pause_comes_before_end_and_again_after_resumed_speech():
+    probs = [0.9] * 10 + [0.0] * 10 + [0.9] * 10 + [0.0] * 30
+    events = run_detector(probs, pauses=True, min_speech_ms=200, end_of_turn_silence_ms=600,
+                          speculative_asr_ms=200)
+    assert events == [("start", 0), ("pause", 10), ("pause", 30), ("end", 30)]
+    assert run_detector(probs, pauses=True, speculative_asr_ms=0) == [("start", 0), ("end", 30)]
 
 
 def test_turn_detector_start_and_end_of_turn():
