@@ -1,2 +1,315 @@
-def main():
-    raise SystemExit("not yet")
+"""``s2s-train``: prepare data, fine-tune Telugu ASR (Whisper) and TTS (SpeechT5), evaluate.
+
+Subcommands::
+
+    s2s-train prepare DATA_DIR --out PREPARED
+    s2s-train asr PREPARED --base openai/whisper-small --out runs/asr
+    s2s-train tts PREPARED --base microsoft/speecht5_tts --out runs/tts
+    s2s-train eval PREPARED --asr runs/asr/ct2-int8 --tts runs/tts/export
+    s2s-train tiny-models --out tiny          # tiny random base models, offline
+    s2s-train synth-data --out data/synth     # espeak-ng Telugu clips + metadata.csv
+
+Training defaults suit a 24 GB L4 (see docs/training.md); every training option is a flag.
+Errors the user can fix print one line and exit 2, not a traceback (``S2S_DEBUG=1`` shows it). torch and
+transformers are imported by the subcommands that need them, so ``prepare`` and
+``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+L4_DEFAULTS = {"batch_size": 8, "grad_accum": 2, "save_every": 250, "eval_every": 250}
+
+
+def _add_train_args(p: argparse.ArgumentParser, lr: float, steps: int) -> None:
+    g = p.add_argument_group("training (defaults: a 24 GB L4)")
+    g.add_argument("--steps", type=int, default=steps, help="optimizer steps in total")
+    g.add_argument("--batch-size", type=int, default=L4_DEFAULTS["batch_size"], help="clips per micro-batch")
+    g.add_argument("--grad-accum", type=int, default=L4_DEFAULTS["grad_accum"], help="micro-batches per step")
+    g.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    g.add_argument("--warmup-steps", type=int, default=100)
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--max-grad-norm", type=float, default=1.0)
+    g.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="auto: bf16 on CUDA when supported, else fp16; fp32 on CPU",
+    )
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument(
+        "--save-every", type=int, default=L4_DEFAULTS["save_every"], help="checkpoint interval (steps)"
+    )
+    g.add_argument("--keep-checkpoints", type=int, default=2)
+    g.add_argument(
+        "--eval-every", type=int, default=L4_DEFAULTS["eval_every"], help="validation loss interval"
+    )
+    g.add_argument("--log-every", type=int, default=1, help="loss.csv row interval")
+    g.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (CUDA only)")
+    g.add_argument(
+        "--gradient-checkpointing", choices=["auto", "on", "off"], default="auto", help="auto: on for CUDA"
+    )
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to loss.csv)")
+
+
+def _train_config(args: argparse.Namespace):
+    import torch
+
+    from training.loop import TrainConfig
+
+    on_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    gc = {"on": True, "off": False, "auto": on_cuda}[args.gradient_checkpointing]
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        precision=args.precision,
+        device=args.device,
+        save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
+        num_workers=args.num_workers,
+        gradient_checkpointing=gc,
+        seed=args.seed,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2s-train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="check, resample (16 kHz mono), normalise and split a dataset")
+    p.add_argument(
+        "data_dir", help="folder with audio and metadata.csv (file,text[,speaker]) or a JSONL manifest"
+    )
+    p.add_argument("--out", required=True, help="the prepared folder to write")
+    p.add_argument("--manifest", help="a metadata.csv / .jsonl elsewhere (paths relative to DATA_DIR)")
+    p.add_argument("--min-seconds", type=float, default=0.5)
+    p.add_argument("--max-seconds", type=float, default=30.0)
+    p.add_argument("--max-chars-per-second", type=float, default=30.0)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--no-trim", action="store_true", help="keep leading/trailing silence")
+    p.add_argument("--keep-digits", action="store_true", help="do not spell numbers as Telugu words")
+
+    p = sub.add_parser("asr", help="fine-tune Whisper for Telugu; export CTranslate2 int8 + float16")
+    p.add_argument("prepared")
+    p.add_argument("--base", default="openai/whisper-small", help="transformers Whisper folder or hub id")
+    p.add_argument("--out", required=True)
+    p.add_argument("--language", default="te")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (less memory)")
+    p.add_argument("--spec-augment", action="store_true", help="SpecAugment masking while training")
+    p.add_argument("--quantizations", default="int8,float16", help="CTranslate2 exports, comma separated")
+    _add_train_args(p, lr=1e-5, steps=2000)
+
+    p = sub.add_parser(
+        "tts", help="fine-tune SpeechT5 on Telugu (ISO 15919 transliteration); export for the engine"
+    )
+    p.add_argument("prepared")
+    p.add_argument(
+        "--base", default="microsoft/speecht5_tts", help="SpeechT5 TTS folder, hub id or earlier export"
+    )
+    p.add_argument(
+        "--vocoder",
+        default="",
+        help="HiFi-GAN folder or hub id (default: BASE/vocoder or microsoft/speecht5_hifigan)",
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--transliteration", choices=["iso15919", "none"], default="iso15919")
+    p.add_argument(
+        "--speaker-encoder",
+        choices=["stats", "xvector"],
+        default="stats",
+        help="stats: offline log-mel statistics; xvector: SpeechBrain (needs speechbrain + hub)",
+    )
+    p.add_argument("--freeze-speaker-embedding", action="store_true")
+    p.add_argument(
+        "--speaker", default="", help="the voice of the export (default: the speaker with most clips)"
+    )
+    _add_train_args(p, lr=1e-5, steps=4000)
+
+    p = sub.add_parser("eval", help="ASR CER/WER and TTS round-trip CER; JSON report + table")
+    p.add_argument("prepared")
+    p.add_argument("--asr", help="CTranslate2 Whisper folder (e.g. runs/asr/ct2-int8)")
+    p.add_argument("--tts", help="TTS folder (runs/tts/export, or a VITS folder)")
+    p.add_argument("--out", help="report path (default: PREPARED/eval.json)")
+    p.add_argument("--split", default="validation", choices=["validation", "train"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compute-type", default="auto")
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--limit", type=int, default=0, help="at most this many clips")
+
+    p = sub.add_parser(
+        "tiny-models", help="build tiny random Whisper, SpeechT5 + HiFi-GAN and VITS models offline"
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--only", default="whisper,speecht5,vits", help="comma separated subset")
+    p.add_argument(
+        "--ct2", action="store_true", help="also convert the tiny Whisper to CTranslate2 (whisper-ct2/)"
+    )
+
+    p = sub.add_parser("synth-data", help="a small synthetic Telugu dataset spoken by espeak-ng")
+    p.add_argument("--out", required=True)
+    p.add_argument("-n", type=int, default=12, help="number of clips")
+    p.add_argument(
+        "--with-bad", action="store_true", help="add rows prepare must drop (missing, silent, ...)"
+    )
+    return parser
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from training.data import PrepareOptions, prepare
+
+    opts = PrepareOptions(
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        max_chars_per_second=args.max_chars_per_second,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        trim=not args.no_trim,
+        spell_numbers=not args.keep_digits,
+    )
+    report = prepare(args.data_dir, args.out, opts, manifest=args.manifest)
+    print(report.summary())
+    return 0 if report.clips_kept else 1
+
+
+def _cmd_asr(args: argparse.Namespace) -> int:
+    from training.asr import ASROptions, train_asr
+
+    opts = ASROptions(
+        base=args.base,
+        language=args.language,
+        freeze_encoder=args.freeze_encoder,
+        spec_augment=args.spec_augment,
+        quantizations=tuple(q.strip() for q in args.quantizations.split(",") if q.strip()),
+    )
+    summary = train_asr(args.prepared, args.out, opts, _train_config(args))
+    _print_summary(summary)
+    for quant, path in summary["exports"].items():
+        print(
+            f"engine: --set asr.model={path} --set asr.compute_type={'int8' if quant == 'int8' else 'float16'}"
+        )
+    return 0
+
+
+def _cmd_tts(args: argparse.Namespace) -> int:
+    from training.tts import TTSOptions, train_tts
+
+    opts = TTSOptions(
+        base=args.base,
+        vocoder=args.vocoder,
+        transliteration=args.transliteration,
+        speaker_encoder=args.speaker_encoder,
+        train_speaker_embedding=not args.freeze_speaker_embedding,
+        speaker=args.speaker,
+    )
+    summary = train_tts(args.prepared, args.out, opts, _train_config(args))
+    _print_summary(summary)
+    print(f"engine: --set tts.backend=speecht5 --set tts.model={summary['export']}")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    first, last = summary.get("first_loss"), summary.get("last_loss")
+    resumed = f" (resumed at {summary['resumed_from']})" if summary.get("resumed_from") is not None else ""
+    loss = f"loss {first:.4f} -> {last:.4f}" if first is not None and last is not None else "no new steps"
+    val = f", validation loss {summary['val_loss']:.4f}" if summary.get("val_loss") is not None else ""
+    print(
+        f"step {summary['steps']}{resumed}: {loss}{val}; {summary['seconds']} s on {summary['device']} "
+        f"({summary['precision']})"
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from training.evaluate import EvalOptions, evaluate, format_table, write_report
+
+    if not args.asr and not args.tts:
+        raise SystemExit("s2s-train eval: give --asr DIR and/or --tts DIR")
+    opts = EvalOptions(
+        split=args.split,
+        device=args.device,
+        compute_type=args.compute_type,
+        beam_size=args.beam_size,
+        limit=args.limit,
+    )
+    report = evaluate(args.prepared, args.asr, args.tts, opts)
+    path = write_report(report, args.out or Path(args.prepared) / "eval.json")
+    print(format_table(report))
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_tiny(args: argparse.Namespace) -> int:
+    from training.tiny import build_all
+
+    built = build_all(args.out, tuple(w.strip() for w in args.only.split(",") if w.strip()))
+    if args.ct2 and "whisper" in built:
+        from training.export import convert_whisper_to_ct2
+
+        built["whisper-ct2"] = convert_whisper_to_ct2(
+            built["whisper"], Path(args.out) / "whisper-ct2", "int8"
+        )
+    for name, path in built.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from training.synth import make_dataset
+
+    out = make_dataset(args.out, n=args.n, with_bad=args.with_bad)
+    print(f"wrote {args.n} clips{' and bad rows' if args.with_bad else ''} to {out} (metadata.csv)")
+    return 0
+
+
+COMMANDS = {
+    "prepare": _cmd_prepare,
+    "asr": _cmd_asr,
+    "tts": _cmd_tts,
+    "eval": _cmd_eval,
+    "tiny-models": _cmd_tiny,
+    "synth-data": _cmd_synth,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.errors import S2SError
+    from training.data import DataError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, S2SError, OSError, ValueError, ImportError, RuntimeError) as exc:
+        if os.environ.get("S2S_DEBUG") or (isinstance(exc, RuntimeError) and "cuda" not in str(exc).lower()):
+            raise
+        print(f"s2s-train {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\ns2s-train {args.command}: interrupted; continue with the same command and --resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

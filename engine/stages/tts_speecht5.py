@@ -44,21 +44,32 @@ class SpeechT5TTS(TTSBackend):
         self._config: dict[str, Any] = {}
 
     def _error(self, problem: str, fix: str | None = None) -> ModelError:
-        return ModelError("tts", self.options.model, self.model_path, problem,
-                          fix or "train and export a voice with `s2s-train tts PREPARED --out DIR`, "
-                                 "then set tts.model=DIR/export")
+        return ModelError(
+            "tts",
+            self.options.model,
+            self.model_path,
+            problem,
+            fix
+            or "train and export a voice with `s2s-train tts PREPARED --out DIR`, "
+            "then set tts.model=DIR/export",
+        )
 
     def setup(self) -> None:
         path = Path(self.model_path).expanduser()
         if not path.is_dir():
             raise self._error("folder not found")
-        missing = [n for n in (TTS_CONFIG, "config.json", "text_vocab.json", "speaker_embedding.npy")
-                   if not (path / n).exists()]
+        missing = [
+            n
+            for n in (TTS_CONFIG, "config.json", "text_vocab.json", "speaker_embedding.npy")
+            if not (path / n).exists()
+        ]
         if missing:
             raise self._error(f"not a SpeechT5 export (missing {', '.join(missing)})")
         try:
             self._config = json.loads((path / TTS_CONFIG).read_text(encoding="utf-8"))
-            vocab_file = json.loads((path / self._config.get("vocab", "text_vocab.json")).read_text(encoding="utf-8"))
+            vocab_file = json.loads(
+                (path / self._config.get("vocab", "text_vocab.json")).read_text(encoding="utf-8")
+            )
             self._vocab = vocab_file["vocab"]
             self._eos = int(self._config.get("eos_id", self._vocab.get("</s>", 2)))
             speaker = np.load(path / "speaker_embedding.npy").astype(np.float32).reshape(1, -1)
@@ -71,8 +82,10 @@ class SpeechT5TTS(TTSBackend):
 
             tts_model_text("తెలుగు", self._config.get("text", {}).get("transliteration", "iso15919"))
         except ImportError as exc:
-            raise self._error(f"text front end unavailable ({exc})",
-                              ".venv/bin/pip install -c constraints.txt -e '.[train]'") from None
+            raise self._error(
+                f"text front end unavailable ({exc})",
+                ".venv/bin/pip install -c constraints.txt -e '.[train]'",
+            ) from None
 
         import torch
         from transformers import SpeechT5ForTextToSpeech, SpeechT5HifiGan
@@ -88,7 +101,9 @@ class SpeechT5TTS(TTSBackend):
         self._model = model.to(self.device).eval()
         self._vocoder = vocoder.to(self.device).eval()
         self._speaker = torch.from_numpy(speaker).to(self.device)
-        self.sample_rate = int(self._config.get("sample_rate", getattr(vocoder.config, "sampling_rate", 16_000)))
+        self.sample_rate = int(
+            self._config.get("sample_rate", getattr(vocoder.config, "sampling_rate", 16_000))
+        )
         self.synthesize("నమస్కారం")  # warm up
 
     def model_text(self, text: str) -> str:
@@ -141,10 +156,15 @@ class SpeechT5TTS(TTSBackend):
         self._model = self._vocoder = self._speaker = None
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.options.model, "path": self.model_path,
-                "device": str(self.device), "sample_rate": self.sample_rate,
-                "speaker": self._config.get("speaker"),
-                "transliteration": self._config.get("text", {}).get("transliteration")}
+        return {
+            "backend": self.name,
+            "model": self.options.model,
+            "path": self.model_path,
+            "device": str(self.device),
+            "sample_rate": self.sample_rate,
+            "speaker": self._config.get("speaker"),
+            "transliteration": self._config.get("text", {}).get("transliteration"),
+        }
 
 
 def split_text(text: str, max_chars: int) -> list[str]:
@@ -165,7 +185,7 @@ def split_text(text: str, max_chars: int) -> list[str]:
 
 
 def _resolve_device(name: str, torch: Any) -> str | None:
-    """"auto" -> cuda when available, else cpu; None when cuda is asked for and absent."""
+    """The torch device for ``name`` ("auto": cuda when there is one); None when cuda is absent."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

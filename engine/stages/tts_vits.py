@@ -40,9 +40,15 @@ class VitsTTS(TTSBackend):
         self._chars: set[str] = set()
 
     def _error(self, problem: str, fix: str | None = None) -> ModelError:
-        return ModelError("tts", self.options.model, self.model_path, problem,
-                          fix or "fetch it with `s2s-engine models fetch --profile gpu`, or point tts.model "
-                                 "at a folder with a VITS config.json, vocab.json and weights")
+        return ModelError(
+            "tts",
+            self.options.model,
+            self.model_path,
+            problem,
+            fix
+            or "fetch it with `s2s-engine models fetch --profile gpu`, or point tts.model "
+            "at a folder with a VITS config.json, vocab.json and weights",
+        )
 
     def setup(self) -> None:
         path = Path(self.model_path).expanduser()
@@ -122,9 +128,14 @@ class VitsTTS(TTSBackend):
         self._model = self._tokenizer = None
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.options.model, "path": self.model_path,
-                "device": str(self.device), "sample_rate": self.sample_rate,
-                "speaking_rate": getattr(self._model, "speaking_rate", None)}
+        return {
+            "backend": self.name,
+            "model": self.options.model,
+            "path": self.model_path,
+            "device": str(self.device),
+            "sample_rate": self.sample_rate,
+            "speaking_rate": getattr(self._model, "speaking_rate", None),
+        }
 
 
 def _split(text: str, max_chars: int) -> list[str]:

@@ -1,0 +1,303 @@
+"""``s2s-train prepare``: turn a folder of recordings into a clean, split training set.
+
+Input: ``DATA_DIR/metadata.csv`` (``file,text[,speaker]``, with or without a header row;
+``|`` or tab separated files such as LJSpeech's are accepted too) or a JSONL manifest
+(``{"audio": ..., "text": ..., "speaker": ...}`` per line; ``file``/``path`` work for
+``audio``). Audio paths are relative to DATA_DIR; a name without an extension gets ``.wav``.
+
+Output (``PREPARED``)::
+
+    wavs/<id>.wav        16 kHz mono PCM16, silence trimmed at both ends
+    train.jsonl          {"id", "audio" (relative), "text", "speaker", "duration"}
+    validation.jsonl
+    report.json          counts, hours, speakers, and every dropped clip with its reason
+
+Every clip that cannot be used is dropped with a reason, never silently and never with a
+traceback: missing or unreadable file, empty text, too short, too long, silent, or more
+text than the audio could hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.audio import SAMPLE_RATE, load_audio, peak_dbfs, trim_silence, write_wav
+from training.text import has_letters, normalize_telugu, telugu_fraction
+
+
+class DataError(Exception):
+    """The dataset folder cannot be read at all (no metadata, bad manifest)."""
+
+
+@dataclass
+class PrepareOptions:
+    """Options of ``prepare``.
+
+    Fields:
+        min_seconds / max_seconds: clips outside this range are dropped (Whisper sees 30 s at most).
+        max_chars_per_second: more text than this per second of audio means a wrong transcript.
+        silence_dbfs: a clip whose peak is below this is silent.
+        trim: trim leading and trailing silence (helps TTS learn where speech stops).
+        val_fraction: share of clips for validation (at least one when there are two or more).
+        seed: the split's shuffle.
+        spell_numbers: write numbers as Telugu words.
+    """
+
+    min_seconds: float = 0.5
+    max_seconds: float = 30.0
+    max_chars_per_second: float = 30.0
+    silence_dbfs: float = -50.0
+    trim: bool = True
+    val_fraction: float = 0.1
+    seed: int = 1234
+    spell_numbers: bool = True
+
+
+@dataclass
+class Row:
+    audio: str
+    text: str
+    speaker: str = "default"
+    line: int = 0
+
+
+@dataclass
+class PrepareReport:
+    data_dir: str
+    out_dir: str
+    clips_in: int = 0
+    clips_kept: int = 0
+    train: int = 0
+    validation: int = 0
+    hours: float = 0.0
+    train_hours: float = 0.0
+    speakers: dict[str, int] = field(default_factory=dict)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+    mostly_not_telugu: int = 0
+
+    def summary(self) -> str:
+        lines = [
+            f"prepared {self.clips_kept} of {self.clips_in} clips, {self.hours * 60:.1f} min "
+            f"({self.hours:.3f} h), {len(self.speakers)} speaker(s): "
+            + ", ".join(f"{k} ({v})" for k, v in sorted(self.speakers.items())),
+            f"split: {self.train} train, {self.validation} validation",
+        ]
+        if self.dropped:
+            lines.append(f"dropped {len(self.dropped)}:")
+            for d in self.dropped:
+                lines.append(f"  {d['audio'] or '(line ' + str(d['line']) + ')'}: {d['reason']}")
+        if self.mostly_not_telugu:
+            lines.append(f"note: {self.mostly_not_telugu} kept clip(s) have mostly non-Telugu text")
+        lines.append(f"written to {self.out_dir}")
+        return "\n".join(lines)
+
+
+def read_metadata(data_dir: Path, manifest: Path | None = None) -> list[Row]:
+    """Rows from ``manifest`` or from DATA_DIR's metadata.csv / *.jsonl."""
+    if manifest is None:
+        for name in ("metadata.csv", "metadata.tsv", "metadata.jsonl", "manifest.jsonl"):
+            if (data_dir / name).exists():
+                manifest = data_dir / name
+                break
+        else:
+            raise DataError(
+                f"no metadata.csv or manifest.jsonl in {data_dir}: write one with a line per clip, "
+                "'file,text' (optionally ',speaker')"
+            )
+    if manifest.suffix == ".jsonl":
+        return _read_jsonl(manifest)
+    return _read_csv(manifest)
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{i}: not JSON ({exc})") from None
+        audio = obj.get("audio") or obj.get("file") or obj.get("path") or obj.get("audio_filepath") or ""
+        rows.append(Row(str(audio), str(obj.get("text", "")), str(obj.get("speaker") or "default"), i))
+    return rows
+
+
+def _read_csv(path: Path) -> list[Row]:
+    text = path.read_text(encoding="utf-8-sig")
+    first = text.splitlines()[0] if text.strip() else ""
+    delimiter = "|" if "|" in first and "," not in first else ("\t" if "\t" in first else ",")
+    reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+    rows: list[Row] = []
+    columns = {"audio": 0, "text": 1, "speaker": 2}
+    for i, rec in enumerate(reader, 1):
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        if i == 1 and rec[0].strip().lower() in {
+            "file",
+            "file_name",
+            "filename",
+            "audio",
+            "path",
+            "id",
+            "wav",
+        }:
+            names = [c.strip().lower() for c in rec]
+            for key, aliases in (
+                ("audio", ("file", "file_name", "filename", "audio", "path", "id", "wav")),
+                ("text", ("text", "transcript", "transcription", "sentence")),
+                ("speaker", ("speaker", "speaker_id", "client_id")),
+            ):
+                columns[key] = next((names.index(a) for a in aliases if a in names), -1)
+            continue
+        audio, text_, speaker = (_cell(rec, columns[k]) for k in ("audio", "text", "speaker"))
+        rows.append(Row(audio, text_, speaker or "default", i))
+    return rows
+
+
+def _cell(rec: list[str], index: int) -> str:
+    return rec[index].strip() if 0 <= index < len(rec) else ""
+
+
+def _resolve(data_dir: Path, audio: str) -> Path:
+    path = Path(audio).expanduser()
+    if not path.is_absolute():
+        path = data_dir / path
+    if not path.exists() and not path.suffix:
+        for ext in (".wav", ".flac", ".ogg", ".mp3"):
+            if path.with_suffix(ext).exists():
+                return path.with_suffix(ext)
+        return path.with_suffix(".wav")
+    return path
+
+
+def _clip_id(path: Path, used: set[str]) -> str:
+    base = re.sub(r"[^0-9A-Za-z_.-]+", "_", path.stem) or "clip"
+    cid, n = base, 1
+    while cid in used:
+        n += 1
+        cid = f"{base}-{n}"
+    used.add(cid)
+    return cid
+
+
+def prepare(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    options: PrepareOptions | None = None,
+    manifest: str | Path | None = None,
+) -> PrepareReport:
+    """Read, check, resample and split a dataset; returns (and writes) the report."""
+    opts = options or PrepareOptions()
+    data_dir, out_dir = Path(data_dir).expanduser(), Path(out_dir).expanduser()
+    if not data_dir.is_dir():
+        raise DataError(f"dataset folder not found: {data_dir}")
+    rows = read_metadata(data_dir, Path(manifest) if manifest else None)
+    report = PrepareReport(str(data_dir), str(out_dir), clips_in=len(rows))
+    kept: list[dict[str, Any]] = []
+    used_ids: set[str] = set()
+    seen: set[str] = set()
+
+    def drop(row: Row, reason: str) -> None:
+        report.dropped.append({"audio": row.audio, "line": row.line, "text": row.text[:80], "reason": reason})
+        report.drop_reasons[reason.split(" (")[0]] = report.drop_reasons.get(reason.split(" (")[0], 0) + 1
+
+    (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        if not row.audio:
+            drop(row, "no audio file named")
+            continue
+        text = normalize_telugu(row.text, spell_numbers=opts.spell_numbers)
+        if not text or not has_letters(text):
+            drop(row, "empty text")
+            continue
+        path = _resolve(data_dir, row.audio)
+        if str(path) in seen:
+            drop(row, "duplicate (the same file is listed twice)")
+            continue
+        seen.add(str(path))
+        if not path.exists():
+            drop(row, f"missing file ({path})")
+            continue
+        try:
+            audio = load_audio(path, SAMPLE_RATE)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means the clip is unusable
+            drop(row, f"unreadable audio ({type(exc).__name__}: {str(exc)[:100]})")
+            continue
+        if audio.size == 0 or peak_dbfs(audio) < opts.silence_dbfs:
+            drop(row, f"silent (peak {peak_dbfs(audio):.0f} dBFS < {opts.silence_dbfs:.0f})")
+            continue
+        if opts.trim:
+            audio = trim_silence(audio, SAMPLE_RATE)
+        seconds = audio.size / SAMPLE_RATE
+        if seconds < opts.min_seconds:
+            drop(row, f"too short ({seconds:.2f} s < {opts.min_seconds} s)")
+            continue
+        if seconds > opts.max_seconds:
+            drop(row, f"too long ({seconds:.1f} s > {opts.max_seconds} s)")
+            continue
+        if len(text) / seconds > opts.max_chars_per_second:
+            drop(row, f"text too long for the audio ({len(text)} chars in {seconds:.1f} s)")
+            continue
+        cid = _clip_id(path, used_ids)
+        write_wav(out_dir / "wavs" / f"{cid}.wav", audio, SAMPLE_RATE)
+        if telugu_fraction(text) < 0.5:
+            report.mostly_not_telugu += 1
+        kept.append(
+            {
+                "id": cid,
+                "audio": f"wavs/{cid}.wav",
+                "text": text,
+                "speaker": row.speaker,
+                "duration": round(seconds, 3),
+            }
+        )
+
+    rng = random.Random(opts.seed)
+    order = list(range(len(kept)))
+    rng.shuffle(order)
+    n_val = 0
+    if len(kept) >= 2:
+        n_val = min(len(kept) - 1, max(1, round(len(kept) * opts.val_fraction)))
+    val_idx = set(order[:n_val])
+    train = [c for i, c in enumerate(kept) if i not in val_idx]
+    val = [c for i, c in enumerate(kept) if i in val_idx]
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "validation.jsonl", val)
+
+    report.clips_kept, report.train, report.validation = len(kept), len(train), len(val)
+    report.hours = round(sum(c["duration"] for c in kept) / 3600, 5)
+    report.train_hours = round(sum(c["duration"] for c in train) / 3600, 5)
+    report.speakers = dict(Counter(c["speaker"] for c in kept))
+    report_dict = asdict(report)
+    report_dict["options"] = asdict(opts)
+    (out_dir / "report.json").write_text(
+        json.dumps(report_dict, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    return report
+
+
+def write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for item in items:
+            fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+
+def load_split(prepared: str | Path, split: str) -> list[dict[str, Any]]:
+    """Clips of ``train`` or ``validation`` with ``audio`` made absolute."""
+    prepared = Path(prepared).expanduser()
+    path = prepared / f"{split}.jsonl"
+    if not path.exists():
+        raise DataError(f"{path} not found: run `s2s-train prepare DATA_DIR --out {prepared}` first")
+    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for item in items:
+        item["audio"] = str(prepared / item["audio"])
+    return items
