@@ -75,8 +75,22 @@ class TurnMetrics:
     extra: dict[str, float] = field(default_factory=dict)
 
     def stages_ms(self) -> dict[str, float | None]:
-        """Each stage's duration in ms (None where a stamp is missing)."""
-        return {key: ms(getattr(self, a), getattr(self, b)) for key, _, a, b in STAGES}
+        """What each stage added to the wait, in ms (None where a stamp is missing).
+
+        Work done before the end of turn was decided (a turn run speculatively during the
+        end-of-turn silence) is hidden in that silence: stamps earlier than ``turn_end_ns``
+        count from it, so such a stage shows 0 and the stages still add up to voice-to-voice.
+        """
+        out: dict[str, float | None] = {}
+        floor = None
+        for key, _, a, b in STAGES:
+            start, end = getattr(self, a), getattr(self, b)
+            if key != "eot_wait_ms" and self.turn_end_ns is not None:
+                floor = self.turn_end_ns if floor is None else floor
+                start = None if start is None else max(start, floor)
+                end = None if end is None else max(end, floor)
+            out[key] = ms(start, end)
+        return out
 
     @property
     def voice_to_voice_ms(self) -> float | None:

@@ -80,6 +80,7 @@ class _Response:
     done: bool = False
     status: str = "in_progress"
     played_override_ms: int | None = None
+    turn: _Turn | None = None
 
     def audio_ms(self, rate: int) -> int:
         return int(1000 * self.samples_out / rate)
@@ -109,6 +110,24 @@ class _Response:
         return " ".join(heard).strip()
 
 
+@dataclass
+class _Turn:
+    """One user turn. A *held* turn was started speculatively at a pause: its transcript,
+    response and audio are produced but kept back until the end of turn is confirmed
+    (released), or thrown away silently if the user goes on speaking (dropped)."""
+
+    id: str
+    end_sample: int
+    metrics: TurnMetrics
+    held: bool = False
+    speculative: bool = False
+    held_events: list = field(default_factory=list)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    user_text: str | None = None
+    response: _Response | None = None
+    task: asyncio.Task | None = None
+
+
 class Session:
     def __init__(self, engine: Engine, session_id: str):
         self.engine = engine
@@ -136,7 +155,7 @@ class Session:
         self._turn_id: str | None = None
         self._turn_tasks: set[asyncio.Task] = set()
         self._partial_task: asyncio.Task | None = None
-        self._spec: tuple[str | None, int, asyncio.Future, int] | None = None  # speculative final ASR
+        self._spec: _Turn | None = None  # a held turn started at a pause
         self._last_partial_ns = 0
         self._response: _Response | None = None  # running, or last one while it may still play
         self._input_task: asyncio.Task | None = None
@@ -284,6 +303,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        self._drop_spec()
         self._interrupt(barge_in=False)
         tasks = [t for t in (self._input_task, self._partial_task, *self._turn_tasks) if t is not None]
         if self._response is not None and self._response.task is not None:
@@ -360,6 +380,8 @@ class Session:
                 self._on_speech_start(ev.sample, ev.arrival_ns)
             elif ev.kind == "pause":
                 self._speculate(ev.sample)
+            elif ev.kind == "resume":
+                self._drop_spec()
             else:
                 self._on_turn_end(ev.sample, ev.arrival_ns, now_ns())
         self._frames_seen += n
@@ -414,40 +436,78 @@ class Session:
         return self._buf[max(0, start): max(0, stop)].copy()
 
     def _speculate(self, end_sample: int) -> None:
-        """The user paused: decode the turn now, in case the pause becomes the end of turn."""
-        turn_id = self._turn_id
-        audio = self._turn_audio(end_sample)
-        loop = asyncio.get_running_loop()
+        """The user paused: run the turn now, held back, in case the pause is its end."""
+        self._drop_spec()
+        metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns)
+        turn = _Turn(self._turn_id or "turn_?", end_sample, metrics, held=True, speculative=True)
+        turn.task = asyncio.create_task(self._run_turn(turn, self._turn_audio(end_sample)),
+                                        name=f"{self.id}-{turn.id}-early")
+        self._spec = turn
 
-        def decode() -> tuple[Transcript, float]:
-            t0 = time.perf_counter()
-            return self.engine.asr.transcribe(audio, self.language), (time.perf_counter() - t0) * 1000
+    def _drop_spec(self) -> None:
+        """The user went on speaking: throw the held turn away (it emitted nothing)."""
+        turn, self._spec = self._spec, None
+        if turn is None:
+            return
+        if turn.response is not None:
+            turn.response.cancel.set()
+            if turn.response.task is not None:
+                turn.response.task.cancel()
+        if turn.task is not None:
+            turn.task.cancel()
 
-        future = loop.run_in_executor(self.engine.asr_pool, decode)
-        future.add_done_callback(lambda f: f.exception())  # a dropped guess must not warn
-        self._spec = (turn_id, end_sample, future, len(audio))
+    def _release(self, turn: _Turn) -> None:
+        """The end of turn is confirmed: what the held turn produced goes out now."""
+        turn.held = False
+        if turn.user_text:
+            self.history.add("user", turn.user_text)
+        if turn.response is not None:
+            self._response = turn.response
+        t = now_ns()
+        for ev in turn.held_events:
+            if isinstance(ev, ReplyAudio) and turn.response is not None and turn.response.first_out_ns is None:
+                turn.response.first_out_ns = turn.metrics.first_audio_out_ns = t
+            self._events.put_nowait(ev)
+        turn.held_events.clear()
+        turn.released.set()
+
+    def _emit_for(self, turn: _Turn | None, ev: SessionEvent) -> None:
+        if turn is not None and turn.held:
+            turn.held_events.append(ev)
+        else:
+            self._emit(ev)
 
     def _on_turn_end(self, end_sample: int, speech_end_ns: int, decided_ns: int) -> None:
         turn_id = self._turn_id or "turn_?"
         self._emit(SpeechStopped(turn_id, int(1000 * end_sample / ENGINE_RATE)))
-        audio = self._turn_audio(end_sample)
+        spec = self._spec
+        if spec is not None and spec.id == turn_id and spec.end_sample == end_sample and spec.task is not None:
+            self._spec = None
+            spec.metrics.speech_end_ns, spec.metrics.turn_end_ns = speech_end_ns, decided_ns
+            spec.metrics.speech_start_ns = spec.metrics.speech_start_ns or self._speech_start_ns
+            self._start_turn_bookkeeping()
+            self._turn_tasks.add(spec.task)
+            spec.task.add_done_callback(self._turn_tasks.discard)
+            self._release(spec)
+            return
+        self._drop_spec()
         metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
                               speech_end_ns=speech_end_ns, turn_end_ns=decided_ns)
-        spec, self._spec = self._spec, None
-        early = spec[2] if spec is not None and spec[0] == turn_id and spec[1] == end_sample else None
-        self._begin_turn(turn_id, audio, metrics, early)
+        self._begin_turn(turn_id, self._turn_audio(end_sample), metrics, end_sample)
 
-    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics,
-                    early: asyncio.Future | None = None) -> None:
+    def _start_turn_bookkeeping(self) -> None:
         self._turn_start = None
         self._speech_start_ns = None
-        self._spec = None
-        if self._partial_task is not None:
-            self._partial_task = None  # its result is dropped: the final one is coming
-        task = asyncio.create_task(self._run_turn(turn_id, audio, metrics, early), name=f"{self.id}-{turn_id}")
-        self._turn_tasks.add(task)
-        task.add_done_callback(self._turn_tasks.discard)
+        self._partial_task = None  # a partial's result is dropped: the final one is here
         self._trim_buffer()
+
+    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics, end_sample: int = 0) -> None:
+        self._drop_spec()
+        turn = _Turn(turn_id, end_sample, metrics)
+        self._start_turn_bookkeeping()
+        turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"{self.id}-{turn_id}")
+        self._turn_tasks.add(turn.task)
+        turn.task.add_done_callback(self._turn_tasks.discard)
 
     def _maybe_partial(self) -> None:
         if self._turn_start is None or (self._partial_task is not None and not self._partial_task.done()):
@@ -471,52 +531,61 @@ class Session:
 
     # --- a turn: final ASR, then the response -------------------------------------------
 
-    async def _run_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics,
-                        early: asyncio.Future | None = None) -> None:
+    async def _run_turn(self, turn: _Turn, audio: np.ndarray) -> None:
         loop = asyncio.get_running_loop()
+        metrics = turn.metrics
         metrics.asr_audio_s = len(audio) / ENGINE_RATE
         try:
-            if early is not None:  # decoded during the end-of-turn silence
-                tr, decode_ms = await early
-                metrics.extra["asr_speculative"] = 1.0
-            else:
-                t0 = time.perf_counter()
-                tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio,
-                                                self.language)
-                decode_ms = (time.perf_counter() - t0) * 1000
-            metrics.extra["asr_decode_ms"] = round(decode_ms, 1)
+            t0 = time.perf_counter()
+            tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
+            metrics.extra["asr_decode_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         except Exception as exc:  # noqa: BLE001 - report, keep the session alive
             log.exception("ASR")
+            if turn.held:
+                await turn.released.wait()
             self._emit(ErrorEvent(getattr(exc, "code", "asr_failed"), f"speech recognition failed: {exc}",
-                                  "asr", turn_id))
+                                  "asr", turn.id))
             return
         metrics.asr_final_ns = now_ns()
+        if turn.speculative:
+            metrics.extra["asr_speculative"] = 1.0
         text = tr.text.strip()
-        self._emit(TranscriptFinal(turn_id, text, tr.language))
+        self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language))
         if not text:
             return  # noise or a cough: nothing to answer
-        self.history.add("user", text)
-        if self._turn_id != turn_id or self._detector.in_speech:
-            return  # the user is speaking again: their next turn continues this one
+        if turn.held:
+            turn.user_text = text  # joins the history when the turn is released
+        else:
+            self.history.add("user", text)
+            if self._turn_id != turn.id or self._detector.in_speech:
+                return  # the user is speaking again: their next turn continues this one
         if self.options.auto_response and (self._response is None or self._response.done):
-            self._start_response(metrics)
+            self._start_response(metrics, turn)
 
-    def _start_response(self, metrics: TurnMetrics) -> str:
+    def _start_response(self, metrics: TurnMetrics, turn: _Turn | None = None) -> str:
         self._n_responses += 1
-        r = _Response(id=f"resp_{self._n_responses}", turn_id=metrics.turn_id, metrics=metrics)
+        r = _Response(id=f"resp_{self._n_responses}", turn_id=metrics.turn_id, metrics=metrics, turn=turn)
         metrics.response_id = r.id
-        self._response = r
-        self._emit(ResponseStarted(r.id, r.turn_id))
-        r.task = asyncio.create_task(self._run_response(r), name=f"{self.id}-{r.id}")
+        o = self.engine.profile.llm
+        history = self.history
+        if turn is not None and turn.held and turn.user_text:
+            history = ChatHistory(list(self.history.messages))
+            history.add("user", turn.user_text)
+        messages = history.build(self.instructions, self.engine.llm.count_tokens,
+                                 self.engine.llm.context_size - o.max_tokens, o.history_turns)
+        if turn is not None:
+            turn.response = r
+        if turn is None or not turn.held:
+            self._response = r
+        self._emit_for(turn, ResponseStarted(r.id, r.turn_id))
+        r.task = asyncio.create_task(self._run_response(r, messages), name=f"{self.id}-{r.id}")
         return r.id
 
-    async def _run_response(self, r: _Response) -> None:
+    async def _run_response(self, r: _Response, messages: list) -> None:
         loop = asyncio.get_running_loop()
         eng, m = self.engine, r.metrics
         o = eng.profile.llm
         tokens: asyncio.Queue = asyncio.Queue()
-        messages = self.history.build(self.instructions, eng.llm.count_tokens, eng.llm.context_size - o.max_tokens,
-                                      o.history_turns)
 
         def generate() -> None:
             t0, n = time.perf_counter(), 0
@@ -553,7 +622,7 @@ class Session:
                     if m.llm_first_token_ns is None:
                         m.llm_first_token_ns = t
                     r.text += item
-                    self._emit(ReplyTextDelta(r.id, item))
+                    self._emit_for(r.turn, ReplyTextDelta(r.id, item))
                     ready = chunker.push(item, now_ns())
                 for chunk in ready:
                     if n_chunks == 0:
@@ -580,10 +649,17 @@ class Session:
             return
         if error is not None or (r.text.strip() == "" and n_chunks == 0):
             msg = f"the language model failed: {error}" if error else "the language model returned an empty reply"
+            await self._released(r)
             self._emit(ErrorEvent(getattr(error, "code", "llm_failed"), msg, "llm", r.turn_id))
             self._finish(r, "failed")
             return
+        await self._released(r)
         self._finish(r, "completed")
+
+    async def _released(self, r: _Response) -> None:
+        """A held response finishes only once its turn is confirmed."""
+        if r.turn is not None and r.turn.held:
+            await r.turn.released.wait()
 
     async def _speak(self, r: _Response, speak: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
@@ -594,14 +670,14 @@ class Session:
             chunk = await speak.get()
             if chunk is None or r.cancel.is_set():
                 return
-            self._emit(ReplySegment(r.id, index, chunk))
+            self._emit_for(r.turn, ReplySegment(r.id, index, chunk))
             t0 = time.perf_counter()
             try:
                 audio = await loop.run_in_executor(eng.tts_pool, self._synthesize, chunk)
             except Exception as exc:  # noqa: BLE001 - one bad sentence must not end the reply
                 log.exception("TTS")
-                self._emit(ErrorEvent(getattr(exc, "code", "tts_failed"), f"speech synthesis failed: {exc}",
-                                      "tts", r.turn_id))
+                self._emit_for(r.turn, ErrorEvent(getattr(exc, "code", "tts_failed"),
+                                                  f"speech synthesis failed: {exc}", "tts", r.turn_id))
                 index += 1
                 continue
             m.tts_compute_s += time.perf_counter() - t0
@@ -613,10 +689,11 @@ class Session:
             r.segments.append((chunk, len(audio)))
             for i in range(0, len(audio), step):
                 piece = audio[i: i + step]
-                if r.first_out_ns is None:
+                held = r.turn is not None and r.turn.held
+                if r.first_out_ns is None and not held:
                     r.first_out_ns = m.first_audio_out_ns = now_ns()
                 r.samples_out += len(piece)
-                self._emit(ReplyAudio(r.id, index, piece, rate))
+                self._emit_for(r.turn, ReplyAudio(r.id, index, piece, rate))
             index += 1
 
     def _synthesize(self, text: str) -> np.ndarray:

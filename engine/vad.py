@@ -23,7 +23,7 @@ class VADState(Enum):
 @dataclass(frozen=True)
 class VADEvent:
     """``kind`` is "start", "pause" (silence reached ``speculative_asr_ms``: the turn may be
-    ending) or "end". ``sample`` is the first voiced sample (start) or the sample after the
+    ending), "resume" (speech again after a pause: it was not the end) or "end". ``sample`` is the first voiced sample (start) or the sample after the
     last voiced frame (pause, end), counted from the stream start; ``arrival_ns`` is when the
     audio of that frame arrived."""
 
@@ -82,9 +82,10 @@ class TurnDetector:
             return self._maybe_end()
         # STOPPING
         if voiced:
+            paused = bool(self.pause_frames) and self._silent >= self.pause_frames
             self.state, self._silent = VADState.SPEAKING, 0
             self._mark_voiced(start, arrival_ns)
-            return None
+            return VADEvent("resume", start, arrival_ns) if paused else None
         self._silent += 1
         return self._maybe_end()
 

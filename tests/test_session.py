@@ -22,6 +22,7 @@ from engine.events import (
     TranscriptFinal,
     TurnMetricsEvent,
 )
+from engine.stages.base import Transcript
 from tests.conftest import SAMPLE_TE
 from tests.fakes import REPLY, FakeASR, FakeLLM, FakeTTS, fake_engine
 
@@ -304,30 +305,64 @@ async def test_final_transcript_is_decoded_during_the_end_of_turn_silence():
     engine = fake_engine(asr=asr)
     s, events = await one_turn(engine)
     m = next(e for e in events if isinstance(e, TurnMetricsEvent)).metrics
-    assert asr.calls == 1 and m.extra["asr_speculative"] == 1.0
+    assert asr.calls == 1 and m.extra["asr_speculative"] == 1.0  # decoded once, during the silence
     assert m.to_dict()["asr_speculative"] is True and m.to_dict()["asr_decode_ms"] >= 0
     await s.close()
     engine.close()
 
 
-async def test_a_pause_that_is_not_the_end_drops_the_speculative_transcript():
-    class CountingASR(FakeASR):
+async def test_a_pause_that_is_not_the_end_drops_the_speculative_turn():
+    class LengthASR(FakeASR):
         def transcribe(self, audio, language):
-            self.lengths = getattr(self, "lengths", []) + [len(audio)]
-            return super().transcribe(audio, language)
+            self.calls += 1
+            return Transcript(f"{len(audio)} నమూనాలు", language)
 
-    asr = CountingASR()
-    engine = fake_engine(asr=asr, overrides=["vad.end_of_turn_silence_ms=800"])
+    llm = FakeLLM(delay=0.0)
+    engine = fake_engine(asr=LengthASR(), llm=llm, overrides=["vad.end_of_turn_silence_ms=800"])
     s = engine.new_session()
     await s.start()
     # speech, a 400 ms pause (past the 200 ms speculation point), more speech, then the end
-    await push_fast(s, np.concatenate([tail_silence(0.3), CORE, tail_silence(0.4), CORE, tail_silence(1.2)]))
+    first = np.concatenate([tail_silence(0.3), CORE, tail_silence(0.4)])
+    for i in range(0, len(first), 320):  # paced, so the early turn really runs during the pause
+        s.push_audio(first[i: i + 320])
+        await asyncio.sleep(0.02 if i > len(first) - 8000 else 0)
+    await push_fast(s, np.concatenate([CORE, tail_silence(1.2)]))
     events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
-    assert [type(e).__name__ for e in events].count("SpeechStopped") == 1
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("SpeechStopped") == 1 and kinds.count("TranscriptFinal") == 1
+    assert kinds.count("ResponseStarted") == 1 and kinds.count("ResponseDone") == 1
+    final = next(e for e in events if isinstance(e, TranscriptFinal))
+    assert int(final.text.split()[0]) > 2 * len(CORE)  # the whole turn, not the early guess
+    assert len(llm.prompts[-1]) == 2 and llm.prompts[-1][-1]["content"] == final.text
+    assert s.history.messages[0]["content"] == final.text and len(s.history.messages) == 2
+    assert events[-1].metrics.extra.get("asr_speculative") == 1.0
+    await s.close()
+    engine.close()
+
+
+async def test_speculative_turn_is_held_until_the_end_of_turn():
+    # a fast "model": the whole reply is ready during the silence, but nothing comes out
+    # before the end of turn is decided, and then voice-to-voice is only the release time.
+    engine = fake_engine(llm=FakeLLM(delay=0.0), overrides=["vad.end_of_turn_silence_ms=900"])
+    s = engine.new_session()
+    await s.start()
+    stream = np.concatenate([CORE, tail_silence(1.2)])
+    events: list = []
+    for i in range(0, len(stream), 640):  # real time: 40 ms chunks
+        s.push_audio(stream[i: i + 640])
+        await asyncio.sleep(0.04)
+        while (ev := s.next_event_nowait()) is not None:
+            events.append(ev)
+    if not isinstance(events[-1], TurnMetricsEvent):
+        events += await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:2] == ["SpeechStarted", "SpeechStopped"]  # nothing of the reply came out before
+    assert kinds[-1] == "TurnMetricsEvent"
     m = events[-1].metrics
-    assert asr.calls >= 2  # the early guess (short audio) was dropped ...
-    final_len = max(asr.lengths)
-    assert final_len > 2 * len(CORE)  # ... and the final transcript covers the whole turn
-    assert m.extra.get("asr_speculative") == 1.0  # decoded in the final silence, on the full turn
+    assert m.extra["asr_speculative"] == 1.0
+    assert m.llm_first_token_ns < m.turn_end_ns  # the reply was written during the silence
+    stages = m.stages_ms()
+    assert stages["asr_ms"] == 0 and stages["llm_first_token_ms"] == 0
+    assert abs(sum(stages.values()) - m.voice_to_voice_ms) < 0.01
     await s.close()
     engine.close()

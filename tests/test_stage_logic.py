@@ -107,7 +107,7 @@ def run_detector(probs: list[float], pauses: bool = False, **kw) -> list[tuple[s
     out = []
     for i, p in enumerate(probs):
         ev = d.update(i, p, i)
-        if ev and (pauses or ev.kind != "pause"):
+        if ev and (pauses or ev.kind not in ("pause", "resume")):
             out.append((ev.kind, ev.sample // 512))
     return out
 
@@ -116,7 +116,7 @@ def test_turn_detector_pause_comes_before_end_and_again_after_resumed_speech():
     probs = [0.9] * 10 + [0.0] * 10 + [0.9] * 10 + [0.0] * 30
     events = run_detector(probs, pauses=True, min_speech_ms=200, end_of_turn_silence_ms=600,
                           speculative_asr_ms=200)
-    assert events == [("start", 0), ("pause", 10), ("pause", 30), ("end", 30)]
+    assert events == [("start", 0), ("pause", 10), ("resume", 20), ("pause", 30), ("end", 30)]
     assert run_detector(probs, pauses=True, speculative_asr_ms=0) == [("start", 0), ("end", 30)]
 
 
