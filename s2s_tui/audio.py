@@ -1,0 +1,458 @@
+"""Microphone in, replies out: sounddevice (PortAudio) streams, a WAV stand-in, a jitter buffer.
+
+Rules this module keeps:
+
+- PortAudio callbacks never wait on the UI or the network. The input callback copies its
+  block into a :class:`ChunkRing` (a bounded deque: ``append``/``popleft`` are atomic under
+  the GIL, no lock); the output callback only pulls from a :class:`JitterBuffer`.
+- Devices run at their native rate; the mic is resampled to the engine's 16 kHz and reply
+  audio to the output rate with soxr streams (``engine.audio.StreamResampler``).
+- Every played sample (silence included) is also written, at 16 kHz, to the echo gate's
+  reference ring, so the gate sees exactly what went out and when.
+- sounddevice is imported lazily (:func:`sounddevice`): without PortAudio the module
+  still imports, and the TUI reports "no audio" instead of crashing.
+
+Sources (what stands in for the mic): :class:`MicSource` (sounddevice InputStream) and
+:class:`ReplaySource` (a WAV file fed in real time, then silence). Sinks:
+:class:`SpeakerSink` (sounddevice OutputStream) and :class:`ClockSink` (no device: the reply
+is consumed in real time so timing, state and barge-in behave the same, just silently).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.audio import ENGINE_RATE, StreamResampler, load_wav
+
+BLOCK_MS = 20
+
+
+class AudioUnavailable(Exception):
+    """An audio device cannot be used; ``str()`` says why and what to do."""
+
+
+def sounddevice() -> Any:
+    """Import sounddevice, or raise :class:`AudioUnavailable` with the fix."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # PortAudio library missing
+        raise AudioUnavailable(f"PortAudio is not installed ({exc}): apt-get install libportaudio2") from None
+    except ImportError:
+        raise AudioUnavailable("sounddevice is not installed: pip install sounddevice") from None
+    return sd
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    name: str
+    inputs: int
+    outputs: int
+    default_rate: float
+    is_default_input: bool = False
+    is_default_output: bool = False
+
+
+def list_devices() -> list[Device]:
+    """Every PortAudio device (empty when there is no sound card). Raises AudioUnavailable."""
+    sd = sounddevice()
+    try:
+        devices = sd.query_devices()
+        default_in, default_out = (sd.default.device if sd.default.device is not None else (-1, -1))
+    except Exception as exc:  # noqa: BLE001 - PortAudio raises its own types
+        raise AudioUnavailable(f"cannot list audio devices: {exc}") from None
+    out = []
+    for i, d in enumerate(devices):
+        out.append(Device(i, str(d["name"]), int(d["max_input_channels"]), int(d["max_output_channels"]),
+                          float(d["default_samplerate"]), i == default_in, i == default_out))
+    return out
+
+
+def describe_devices() -> str:
+    try:
+        devices = list_devices()
+    except AudioUnavailable as exc:
+        return str(exc)
+    if not devices:
+        return "no audio devices (PortAudio sees no sound card)"
+    lines = []
+    for d in devices:
+        mark = ("<" if d.is_default_input else " ") + (">" if d.is_default_output else " ")
+        lines.append(f"{mark} {d.index:3d}  {d.name}  (in {d.inputs}, out {d.outputs}, {d.default_rate:.0f} Hz)")
+    return "\n".join(lines)
+
+
+def _device_arg(device: str | int | None) -> str | int | None:
+    if device is None or device == "":
+        return None
+    try:
+        return int(device)
+    except (TypeError, ValueError):
+        return str(device)
+
+
+def level_db(x: np.ndarray) -> float:
+    """RMS level in dBFS (-100 for silence)."""
+    if len(x) == 0:
+        return -100.0
+    return max(-100.0, 10.0 * float(np.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-10)))
+
+
+# --- buffers -------------------------------------------------------------------------------
+
+
+class ChunkRing:
+    """A bounded single-producer/single-consumer queue of float32 chunks; never blocks.
+
+    ``deque.append`` and ``popleft`` are atomic under the GIL, so a PortAudio callback can
+    write while the event loop reads with no lock. When full, the oldest chunk is dropped
+    (and counted): a stalled consumer costs old audio, never a blocked callback.
+    """
+
+    def __init__(self, max_chunks: int = 500):
+        self._q: deque[np.ndarray] = deque(maxlen=max_chunks)
+        self.dropped = 0
+
+    def put(self, chunk: np.ndarray) -> None:
+        if len(self._q) == self._q.maxlen:
+            self.dropped += 1
+        self._q.append(chunk)
+
+    def drain(self) -> np.ndarray:
+        parts = []
+        while True:
+            try:
+                parts.append(self._q.popleft())
+            except IndexError:
+                break
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+class JitterBuffer:
+    """Reply audio waiting to be played, tagged by response; read in exact-size blocks.
+
+    The producer (an agent link) appends chunks as they arrive; the consumer (the output
+    callback or the clock sink) calls :meth:`read`. Playback starts once ``prebuffer_ms``
+    is queued (or the response said it is complete), so network or TTS jitter does not
+    cause a stutter at the start; an underrun later plays silence and re-arms the prebuffer.
+    ``played_ms(response_id)`` says how much of a response was really played.
+    """
+
+    def __init__(self, rate: int, prebuffer_ms: int = 120):
+        self.rate = rate
+        self.prebuffer = rate * prebuffer_ms // 1000
+        self._q: deque[tuple[str, np.ndarray]] = deque()
+        self._queued = 0
+        self._head: tuple[str, np.ndarray] | None = None
+        self._pos = 0
+        self._armed = False
+        self._complete: set[str] = set()
+        self._flush_gen = 0
+        self._seen_gen = 0
+        self._played: dict[str, int] = {}
+        self.current: str | None = None
+
+    def push(self, response_id: str, samples: np.ndarray) -> None:
+        if len(samples):
+            self._q.append((response_id, np.asarray(samples, dtype=np.float32)))
+            self._queued += len(samples)
+
+    def complete(self, response_id: str) -> None:
+        """No more audio will come for this response: play out whatever is left."""
+        self._complete.add(response_id)
+
+    def flush(self) -> None:
+        """Drop everything queued (interrupt); done by the consumer at its next read."""
+        self._flush_gen += 1
+
+    @property
+    def playing(self) -> bool:
+        return self._armed and (self._head is not None or bool(self._q))
+
+    @property
+    def queued_ms(self) -> int:
+        return int(1000 * self._queued / self.rate)
+
+    def played_ms(self, response_id: str) -> int:
+        return int(1000 * self._played.get(response_id, 0) / self.rate)
+
+    def read(self, n: int) -> np.ndarray:
+        """Exactly ``n`` samples (silence where nothing is ready). Never blocks."""
+        out = np.zeros(n, np.float32)
+        if self._seen_gen != self._flush_gen:
+            self._seen_gen = self._flush_gen
+            self._q.clear()
+            self._head, self._pos, self._queued, self._armed = None, 0, 0, False
+            self.current = None
+            return out
+        if not self._armed:
+            last = self._q[-1][0] if self._q else None
+            if self._queued >= self.prebuffer or (last is not None and last in self._complete):
+                self._armed = True
+            else:
+                return out
+        filled = 0
+        while filled < n:
+            if self._head is None:
+                try:
+                    self._head = self._q.popleft()
+                except IndexError:
+                    self._armed = False  # underrun: wait for the prebuffer again
+                    self.current = None
+                    break
+                self._pos = 0
+            rid, data = self._head
+            take = min(n - filled, len(data) - self._pos)
+            out[filled:filled + take] = data[self._pos:self._pos + take]
+            self._pos += take
+            filled += take
+            self._queued -= take
+            self._played[rid] = self._played.get(rid, 0) + take
+            self.current = rid
+            if self._pos >= len(data):
+                self._head = None
+        return out
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+class Source:
+    """Something that produces 16 kHz mono float32 audio into ``ring``."""
+
+    description = ""
+
+    def __init__(self) -> None:
+        self.ring = ChunkRing()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class MicSource(Source):
+    """The microphone through a sounddevice InputStream at the device's native rate."""
+
+    def __init__(self, device: str | int | None = None):
+        super().__init__()
+        self.device = _device_arg(device)
+        self._stream: Any = None
+        self._resampler: StreamResampler | None = None
+        self.status_errors = 0
+
+    def start(self) -> None:
+        sd = sounddevice()
+        try:
+            info = sd.query_devices(self.device, "input")
+            rate = int(info["default_samplerate"])
+            self._resampler = StreamResampler(rate, ENGINE_RATE)
+            rs = self._resampler
+            ring = self.ring
+
+            def callback(indata: np.ndarray, frames: int, t: Any, status: Any) -> None:
+                if status:
+                    self.status_errors += 1
+                ring.put(rs.process(indata[:, 0].copy()))
+
+            self._stream = sd.InputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
+                                          blocksize=rate * BLOCK_MS // 1000, callback=callback)
+            self._stream.start()
+        except AudioUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - PortAudioError, ValueError (no such device)
+            self._stream = None
+            raise AudioUnavailable(_explain("microphone", exc)) from None
+        self.description = f"mic: {info['name']} ({rate} Hz)"
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.stop()
+                self._stream.close()
+            except Exception:  # noqa: BLE001, S110 - closing a dead stream must not raise
+                pass
+            self._stream = None
+
+
+class ReplaySource(Source):
+    """A WAV file as the microphone: fed in real time (20 ms blocks), then silence forever.
+
+    A thread paces the blocks against ``time.monotonic`` (so a busy event loop cannot speed
+    it up or slow it down). ``finished`` is set once the whole file went out.
+    """
+
+    def __init__(self, path: str, lead_in_ms: int = 300):
+        super().__init__()
+        self.path = path
+        self.audio, info = load_wav(path)  # raises AudioError (an S2SError) on a bad file
+        self.audio = np.concatenate([np.zeros(ENGINE_RATE * lead_in_ms // 1000, np.float32), self.audio])
+        self.description = f"replay: {path} ({info.duration_s:.1f} s)"
+        self.finished = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.position = 0
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="s2s-replay", daemon=True)
+        self._thread.start()
+
+    def restart(self) -> None:
+        self.stop()
+        self.position = 0
+        self.finished.clear()
+        self.start()
+
+    def _run(self) -> None:
+        step = ENGINE_RATE * BLOCK_MS // 1000
+        t0 = time.monotonic()
+        i = 0
+        silence = np.zeros(step, np.float32)
+        while not self._stop.is_set():
+            start = i * step
+            if start < len(self.audio):
+                self.ring.put(self.audio[start:start + step].copy())
+                self.position = min(len(self.audio), start + step)
+            else:
+                self.finished.set()
+                self.ring.put(silence)
+            i += 1
+            delay = t0 + i * BLOCK_MS / 1000 - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+            self._thread = None
+
+
+# --- sinks ---------------------------------------------------------------------------------
+
+
+class Sink:
+    """Plays reply audio from ``buffer`` and writes what it played (16 kHz) into ``reference``."""
+
+    description = ""
+
+    def __init__(self, reply_rate: int):
+        self.reply_rate = reply_rate
+        self.buffer = JitterBuffer(reply_rate)
+        self.reference = ChunkRing(max_chunks=1000)
+        self._ref_rs = StreamResampler(reply_rate, ENGINE_RATE)
+
+    def _pull(self, n_reply: int) -> np.ndarray:
+        out = self.buffer.read(n_reply)
+        self.reference.put(self._ref_rs.process(out))
+        return out
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class SpeakerSink(Sink):
+    """Replies through a sounddevice OutputStream at the device's native rate."""
+
+    def __init__(self, reply_rate: int, device: str | int | None = None):
+        super().__init__(reply_rate)
+        self.device = _device_arg(device)
+        self._stream: Any = None
+
+    def start(self) -> None:
+        sd = sounddevice()
+        try:
+            info = sd.query_devices(self.device, "output")
+            rate = int(info["default_samplerate"])
+            up = StreamResampler(self.reply_rate, rate)
+            block = rate * BLOCK_MS // 1000
+            pending = np.zeros(0, np.float32)
+
+            def callback(outdata: np.ndarray, frames: int, t: Any, status: Any) -> None:
+                nonlocal pending
+                while len(pending) < frames:
+                    need = max(1, (frames - len(pending)) * self.reply_rate // rate + 8)
+                    pending = np.concatenate([pending, up.process(self._pull(need))])
+                outdata[:, 0] = pending[:frames]
+                pending = pending[frames:]
+
+            self._stream = sd.OutputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
+                                           blocksize=block, callback=callback)
+            self._stream.start()
+        except AudioUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - PortAudioError, ValueError (no such device)
+            self._stream = None
+            raise AudioUnavailable(_explain("speaker", exc)) from None
+        self.description = f"speaker: {info['name']} ({rate} Hz)"
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.stop()
+                self._stream.close()
+            except Exception:  # noqa: BLE001, S110 - closing a dead stream must not raise
+                pass
+            self._stream = None
+
+
+class ClockSink(Sink):
+    """No output device: consume replies in real time on a thread, silently."""
+
+    description = "no speaker (replies are timed, not heard)"
+
+    def __init__(self, reply_rate: int):
+        super().__init__(reply_rate)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="s2s-clock-sink", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        step = self.reply_rate * BLOCK_MS // 1000
+        t0, i = time.monotonic(), 0
+        while not self._stop.is_set():
+            self._pull(step)
+            i += 1
+            delay = t0 + i * BLOCK_MS / 1000 - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+            self._thread = None
+
+
+def _explain(what: str, exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    low = text.lower()
+    if "busy" in low or "unanticipated host error" in low or "-9985" in low:
+        hint = "the device is busy (another program uses it?)"
+    elif "no default" in low or "error querying device -1" in low or "invalid device" in low or "-9996" in low:
+        hint = f"no {what} found"
+    elif "no device" in low or "does not exist" in low or "no input" in low or "no output" in low:
+        hint = f"no such {what} device"
+    else:
+        hint = f"the {what} could not be opened"
+    return f"{hint}: {text} (pick another with 'd', or --list-devices)"
+
+
+__all__ = ["AudioUnavailable", "ChunkRing", "JitterBuffer", "MicSource", "ReplaySource", "SpeakerSink",
+           "ClockSink", "Source", "Sink", "list_devices", "describe_devices", "level_db", "sounddevice",
+           "BLOCK_MS", "Device"]

@@ -1,0 +1,269 @@
+"""The remote agent link: ``s2s-engine --headless`` over WebSocket (``remote.client``).
+
+It gives out the same UI messages as the in-process link. What only a remote link has:
+
+- connection state with a retry countdown: the first connection is retried here (the
+  client raises on a failed first connect), later drops are retried by the client;
+- network time: each turn's latency carries the round trip measured by ``s2s.ping``, so
+  the latency panel shows the network's share apart from the engine's stages;
+- GPU memory and models come from the server's ``s2s.stats``.
+
+Mic audio is queued (bounded) and sent by one task, so ``send_audio`` never waits on the
+network; while disconnected, audio is dropped (live audio is not worth replaying late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from remote import protocol as p
+from remote.client import AuthError, ConnectionState, NotConnected, RealtimeClient
+from s2s_tui import messages as m
+from s2s_tui.link import AgentLink
+
+log = logging.getLogger(__name__)
+
+
+class RemoteLink(AgentLink):
+    mode = "remote"
+
+    def __init__(self, url: str, token: str | None = None, backoff_initial_s: float = 1.0,
+                 backoff_max_s: float = 10.0):
+        super().__init__()
+        if "://" not in url:
+            url = "ws://" + url
+        if url.rstrip("/").count("/") <= 2:  # ws://host:port -> the Realtime path
+            url = url.rstrip("/") + "/v1/realtime"
+        self.url, self.token = url, token
+        self.target = url
+        self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
+        self.client: RealtimeClient | None = None
+        self._out: deque[Any] = deque(maxlen=400)  # pending sends (audio and commands)
+        self._wake = asyncio.Event()
+        self._turn_detection = True
+        self._closing = False
+        self._item_of: dict[str, str] = {}  # response id -> assistant item id
+        self._turn_of_item: dict[str, str] = {}
+        self._partial: dict[str, str] = {}
+        self._last_gpu: tuple[float | None, float | None] = (None, None)
+        self._gen = 0  # connections so far: a new connection is a new server session, ids restart
+
+    def _id(self, server_id: str) -> str:
+        """A UI id for a server turn/response id, unique across reconnections."""
+        return server_id if self._gen <= 1 else f"{server_id}·{self._gen}"
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            client = RealtimeClient(self.url, self.token, backoff_initial_s=self.backoff_initial_s,
+                                    backoff_max_s=self.backoff_max_s)
+            self.post(m.LinkState("connecting", f"connecting to {self.url}"))
+            try:
+                await client.connect()
+            except AuthError as exc:
+                self.post(m.LinkState("failed", f"token refused: {exc}", fatal=True))
+                self.post(m.Problem("network", f"the engine refused the token: {exc}. Pass the right one with --token."))
+                return
+            except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out: retry
+                attempt += 1
+                delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
+                self.post(m.LinkState("retrying", f"engine unreachable ({_short(exc)})",
+                                      retry_at=time.monotonic() + delay))
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self.client = client
+            if not self._turn_detection:
+                with contextlib.suppress(NotConnected):
+                    await client.update_session(turn_detection=False)
+            sender = asyncio.create_task(self._sender(client))
+            try:
+                await self._receive(client)
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+            if self.client is client and client.state.status == "closed" and client.state.error and not self._closing:
+                # the client gave up: start over with our own retry loop
+                self.ready = False
+                continue
+            return
+
+    async def _receive(self, client: RealtimeClient) -> None:
+        async for e in client.events():
+            if isinstance(e, ConnectionState):
+                self._on_state(e)
+            else:
+                try:
+                    self._on_event(client, e)
+                except Exception:  # noqa: BLE001 - one odd event must not end the link
+                    log.exception("remote event %r", e)
+
+    def _on_state(self, s: ConnectionState) -> None:
+        if s.status == "connected":
+            self._gen += 1
+            self.ready = True
+            self.post(m.LinkState("ready", f"connected to {self.url}"))
+        elif s.status == "reconnecting":
+            self.ready = False
+            at = time.monotonic() + (s.retry_countdown_s() or 0.0)
+            self.post(m.LinkState("retrying", f"connection lost ({_short(s.error)})", retry_at=at))
+            self.post(m.Problem("network", f"connection to the engine lost: {_short(s.error)}; retrying", "warning"))
+        elif s.status == "connecting":
+            self.post(m.LinkState("connecting", f"reconnecting to {self.url} (attempt {s.attempt})"))
+        elif s.status == "closed":
+            self.ready = False
+            if s.error and "token" in s.error:
+                self.post(m.LinkState("failed", s.error, fatal=True))
+            elif not self._closing:
+                self.post(m.LinkState("closed", s.error or "closed"))
+
+    def _on_event(self, client: RealtimeClient, e: p.ServerEvent) -> None:
+        post = self.post
+        if isinstance(e, p.ResponseAudioDelta):
+            if self.player is not None:
+                self.player.push(self._id(e.response_id), client.decode_audio(e))
+        elif isinstance(e, p.SpeechStarted):
+            rid, played = self._barge_in()
+            if rid and rid in self._item_of:
+                self._queue(("truncate", self._item_of[rid], played))
+            post(m.UserSpeechStarted(self._id(_turn(e.item_id))))
+        elif isinstance(e, p.SpeechStopped):
+            post(m.UserSpeechStopped(self._id(_turn(e.item_id))))
+        elif isinstance(e, p.InputTranscriptionDelta):
+            text = e.s2s_partial or (self._partial.get(e.item_id, "") + e.delta)
+            self._partial[e.item_id] = text
+            post(m.UserPartial(self._id(_turn(e.item_id)), text))
+        elif isinstance(e, p.InputTranscriptionCompleted):
+            self._partial.pop(e.item_id, None)
+            post(m.UserFinal(self._id(_turn(e.item_id)), e.transcript))
+        elif isinstance(e, p.ConversationItemAdded):
+            item = e.item or {}
+            if item.get("role") == "user":
+                for part in item.get("content") or []:
+                    if part.get("type") == "input_text":
+                        post(m.UserFinal(self._id(_turn(str(item.get("id", "")))), str(part.get("text", ""))))
+        elif isinstance(e, p.ResponseCreated):
+            raw = str(e.response.get("id", ""))
+            rid = self._id(raw)
+            self.last_response = rid
+            self._item_of[rid] = f"item_{raw}"
+            post(m.ReplyStarted(rid, None))
+        elif isinstance(e, p.ResponseTranscriptDelta):
+            post(m.ReplyText(self._id(e.response_id), e.delta))
+        elif isinstance(e, p.ResponseDone):
+            r = e.response
+            rid = self._id(str(r.get("id", "")))
+            s2s = r.get("s2s") or {}
+            if self.player is not None:
+                if r.get("status") == "cancelled" and self.player.current == rid:
+                    self.player.flush()
+                self.player.complete(rid)
+            post(m.ReplyDone(rid, str(r.get("status", "completed")), str(s2s.get("text", "")),
+                             str(s2s.get("heard_text", "")), int(s2s.get("played_ms", 0) or 0)))
+        elif isinstance(e, p.S2STurnMetrics):
+            d = e.metrics
+            from engine.metrics import STAGES
+
+            stages = {key: d.get(key) for key, *_ in STAGES}
+            post(m.TurnLatency(self._id(str(d.get("turn_id") or "")) or None, stages, d.get("voice_to_voice_ms"), client.rtt_ms,
+                               bool(d.get("interrupted"))))
+        elif isinstance(e, p.S2SStats):
+            gpu = e.gpu or {}
+            self._last_gpu = (gpu.get("used_mb"), gpu.get("total_mb"))
+            post(m.Stats(*self._last_gpu, client.rtt_ms))
+            if e.models:
+                from s2s_tui.link import _model_names
+
+                post(m.EngineInfo(e.profile or "?", e.device or "?", _model_names(e.models)))
+        elif isinstance(e, p.S2SPong):
+            post(m.Stats(*self._last_gpu, client.rtt_ms))
+        elif isinstance(e, p.Error):
+            if e.code not in ("response_cancel_not_active",):
+                post(m.Problem("engine", f"{e.code}: {e.message}", "warning"))
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _queue(self, item: Any) -> None:
+        self._out.append(item)
+        self._wake.set()
+
+    async def _sender(self, client: RealtimeClient) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._out:
+                item = self._out.popleft()
+                try:
+                    if isinstance(item, np.ndarray):
+                        await client.send_audio(item, 16_000)
+                    elif item[0] == "commit":
+                        await client.commit()
+                    elif item[0] == "clear":
+                        await client.clear_audio()
+                    elif item[0] == "cancel":
+                        await client.cancel_response()
+                    elif item[0] == "truncate":
+                        await client.truncate(item[1], item[2])
+                    elif item[0] == "turns":
+                        await client.update_session(turn_detection=item[1])
+                except (NotConnected, p.ProtocolError) as exc:
+                    log.debug("dropped %r: %s", item if not isinstance(item, np.ndarray) else "audio", exc)
+
+    def send_audio(self, samples: np.ndarray) -> None:
+        if self.ready:
+            self._queue(samples)
+
+    def commit(self) -> None:
+        self._queue(("commit",))
+
+    def clear_input(self) -> None:
+        self._queue(("clear",))
+
+    def set_turn_detection(self, on: bool) -> None:
+        self._turn_detection = on
+        self._queue(("turns", on))
+
+    def interrupt(self, response_id: str | None, played_ms: int) -> None:
+        self._queue(("cancel",))
+        if response_id and response_id in self._item_of:
+            self._queue(("truncate", self._item_of[response_id], played_ms))
+
+    def reset(self) -> None:
+        # the protocol has no "forget the conversation": a new connection is a new session
+        self._queue(("cancel",))
+        if self.client is not None:
+            asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        client = self.client
+        if client is not None and client._ws is not None:  # noqa: SLF001 - drop the socket: client reconnects
+            with contextlib.suppress(Exception):
+                await client._ws.close()  # noqa: SLF001
+
+    async def close(self) -> None:
+        self._closing = True
+        self.ready = False
+        if self.client is not None:
+            await self.client.close()
+
+
+def _turn(item_id: str) -> str:
+    return item_id.removeprefix("item_") if item_id else "turn_?"
+
+
+def _short(err: Any) -> str:
+    text = str(err or "").strip() or type(err).__name__
+    return text.splitlines()[0][:160]
+
+
+__all__ = ["RemoteLink"]

@@ -1,0 +1,211 @@
+"""The TUI without models: a snapshot of the main screen in a fixed state fed through the
+same messages a link posts, keys, and audio-device problems through a fake sounddevice
+module (the boundary the app really uses). Built with the CLI's factory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from s2s_tui import audio
+from s2s_tui import messages as m
+from s2s_tui.cli import build_app, build_parser
+from s2s_tui.link import AgentLink
+from s2s_tui.screens.help import HelpScreen
+
+SIZE = (160, 48)
+
+
+class ScriptedLink(AgentLink):
+    """A link that posts a fixed conversation (deterministic: no models, no clocks)."""
+
+    mode = "remote"
+    target = "ws://gpu-box:8765/v1/realtime"
+
+    def __init__(self, script: list[m._Msg] | None = None) -> None:
+        super().__init__()
+        self.script = script or []
+        self.sent: list[np.ndarray] = []
+        self.calls: list[str] = []
+
+    async def run(self) -> None:
+        for msg in self.script:
+            self.post(msg)
+        self.ready = True
+        await asyncio.Event().wait()
+
+    def send_audio(self, samples: np.ndarray) -> None:
+        self.sent.append(samples)
+
+    def interrupt(self, response_id, played_ms) -> None:
+        self.calls.append(f"interrupt {response_id} {played_ms}")
+
+    def reset(self) -> None:
+        self.calls.append("reset")
+
+    def commit(self) -> None:
+        self.calls.append("commit")
+
+    def clear_input(self) -> None:
+        self.calls.append("clear")
+
+
+STAGES = {"eot_wait_ms": 602.0, "asr_ms": 412.0, "llm_first_token_ms": 188.0, "first_sentence_ms": 141.0,
+          "tts_ms": 96.0, "out_ms": 1.0}
+SCRIPT = [
+    m.LinkState("ready", "connected"),
+    m.EngineInfo("gpu", "cuda", {"vad": "silero-vad", "asr": "whisper-large-v3-turbo", "llm": "gemma-3-1b-it",
+                                 "tts": "mms-tts-tel"}),
+    m.Stats(5321.0, 81559.0, 23.0),
+    m.UserSpeechStarted("turn_1"),
+    m.UserFinal("turn_1", "నమస్కారం, ఈ రోజు వాతావరణం ఎలా ఉంది?"),
+    m.ReplyStarted("resp_1", "turn_1"),
+    m.ReplyText("resp_1", "ఈ రోజు ఎండగా ఉంది. "),
+    m.ReplyDone("resp_1", "completed", "ఈ రోజు ఎండగా ఉంది.", "ఈ రోజు ఎండగా ఉంది.", 1800),
+    m.TurnLatency("turn_1", {**STAGES, "asr_ms": 530.0}, 1540.0, 25.0),
+    m.UserSpeechStarted("turn_2"),
+    m.UserFinal("turn_2", "రేపు వర్షం పడుతుందా?"),
+    m.ReplyStarted("resp_2", "turn_2"),
+    m.ReplyText("resp_2", "రేపు సాయంత్రం వర్షం పడే అవకాశం ఉంది, గొడుగు తీసుకెళ్ళండి."),
+    m.ReplyDone("resp_2", "cancelled", "", "రేపు సాయంత్రం వర్షం", 1200),
+    m.TurnLatency("turn_2", STAGES, 1440.0, 23.0, interrupted=True),
+    m.UserSpeechStarted("turn_3"),
+    m.UserPartial("turn_3", "సరే, ధన్యవాదాలు"),
+]
+
+
+def scripted_app(script=SCRIPT, *argv: str):
+    args = build_parser().parse_args([*argv, "--no-speaker"])
+    app = build_app(args)
+    app.link = ScriptedLink(script)
+    app.main.mode, app.main.target, app.main.remote = "remote", app.link.target, True
+    app.make_source = None  # no mic: nothing live in the snapshot
+    return app
+
+
+def test_main_screen_snapshot(snap_compare):
+    async def settle(pilot) -> None:
+        await pilot.pause(0.5)
+        pilot.app.pump.last_level_db = -31.0
+        await pilot.pause(0.2)
+
+    assert snap_compare(scripted_app(), terminal_size=SIZE, run_before=settle)
+
+
+async def test_keys_help_interrupt_reset_mute():
+    app = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("x")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("m")
+        assert app.pump.muted
+        app.sink.buffer.push("resp_3", np.ones(24_000, np.float32) * 0.1)
+        app.sink.buffer.complete("resp_3")
+        await pilot.pause(0.2)
+        await pilot.press("i")
+        assert any(c.startswith("interrupt resp_3") for c in app.link.calls)
+        await pilot.press("r")
+        assert "reset" in app.link.calls
+
+
+async def test_push_to_talk_commits():
+    app = scripted_app(SCRIPT[:3], "--push-to-talk")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert not app.pump.recording
+        await pilot.press("space")
+        assert app.pump.recording and "clear" in app.link.calls
+        await pilot.press("space")
+        assert not app.pump.recording and "commit" in app.link.calls
+
+
+# --- audio devices through a fake sounddevice ---------------------------------------------
+
+
+class PortAudioError(Exception):
+    pass
+
+
+class FakeSD:
+    """What the app touches of sounddevice: query_devices, default, InputStream, OutputStream."""
+
+    def __init__(self, input_error: str | None = None, output_error: str | None = None, devices=True):
+        self.input_error, self.output_error, self.devices = input_error, output_error, devices
+        self.default = type("D", (), {"device": (0, 1)})()
+        self.opened: list[str] = []
+
+    def query_devices(self, device=None, kind=None):
+        all_ = [{"name": "Fake Mic", "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0},
+                {"name": "Fake Speaker", "max_input_channels": 0, "max_output_channels": 2,
+                 "default_samplerate": 44100.0}] if self.devices else []
+        if kind is None:
+            return all_
+        if not all_:
+            raise PortAudioError("Error querying device -1")
+        return all_[0] if kind == "input" else all_[1]
+
+    def InputStream(self, **kw):  # noqa: N802 - sounddevice's name
+        if self.input_error:
+            raise PortAudioError(self.input_error)
+        self.opened.append("input")
+        return FakeStream(kw)
+
+    def OutputStream(self, **kw):  # noqa: N802
+        if self.output_error:
+            raise PortAudioError(self.output_error)
+        self.opened.append("output")
+        return FakeStream(kw)
+
+
+class FakeStream:
+    def __init__(self, kw):
+        self.kw = kw
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("fake,expect", [
+    (FakeSD(input_error="Error opening InputStream: Device unavailable [PaErrorCode -9985]"), "busy"),
+    (FakeSD(devices=False), "no microphone"),
+])
+async def test_device_errors_show_in_the_app(monkeypatch, fake, expect):
+    monkeypatch.setattr(audio, "sounddevice", lambda: fake)
+    args = build_parser().parse_args([])
+    app = build_app(args)
+    app.link = ScriptedLink(SCRIPT[:3])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        line = app.main.query_one("#problem")
+        assert expect in line.text.lower() or expect in str(app.main.status.audio).lower()
+        assert app.source is None  # running on, without a mic
+        assert app.is_running
+
+
+async def test_fake_devices_open_at_native_rates(monkeypatch):
+    fake = FakeSD()
+    monkeypatch.setattr(audio, "sounddevice", lambda: fake)
+    app = build_app(build_parser().parse_args([]))
+    app.link = ScriptedLink(SCRIPT[:3])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert fake.opened == ["output", "input"]
+        assert app.source._stream.kw["samplerate"] == 48000
+        assert app.sink._stream.kw["samplerate"] == 44100
+        # a 48 kHz block from the "callback" reaches the link at 16 kHz
+        cb = app.source._stream.kw["callback"]
+        for _ in range(10):
+            cb(np.full((960, 1), 0.1, np.float32), 960, None, None)
+        await pilot.pause(0.1)
+        assert sum(len(x) for x in app.link.sent) > 2000

@@ -1,0 +1,138 @@
+"""The TUI on the real offline engine, with the bundled Telugu sample as the mic (--replay):
+in-process, against a real headless server on 127.0.0.1, the retry state of an unreachable
+engine (and its recovery), and a refused token. The app is built with the CLI's factory."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import time
+
+import pytest
+
+from s2s_tui.cli import build_app, build_parser
+from s2s_tui.widgets.conversation import AgentTurn, UserTurn
+from tests.conftest import SAMPLE_TE
+
+pytestmark = pytest.mark.slow
+SIZE = (160, 48)
+
+
+def app_for(*argv: str, engine=None):
+    args = build_parser().parse_args([*argv, "--no-speaker"])
+    return build_app(args, engine=engine)
+
+
+async def until(pilot, check, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not check():  # noqa: ASYNC110 - polls app state between pilot pauses
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+def rendered(widget) -> str:
+    from rich.console import Console
+
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(widget.render())
+    return console.export_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_replay_in_process_shows_turn_reply_and_latency(offline_engine):
+    app = app_for("--replay", str(SAMPLE_TE), engine=offline_engine)
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main
+        await until(pilot, lambda: main.latency.last is not None, 150, "a turn's latency")
+        users = list(main.query(UserTurn))
+        agents = list(main.query(AgentTurn))
+        assert users and users[0].final
+        assert agents and agents[0].text.strip()
+        lt = main.latency.last
+        assert lt.voice_to_voice_ms and lt.voice_to_voice_ms > 0
+        for key in ("asr_ms", "llm_first_token_ms"):
+            assert lt.stages_ms[key] and lt.stages_ms[key] > 0
+        assert lt.network_ms is None
+        status = main.status
+        assert status.link_status == "ready"
+        assert "asr:" in status.models and "llm:" in status.models
+        text = str(status.render())
+        assert "CPU" in text  # no GPU here: the memory line says so
+        panel = rendered(main.latency)
+        assert "voice-to-voice" in panel and f"{lt.voice_to_voice_ms:.0f} ms" in panel
+
+
+async def test_interrupt_key_cancels_the_reply(offline_engine):
+    app = app_for("--replay", str(SAMPLE_TE), engine=offline_engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.sink.buffer.playing, 150, "the reply to play")
+        await pilot.pause(0.3)
+        await pilot.press("i")
+        await pilot.pause(0.3)
+        agent = list(app.main.query(AgentTurn))[0]
+        assert agent.status == "cancelled"
+        assert agent.cut_ms is not None and agent.cut_ms > 0
+        assert not app.sink.buffer.playing
+        assert "interrupted" in str(agent.render())
+
+
+async def test_remote_mode_against_a_headless_server(offline_engine):
+    from remote.server import serve
+
+    server = await serve(offline_engine, "127.0.0.1", port=0, stats_interval_s=1.0)
+    try:
+        app = app_for("--remote", f"ws://127.0.0.1:{server.port}", "--replay", str(SAMPLE_TE))
+        async with app.run_test(size=SIZE) as pilot:
+            main = app.main
+            await until(pilot, lambda: main.status.link_status == "ready", 10, "the connection")
+            await until(pilot, lambda: main.latency.last is not None, 150, "a turn's latency")
+            lt = main.latency.last
+            assert lt.voice_to_voice_ms and lt.voice_to_voice_ms > 0
+            assert lt.network_ms is not None and lt.network_ms >= 0  # shown apart from engine time
+            assert lt.total_ms >= lt.voice_to_voice_ms
+            assert list(main.query(AgentTurn))[0].text.strip()
+            assert "network (round trip)" in rendered(main.latency)
+            await until(pilot, lambda: "asr:" in main.status.models, 5, "models from s2s.stats")
+    finally:
+        await server.close()
+
+
+async def test_unreachable_engine_retries_and_recovers(offline_engine):
+    from remote.server import serve
+
+    port = free_port()
+    app = app_for("--remote", f"ws://127.0.0.1:{port}")
+    async with app.run_test(size=SIZE) as pilot:
+        status = app.main.status
+        await until(pilot, lambda: status.link_status == "retrying", 10, "the retry state")
+        assert status.retry_at is not None
+        assert "retrying in" in str(status.render())
+        assert "unreachable" in status.link_detail
+        server = await serve(offline_engine, "127.0.0.1", port=port)
+        try:
+            await until(pilot, lambda: status.link_status == "ready", 20, "recovery")
+        finally:
+            await server.close()
+        await until(pilot, lambda: status.link_status in ("retrying", "connecting"), 10, "the drop to show")
+
+
+async def test_refused_token_is_shown_not_raised(offline_engine):
+    from remote.server import serve
+
+    server = await serve(offline_engine, "127.0.0.1", port=0, token="right")
+    try:
+        app = app_for("--remote", f"ws://127.0.0.1:{server.port}", "--token", "wrong")
+        async with app.run_test(size=SIZE) as pilot:
+            status = app.main.status
+            await until(pilot, lambda: status.link_status == "failed", 10, "the refusal")
+            assert "token" in status.link_detail
+            await asyncio.sleep(0)
+    finally:
+        await server.close()
