@@ -97,7 +97,7 @@ class BenchLLM(LLMBackend):
                  script: str = SCRIPTED_REPLY):
         self.inner, self.reply, self.seed = inner, reply, seed
         self.context_size = inner.context_size
-        self._llama = getattr(inner, "_llm", None)  # llama_cpp.Llama of LlamaCppLLM
+        self._llama = getattr(inner, "llama", None)  # llama_cpp.Llama of LlamaCppLLM
         self._lock = threading.Lock()
         self.script_pieces: list[str] = []
         self.last_tokens = 0

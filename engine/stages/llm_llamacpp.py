@@ -74,6 +74,11 @@ class LlamaCppLLM(LLMBackend):
         for _ in self.stream([{"role": "user", "content": "నమస్కారం"}], 2, threading.Event()):
             pass
 
+    @property
+    def llama(self):  # noqa: ANN201 - llama_cpp.Llama, imported lazily
+        """The loaded ``llama_cpp.Llama`` (for benchmarks that drive generation directly)."""
+        return self._llm
+
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
