@@ -70,8 +70,13 @@ class LlamaCppLLM(LLMBackend):
             raise ModelError("llm", self.options.model, self.model_path, f"failed to load ({exc})") from None
         self.context_size = self._llm.n_ctx()
         self.device = "cuda" if self.options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "cpu"
-        # Warm up: the first call pays for buffer allocation.
-        for _ in self.stream([{"role": "user", "content": "నమస్కారం"}], 2, threading.Event()):
+        # Warm up with the configured system prompt: the first call pays for buffer allocation,
+        # and llama.cpp keeps the prompt's prefix cached, so the first real turn only prefills
+        # what follows the system prompt.
+        warm: list[ChatMessage] = [{"role": "user", "content": "నమస్కారం"}]
+        if self.options.system_prompt:
+            warm.insert(0, {"role": "system", "content": self.options.system_prompt})
+        for _ in self.stream(warm, 1, threading.Event()):
             pass
 
     @property
