@@ -184,3 +184,11 @@ def test_missing_models_name_model_path_and_fix(tmp_path):
 def test_offline_models_are_present():
     rows = status(load_profile("offline"))
     assert all(r.present for r in rows), [r.problem for r in rows if not r.present]
+
+
+def test_asr_decoding_loops_are_collapsed():
+    from engine.stages.asr_whisper import collapse_repeats
+
+    assert collapse_repeats("మీ పేరు ... ... ... ... ... ...") == "మీ పేరు ..."
+    assert collapse_repeats("చాలా చాలా బాగుంది") == "చాలా చాలా బాగుంది"  # real speech repeats a word
+    assert collapse_repeats("") == ""

@@ -18,6 +18,26 @@ from engine.errors import ModelError
 from engine.stages.base import ASRBackend, Transcript
 
 
+MAX_NEW_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
+TOKENS_PER_SECOND = 40
+
+
+def collapse_repeats(text: str, keep: int = 2) -> str:
+    """Cut a run of the same word repeated more than ``keep`` times (a decoding loop) to one."""
+    words, out, run = text.split(), [], 0
+    for w in words:
+        run = run + 1 if out and w == out[-1] else 1
+        if run <= keep:
+            out.append(w)
+    if len(out) < len(words):  # a loop happened: keep one copy of the looping word
+        cleaned: list[str] = []
+        for w in out:
+            if not (cleaned and w == cleaned[-1]):
+                cleaned.append(w)
+        out = cleaned
+    return " ".join(out)
+
+
 class FasterWhisperASR(ASRBackend):
     name = "faster-whisper"
 
@@ -60,6 +80,7 @@ class FasterWhisperASR(ASRBackend):
         return None if lang in ("", "auto", None) else lang
 
     def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
+        seconds = len(audio) / 16_000
         segments, info = self._model.transcribe(
             np.asarray(audio, np.float32),
             language=language,
@@ -69,9 +90,12 @@ class FasterWhisperASR(ASRBackend):
             condition_on_previous_text=False,
             without_timestamps=True,
             temperature=0.0,
+            # Whisper can loop on one token ("... ... ...") for seconds; no real speech needs
+            # more than ~40 tokens a second (Telugu letters take several byte-level tokens).
+            max_new_tokens=min(MAX_NEW_TOKENS, 16 + int(TOKENS_PER_SECOND * seconds)),
         )
         text = " ".join(s.text.strip() for s in segments).strip()  # consumes the generator here
-        return Transcript(text=text, language=info.language)
+        return Transcript(text=collapse_repeats(text), language=info.language)
 
     def close(self) -> None:
         self._model = None
