@@ -8,6 +8,7 @@ is a bug.
   - :class:`ConfigError` — a profile or a ``--set`` override is wrong.
   - :class:`ModelError` — a model is missing, broken or failed to load.
   - :class:`AudioError` — audio input that cannot be used (corrupt, empty, wrong format).
+  - :class:`ResponseInProgress` — a response was asked for while one is running.
   - :class:`BackendUnavailable` — a backend's library is not installed.
   - :class:`StageError` — a stage failed while running a turn.
 """
@@ -39,6 +40,12 @@ class ModelError(S2SError):
         if fix:
             msg += f" — {fix}"
         super().__init__(msg)
+
+
+class ResponseInProgress(S2SError):
+    """A response was asked for while another one is still being produced."""
+
+    code = "conversation_already_has_active_response"
 
 
 class AudioError(S2SError):

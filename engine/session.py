@@ -32,7 +32,7 @@ import numpy as np
 
 from engine.audio import ENGINE_RATE, StreamResampler, resample, to_float32
 from engine.clock import now_ns
-from engine.errors import S2SError, StageError
+from engine.errors import ResponseInProgress, S2SError, StageError
 from engine.events import (
     ErrorEvent,
     Interruption,
@@ -214,7 +214,7 @@ class Session:
         if self._closed:
             raise S2SError("session is closed")
         if self._response is not None and not self._response.done:
-            raise S2SError(f"a response is already in progress ({self._response.id})")
+            raise ResponseInProgress(f"a response is already in progress ({self._response.id})")
         if not any(m["role"] == "user" for m in self.history.messages):
             raise S2SError("nothing to respond to: the conversation has no user message")
         if metrics is None:

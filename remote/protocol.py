@@ -350,8 +350,9 @@ class TurnDetection:
         type: ``server_vad`` (``semantic_vad`` is accepted and treated as ``server_vad``).
         create_response: respond automatically at the end of each turn (default true).
         interrupt_response: barge-in cancels the response (always true here; false is refused).
-        silence_duration_ms / prefix_padding_ms / threshold: reported from the profile; values sent
-            by a client are accepted and ignored (the VAD is tuned in the profile).
+        silence_duration_ms: the silence that ends a turn (default: the profile's).
+        prefix_padding_ms / threshold: reported from the profile; values sent by a client are
+            checked and ignored (the VAD is tuned in the profile).
     """
 
     type: str = "server_vad"
@@ -393,7 +394,14 @@ class TurnDetection:
                 _int(d[k], f"{path}.{k}", 0, 3_600_000)
         if "threshold" in d and d["threshold"] is not None:
             _num(d["threshold"], f"{path}.threshold")
-        return replace(base, type="server_vad", create_response=create, interrupt_response=interrupt)
+        silence = d.get("silence_duration_ms")
+        return replace(
+            base,
+            type="server_vad",
+            create_response=create,
+            interrupt_response=interrupt,
+            silence_duration_ms=None if silence is None else int(silence),
+        )
 
 
 @dataclass(frozen=True)
@@ -1295,6 +1303,8 @@ class EventMapper:
         if isinstance(e, ev.Interruption):
             r = self._response(e.response_id, None)
             r.interrupted = {"played_ms": int(e.played_ms), "heard_text": e.heard_text}
+            if r.done:  # generated in full, cut while the client played it: the item is truncated
+                return [ConversationItemTruncated(item_id=r.item_id, content_index=0, audio_end_ms=int(e.played_ms))]
             return []
         if isinstance(e, ev.ResponseDone):
             return self._done(e)

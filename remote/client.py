@@ -1,0 +1,556 @@
+"""A Realtime client for the headless engine: connect, stream audio, receive typed events.
+
+The TUI (``s2s-tui --remote``) and the tests use it. A thin asyncio layer over
+:mod:`remote.protocol` and the ``websockets`` client:
+
+- connect with a URL and a token (sent as ``Authorization: Bearer``);
+- send microphone chunks at any rate (resampled to 24 kHz, cut to fit the message limit, PCM or
+  Encodec as negotiated), text messages, ``response.create`` / ``response.cancel``, session updates;
+- ``async for event in client.events()`` yields typed server events and
+  :class:`ConnectionState` changes;
+- after a dropped connection, reconnect with exponential backoff (the server starts a new session:
+  the conversation history is gone, the session settings are sent again);
+- ``s2s.ping`` / ``s2s.pong`` every few seconds give the round-trip time and the offset between
+  the server's monotonic clock (the clock of the engine's ``stamps_ns``) and this process's, so a
+  client can show network time apart from engine time.
+
+Example::
+
+    async with RealtimeClient("ws://127.0.0.1:8765/v1/realtime", token) as client:
+        await client.send_text("నమస్కారం")
+        await client.create_response()
+        async for event in client.events():
+            if isinstance(event, protocol.ResponseAudioDelta):
+                play(client.decode_audio(event))
+            elif isinstance(event, protocol.ResponseDone):
+                break
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from remote import protocol as p
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.codec import EncodecCodec
+
+log = logging.getLogger("remote.client")
+
+_END = object()
+
+
+def _now_ms() -> float:
+    """This process's monotonic clock in ms (the same clock as ``engine.clock.now_ns``)."""
+    return time.perf_counter_ns() / 1e6
+
+
+class NotConnected(ConnectionError):
+    """An event was sent while the client had no connection (it may be reconnecting)."""
+
+
+class AuthError(ConnectionError):
+    """The server refused the token (HTTP 401); the client does not retry."""
+
+
+@dataclass(frozen=True)
+class ConnectionState:
+    """The connection's state, yielded by :meth:`RealtimeClient.events` whenever it changes.
+
+    Fields:
+        status: ``connecting``, ``connected``, ``reconnecting`` (waiting ``retry_in_s`` before
+            attempt ``attempt``) or ``closed`` (for good; ``error`` says why, None if we closed it).
+        attempt: reconnection attempts since the connection dropped (0 when connected).
+        retry_in_s: seconds until the next attempt when ``reconnecting``.
+        retry_at_ms: when that attempt happens, on this process's monotonic clock (ms), so a UI can
+            count down.
+        error: what went wrong last.
+        close_code: the WebSocket close code of the last drop, when there was one.
+    """
+
+    status: Literal["connecting", "connected", "reconnecting", "closed"]
+    url: str = ""
+    attempt: int = 0
+    retry_in_s: float | None = None
+    retry_at_ms: float | None = None
+    error: str | None = None
+    close_code: int | None = None
+
+    def retry_countdown_s(self) -> float | None:
+        """Seconds left before the next attempt (None unless reconnecting)."""
+        if self.retry_at_ms is None:
+            return None
+        return max(0.0, (self.retry_at_ms - _now_ms()) / 1000)
+
+
+class RealtimeClient:
+    """One connection to a Realtime endpoint (ours or any compatible one).
+
+    Args:
+        url: ``ws://host:port/v1/realtime`` (a ``?model=`` is added if ``model`` is given).
+        token: sent as ``Authorization: Bearer <token>``.
+        reconnect: reconnect after a dropped connection (not after :meth:`close` or a refused token).
+        backoff_initial_s / backoff_max_s / max_retries: exponential backoff with jitter, doubling
+            from the initial delay up to the maximum; ``max_retries=None`` retries forever.
+        ping_interval_s: how often ``s2s.ping`` measures RTT and clock offset (0: never).
+        open_timeout_s: how long one connection attempt may take.
+        codec_factory: builds the Encodec codec when the session negotiates ``s2s.encodec``
+            (default: ``EncodecCodec.load()``; tests pass random weights).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        model: str | None = None,
+        reconnect: bool = True,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        max_retries: int | None = None,
+        ping_interval_s: float = 2.0,
+        open_timeout_s: float = 10.0,
+        max_message_bytes: int = p.MAX_MESSAGE_BYTES,
+        codec_factory: Callable[[], EncodecCodec] | None = None,
+    ):
+        url = normalize_url(url)
+        if model and "model=" not in url:
+            url += ("&" if "?" in url else "?") + f"model={model}"
+        self.url = url
+        self.token = token
+        self.reconnect = reconnect
+        self.backoff_initial_s, self.backoff_max_s, self.max_retries = backoff_initial_s, backoff_max_s, max_retries
+        self.ping_interval_s = ping_interval_s
+        self.open_timeout_s = open_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.codec_factory = codec_factory
+        self.state = ConnectionState("closed", url)
+        self.session: p.SessionConfig | None = None
+        self.rtt_ms: float | None = None
+        self.min_rtt_ms: float | None = None
+        self.clock_offset_ms: float | None = None
+        self.connections = 0
+        self.bytes_sent = self.bytes_received = 0
+        self._ws: ClientConnection | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._runner: asyncio.Task | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._patch = p.SessionPatch()  # every session.update sent so far, merged (re-sent on reconnect)
+        self._samples: deque[tuple[float, float]] = deque(maxlen=16)  # (rtt, offset) of recent pongs
+        self._resamplers: dict[int, Any] = {}
+        self._codec: EncodecCodec | None = None
+        self._encoder: Any = None
+        self._decoders: dict[str, Any] = {}
+        self._n_events = 0
+
+    # ---- lifecycle
+
+    async def connect(self) -> RealtimeClient:
+        """Open the first connection; raises :class:`AuthError` or ``OSError``/``WebSocketException``
+        if it fails (reconnection only applies to connections that were up)."""
+        if self._runner is not None:
+            return self
+        self._closing = False
+        self._set_state(ConnectionState("connecting", self.url))
+        try:
+            ws = await self._open()
+        except BaseException as exc:
+            self._set_state(ConnectionState("closed", self.url, error=_describe(exc)))
+            self._queue.put_nowait(_END)
+            raise
+        self._runner = asyncio.create_task(self._run(ws), name="realtime-client")
+        return self
+
+    async def close(self) -> None:
+        """Close the connection for good (no reconnection); :meth:`events` then ends."""
+        self._closing = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+            self._runner = None
+        if self.state.status != "closed":
+            self._set_state(ConnectionState("closed", self.url))
+        self._queue.put_nowait(_END)
+
+    async def __aenter__(self) -> RealtimeClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.state.status == "connected"
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is up (wrap in ``asyncio.timeout`` to bound it)."""
+        await self._connected.wait()
+
+    # ---- receiving
+
+    async def events(self) -> AsyncIterator[p.ServerEvent | ConnectionState]:
+        """Server events in order, with :class:`ConnectionState` changes between them; ends after
+        :meth:`close` or when reconnection gives up."""
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                self._queue.put_nowait(_END)  # let other iterators end too
+                return
+            yield item
+
+    async def recv(self) -> p.ServerEvent | ConnectionState:
+        """The next event; :class:`NotConnected` once the stream has ended (bound it with
+        ``asyncio.timeout``)."""
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            raise NotConnected("the client is closed")
+        return item
+
+    async def wait_for(self, *types: type | str, limit_s: float = 30.0) -> Any:
+        """Skip events until one of ``types`` (classes, or wire type names) arrives and return it;
+        ``TimeoutError`` after ``limit_s`` seconds."""
+        async with asyncio.timeout(limit_s):
+            while True:
+                e = await self.recv()
+                if _matches(e, types):
+                    return e
+
+    # ---- sending
+
+    async def send(self, event: p.ClientEvent) -> None:
+        """Send one client event (raises :class:`NotConnected` while there is no connection)."""
+        ws = self._ws
+        if ws is None or not self.connected:
+            raise NotConnected(f"not connected ({self.state.status})")
+        if isinstance(event, p.SessionUpdate):
+            self._remember(event.session)
+        text = p.serialize(event)
+        try:
+            await ws.send(text)
+        except ConnectionClosed as exc:
+            raise NotConnected(f"the connection dropped: {exc}") from None
+        self.bytes_sent += len(text)
+
+    async def send_audio(self, samples: np.ndarray, sample_rate: int = p.PCM_RATE) -> bool:
+        """Send a chunk of mono audio (float in [-1, 1] or int16) at any rate from 8 to 48 kHz.
+
+        It is resampled to 24 kHz and sent as PCM or Encodec packets, as the session negotiated.
+        Returns False (and drops the chunk) while not connected: live audio is not queued.
+        """
+        if not self.connected:
+            return False
+        x = _to_float(samples)
+        if sample_rate != p.PCM_RATE:
+            rs = self._resamplers.get(sample_rate)
+            if rs is None:
+                from engine.audio import StreamResampler
+
+                rs = self._resamplers[sample_rate] = StreamResampler(int(sample_rate), p.PCM_RATE)
+            x = rs.process(x)
+        try:
+            await self._send_samples(x)
+        except NotConnected:
+            return False
+        return True
+
+    async def _send_samples(self, x: np.ndarray) -> None:
+        fmt = self.session.input_format if self.session else p.PCM
+        if fmt.is_encodec:
+            enc = await self._stream_encoder(fmt.bandwidth or p.DEFAULT_ENCODEC_BANDWIDTH)
+            for packet in await asyncio.to_thread(enc.push, x):
+                await self.send(p.InputAudioBufferAppend(audio=packet))
+            return
+        data = p.pcm16_encode(x)
+        step = max(2, (self.max_message_bytes * 3 // 4 - 256) // 2 * 2)  # base64 + JSON must fit
+        for i in range(0, len(data), step):
+            await self.send(p.InputAudioBufferAppend(audio=data[i : i + step]))
+
+    async def flush_audio(self) -> None:
+        """Send what the resampler and the Encodec encoder still hold (called by :meth:`commit`)."""
+        resamplers, self._resamplers = self._resamplers, {}
+        for rs in resamplers.values():
+            tail = rs.process(np.zeros(0, np.float32), last=True)
+            if len(tail):
+                await self._send_samples(tail)
+        if self._encoder is not None:
+            packet = await asyncio.to_thread(self._encoder.flush)
+            if packet is not None:
+                await self.send(p.InputAudioBufferAppend(audio=packet))
+
+    async def commit(self) -> None:
+        await self.flush_audio()
+        await self.send(p.InputAudioBufferCommit())
+
+    async def clear_audio(self) -> None:
+        if self._encoder is not None:
+            self._encoder.reset()
+        await self.send(p.InputAudioBufferClear())
+
+    async def send_text(self, text: str, item_id: str | None = None) -> None:
+        """A typed user message (``conversation.item.create``); no response starts by itself."""
+        await self.send(p.ConversationItemCreate(text=text, item_id=item_id))
+
+    async def create_response(self) -> None:
+        await self.send(p.ResponseCreate())
+
+    async def cancel_response(self, response_id: str | None = None) -> None:
+        await self.send(p.ResponseCancel(response_id=response_id))
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        """Tell the server only ``audio_end_ms`` of an assistant item was played."""
+        await self.send(p.ConversationItemTruncate(item_id=item_id, audio_end_ms=int(audio_end_ms)))
+
+    async def update_session(
+        self,
+        *,
+        turn_detection: bool | None = None,
+        auto_response: bool | None = None,
+        silence_duration_ms: int | None = None,
+        instructions: str | None = None,
+        language: str | None = None,
+        input_format: p.AudioFormat | None = None,
+        output_format: p.AudioFormat | None = None,
+    ) -> None:
+        """``session.update`` with what is given (``turn_detection=False``: manual turns)."""
+        td: Any = p.UNSET
+        if turn_detection is False:
+            td = None
+        elif turn_detection or auto_response is not None or silence_duration_ms is not None:
+            cur = self.session.turn_detection if self.session else None
+            td = p.TurnDetection(
+                create_response=auto_response if auto_response is not None else (cur.create_response if cur else True),
+                silence_duration_ms=silence_duration_ms,
+            )
+        await self.send(p.SessionUpdate(session=p.SessionPatch(
+            instructions=p.UNSET if instructions is None else instructions,
+            input_format=p.UNSET if input_format is None else input_format,
+            output_format=p.UNSET if output_format is None else output_format,
+            turn_detection=td,
+            language=p.UNSET if language is None else language,
+        )))
+        if input_format is not None and input_format.is_encodec:
+            await self._load_codec()
+
+    async def ping(self, limit_s: float = 5.0) -> float:
+        """Measure the round trip now; returns it in ms (also updates :attr:`rtt_ms`)."""
+        before = len(self._samples), self._samples[-1] if self._samples else None
+        await self.send(p.S2SPing(client_time_ms=_now_ms()))
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if self._samples and (len(self._samples), self._samples[-1]) != before:
+                return self._samples[-1][0]
+            await asyncio.sleep(0.005)
+        raise TimeoutError("no s2s.pong (is the server ours?)")
+
+    # ---- audio out
+
+    def decode_audio(self, event: p.ResponseAudioDelta) -> np.ndarray:
+        """A ``response.output_audio.delta`` to float32 mono samples at 24 kHz (PCM or Encodec)."""
+        fmt = self.session.output_format if self.session else p.PCM
+        if not fmt.is_encodec:
+            return p.pcm16_decode(event.audio).astype(np.float32) / 32768.0
+        if self._codec is None:
+            raise RuntimeError("Encodec output negotiated but the codec is not loaded (update_session loads it)")
+        dec = self._decoders.get(event.response_id)
+        if dec is None:
+            if len(self._decoders) > 8:
+                self._decoders.clear()
+            dec = self._decoders[event.response_id] = self._codec.stream_decoder()
+        return dec.push(event.audio)
+
+    def server_to_local_ms(self, server_ms: float) -> float | None:
+        """A time on the server's monotonic clock (ms) as a time on this process's clock."""
+        return None if self.clock_offset_ms is None else server_ms - self.clock_offset_ms
+
+    # ---- internals
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state != self.state:
+            self.state = state
+            self._queue.put_nowait(state)
+        if state.status == "connected":
+            self._connected.set()
+        else:
+            self._connected.clear()
+
+    async def _open(self) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        try:
+            ws = await connect(
+                self.url,
+                additional_headers=headers,
+                subprotocols=[p.SUBPROTOCOL],  # type: ignore[list-item]
+                open_timeout=self.open_timeout_s,
+                max_size=p.HARD_MAX_MESSAGE_BYTES,
+                compression=None,
+                ping_interval=20,
+                ping_timeout=20,
+            )
+        except InvalidStatus as exc:
+            if exc.response.status_code == 401:
+                raise AuthError(f"the server refused the token: {_body(exc)}") from None
+            raise
+        self._ws = ws
+        self.connections += 1
+        self._set_state(ConnectionState("connected", self.url))
+        if self.connections > 1 and self._patch != p.SessionPatch():
+            await self.send(p.SessionUpdate(session=self._patch))
+        return ws
+
+    async def _run(self, ws: ClientConnection) -> None:
+        attempt = 0
+        while True:
+            pinger = asyncio.create_task(self._ping_loop()) if self.ping_interval_s > 0 else None
+            code, error = None, None
+            try:
+                async for message in ws:
+                    self.bytes_received += len(message)
+                    self._on_message(message)
+            except ConnectionClosed as exc:
+                error = str(exc)
+            finally:
+                if pinger is not None:
+                    pinger.cancel()
+            if ws.close_code is not None:
+                code = ws.close_code
+                error = error or f"closed by the server ({code} {ws.close_reason or ''})".strip()
+            self._ws = None
+            if self._closing or not self.reconnect:
+                self._set_state(ConnectionState("closed", self.url, error=None if self._closing else error,
+                                                close_code=code))
+                self._queue.put_nowait(_END)
+                return
+            while True:
+                attempt += 1
+                if self.max_retries is not None and attempt > self.max_retries:
+                    self._set_state(ConnectionState("closed", self.url, attempt=attempt - 1,
+                                                    error=f"gave up after {attempt - 1} attempts: {error}",
+                                                    close_code=code))
+                    self._queue.put_nowait(_END)
+                    return
+                delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
+                delay *= 0.8 + 0.4 * random.random()  # jitter: many clients must not retry in step
+                self._set_state(ConnectionState("reconnecting", self.url, attempt=attempt, retry_in_s=round(delay, 2),
+                                                retry_at_ms=_now_ms() + delay * 1000, error=error, close_code=code))
+                await asyncio.sleep(delay)
+                self._set_state(ConnectionState("connecting", self.url, attempt=attempt, error=error))
+                try:
+                    ws = await self._open()
+                except AuthError as exc:
+                    self._set_state(ConnectionState("closed", self.url, attempt=attempt, error=str(exc)))
+                    self._queue.put_nowait(_END)
+                    return
+                except (OSError, WebSocketException, TimeoutError) as exc:
+                    error = _describe(exc)
+                    continue
+                attempt = 0
+                self._encoder = None
+                self._decoders.clear()
+                break
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            e = p.parse_server_event(message)
+        except p.ProtocolError as exc:
+            log.warning("ignoring a malformed server message: %s", exc)
+            return
+        if isinstance(e, p.SessionCreated | p.SessionUpdated):
+            try:
+                self.session = p.SessionConfig.from_dict(e.session)
+            except p.ProtocolError as exc:  # another server's session object: keep PCM
+                log.debug("session object not understood: %s", exc)
+                self.session = replace(p.SessionConfig(id=str(e.session.get("id", ""))))
+        elif isinstance(e, p.S2SPong):
+            t3 = _now_ms()
+            rtt = max(0.0, t3 - e.client_time_ms)
+            offset = e.server_time_ms - (e.client_time_ms + t3) / 2
+            self._samples.append((rtt, offset))
+            self.rtt_ms = rtt if self.rtt_ms is None else 0.7 * self.rtt_ms + 0.3 * rtt
+            best = min(self._samples)  # the sample with the least queueing says the most about the offset
+            self.min_rtt_ms, self.clock_offset_ms = best
+        self._queue.put_nowait(e)
+
+    async def _ping_loop(self) -> None:
+        with contextlib.suppress(NotConnected, ConnectionClosed):
+            while True:
+                await self.send(p.S2SPing(client_time_ms=_now_ms()))
+                await asyncio.sleep(self.ping_interval_s)
+
+    def _remember(self, patch: p.SessionPatch) -> None:
+        changes = {k: v for k, v in patch.__dict__.items() if v is not p.UNSET}
+        self._patch = replace(self._patch, **changes)
+
+    async def _load_codec(self) -> EncodecCodec:
+        if self._codec is None:
+            def load() -> EncodecCodec:
+                if self.codec_factory is not None:
+                    return self.codec_factory()
+                from engine.codec import EncodecCodec
+
+                return EncodecCodec.load()
+
+            self._codec = await asyncio.to_thread(load)
+        return self._codec
+
+    async def _stream_encoder(self, bandwidth: float) -> Any:
+        codec = await self._load_codec()
+        if self._encoder is None or self._encoder.bandwidth != bandwidth:
+            self._encoder = codec.stream_encoder(bandwidth)
+        return self._encoder
+
+
+def normalize_url(url: str) -> str:
+    """``ws://host:port`` (no path) becomes ``ws://host:port/v1/realtime``; ``http(s)`` becomes ``ws(s)``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if parts.path not in ("", "/") else "/v1/realtime"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def _matches(e: Any, types: tuple[type | str, ...]) -> bool:
+    return any((isinstance(t, str) and getattr(e, "type", None) == t) or (isinstance(t, type) and isinstance(e, t))
+               for t in types)
+
+
+def _to_float(samples: np.ndarray) -> np.ndarray:
+    x = np.asarray(samples).reshape(-1)
+    if x.dtype == np.int16:
+        return x.astype(np.float32) / 32768.0
+    return np.clip(np.nan_to_num(x.astype(np.float32)), -1.0, 1.0)
+
+
+def _body(exc: InvalidStatus) -> str:
+    body = exc.response.body or b""
+    try:
+        import json
+
+        return json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")[:200] or f"HTTP {exc.response.status_code}"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+__all__ = ["AuthError", "ConnectionState", "NotConnected", "RealtimeClient", "normalize_url"]

@@ -1,0 +1,253 @@
+"""The client library against a small scripted Realtime server (no engine needed).
+
+The fake server below is a test double at the socket boundary: it speaks just enough of the
+protocol (session.created, s2s.pong with a known clock offset and delay) and can drop connections
+on cue, so reconnection, backoff, RTT and clock-offset estimates are checked exactly. The client
+against the real engine is exercised in tests/test_server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from http import HTTPStatus
+
+import numpy as np
+import pytest
+from websockets.asyncio.server import serve
+
+from remote import protocol as p
+from remote.client import AuthError, ConnectionState, NotConnected, RealtimeClient, normalize_url
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+OFFSET_MS = 5000.0  # the fake server's clock runs this far ahead of ours
+DELAY_S = 0.02  # and it answers pings this late
+
+
+class FakeRealtimeServer:
+    """Scripted server: records what it gets, answers pings, drops connections when told."""
+
+    def __init__(self, token: str | None = None):
+        self.token = token
+        self.received: list[dict] = []
+        self.connections = 0
+        self.live: list = []
+        self._server = None
+
+    async def __aenter__(self) -> FakeRealtimeServer:
+        self._server = await serve(self._handler, "127.0.0.1", 0, process_request=self._check)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def stop(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1/realtime"
+
+    def _check(self, connection, request):
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return connection.respond(HTTPStatus.UNAUTHORIZED, json.dumps({"error": {"message": "bad token"}}))
+        return None
+
+    async def _handler(self, ws):
+        self.connections += 1
+        self.live.append(ws)
+        cfg = p.SessionConfig(id=f"sess_{self.connections}")
+        await ws.send(p.serialize(p.SessionCreated(event_id="event_1", session=cfg.to_dict())))
+        async for message in ws:
+            d = json.loads(message)
+            self.received.append(d)
+            if d["type"] == "s2s.ping":
+                await asyncio.sleep(DELAY_S)
+                server_ms = time.perf_counter_ns() / 1e6 - DELAY_S * 1000 / 2 + OFFSET_MS
+                await ws.send(p.serialize(p.S2SPong(client_time_ms=d["client_time_ms"], server_time_ms=server_ms)))
+            elif d["type"] == "session.update":
+                cfg = cfg.apply(p.SessionPatch.parse(d["session"]))
+                await ws.send(p.serialize(p.SessionUpdated(session=cfg.to_dict())))
+            elif d["type"] == "response.create":
+                audio = (np.sin(np.arange(2400) / 10) * 10000).astype("<i2").tobytes()
+                await ws.send(p.serialize(p.ResponseAudioDelta(response_id="resp_1", item_id="item_resp_1",
+                                                               audio=audio)))
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [d for d in self.received if d["type"] == kind]
+
+
+async def settle(cond, limit_s: float = 5.0) -> None:
+    for _ in range(int(limit_s * 100)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("condition not met")
+
+
+async def test_connect_send_and_receive_typed_events():
+    async with FakeRealtimeServer() as srv, RealtimeClient(srv.url, ping_interval_s=0, model="s2s") as c:
+        assert "model=s2s" in c.url
+        assert (await c.recv()) == ConnectionState("connecting", c.url)
+        assert (await c.recv()) == ConnectionState("connected", c.url)
+        created = await c.wait_for(p.SessionCreated)
+        assert created.session["id"] == "sess_1" and c.session.id == "sess_1"
+        await c.send_text("నమస్కారం", item_id="mine")
+        await c.create_response()
+        delta = await c.wait_for("response.output_audio.delta")
+        audio = c.decode_audio(delta)
+        assert audio.dtype == np.float32 and len(audio) == 2400 and 0.2 < np.abs(audio).max() < 0.4
+        await c.cancel_response("resp_1")
+        await c.truncate("item_resp_1", 1200)
+        await c.update_session(turn_detection=False, instructions="చిన్నగా", language="te")
+        upd = await c.wait_for(p.SessionUpdated)
+        assert upd.session["audio"]["input"]["turn_detection"] is None and c.session.turn_detection is None
+        await c.commit()
+        await c.clear_audio()
+        await settle(lambda: len(srv.received) >= 7)
+    kinds = [d["type"] for d in srv.received]
+    assert kinds == ["conversation.item.create", "response.create", "response.cancel", "conversation.item.truncate",
+                     "session.update", "input_audio_buffer.commit", "input_audio_buffer.clear"]
+    item = srv.received[0]["item"]
+    assert item == {"type": "message", "role": "user", "id": "mine",
+                    "content": [{"type": "input_text", "text": "నమస్కారం"}]}
+    assert srv.received[2]["response_id"] == "resp_1"
+    assert srv.received[3] == {"type": "conversation.item.truncate", "item_id": "item_resp_1", "content_index": 0,
+                               "audio_end_ms": 1200}
+    assert srv.received[4]["session"]["instructions"] == "చిన్నగా"
+    for d in srv.received:  # everything we send is a valid client event
+        p.parse_client_event(json.dumps(d))
+
+
+async def test_send_audio_resamples_and_splits_to_the_message_limit():
+    async with FakeRealtimeServer() as srv, RealtimeClient(srv.url, ping_interval_s=0, max_message_bytes=20_000) as c:
+        await c.wait_for(p.SessionCreated)
+        one_second_16k = (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+        assert await c.send_audio(one_second_16k, 16000)
+        assert await c.send_audio(np.zeros(4800, np.int16), 24000)
+        await c.commit()  # flushes what the resampler holds back
+        await settle(lambda: srv.of_type("input_audio_buffer.commit"))
+        appends = srv.of_type("input_audio_buffer.append")
+        assert all(len(json.dumps(d)) <= 20_000 for d in appends)
+        assert len(appends) > 3
+        total = sum(len(base64.b64decode(d["audio"])) for d in appends)
+        assert abs(total / 2 - (24000 + 4800)) < 10  # 1 s at 16 kHz is 24000 samples at 24 kHz
+
+
+async def test_rtt_and_clock_offset():
+    async with FakeRealtimeServer() as srv, RealtimeClient(srv.url, ping_interval_s=0.05) as c:
+        rtt = await c.ping()
+        assert DELAY_S * 1000 <= rtt < DELAY_S * 1000 + 50
+        await settle(lambda: len(srv.of_type("s2s.ping")) >= 5)
+        assert c.clock_offset_ms == pytest.approx(OFFSET_MS, abs=15)
+        assert c.min_rtt_ms <= c.rtt_ms + 1e-6 or c.min_rtt_ms == pytest.approx(c.rtt_ms, abs=30)
+        server_now = time.perf_counter_ns() / 1e6 + OFFSET_MS
+        assert c.server_to_local_ms(server_now) == pytest.approx(time.perf_counter_ns() / 1e6, abs=20)
+
+
+async def test_reconnects_with_backoff_and_restores_the_session_settings():
+    async with FakeRealtimeServer() as srv:
+        c = RealtimeClient(srv.url, ping_interval_s=0, backoff_initial_s=0.05, backoff_max_s=0.2)
+        async with c:
+            await c.wait_for(p.SessionCreated)
+            await c.update_session(turn_detection=False, language="en")
+            await c.wait_for(p.SessionUpdated)
+            srv.live[-1].transport.abort()  # the network drops
+            states = []
+            async with asyncio.timeout(5):
+                while True:
+                    e = await c.recv()
+                    if isinstance(e, ConnectionState):
+                        states.append(e)
+                        if e.status == "connected":
+                            break
+            assert [s.status for s in states] == ["reconnecting", "connecting", "connected"]
+            assert states[0].attempt == 1 and 0.04 <= states[0].retry_in_s <= 0.06
+            assert states[0].retry_countdown_s() is not None and states[0].error
+            created = await c.wait_for(p.SessionCreated)
+            assert created.session["id"] == "sess_2"
+            upd = await c.wait_for(p.SessionUpdated)  # the settings were sent again
+            assert upd.session["audio"]["input"]["turn_detection"] is None
+            assert upd.session["audio"]["input"]["transcription"]["language"] == "en"
+            assert srv.connections == 2 and c.connections == 2
+
+
+async def test_backoff_grows_and_gives_up():
+    srv = FakeRealtimeServer()
+    await srv.__aenter__()
+    c = RealtimeClient(srv.url, ping_interval_s=0, backoff_initial_s=0.05, backoff_max_s=0.15, max_retries=3)
+    await c.connect()
+    await c.wait_for(p.SessionCreated)
+    await srv.stop()  # the server goes away for good
+    states = []
+    async with asyncio.timeout(10):
+        async for e in c.events():
+            if isinstance(e, ConnectionState):
+                states.append(e)
+    retries = [s for s in states if s.status == "reconnecting"]
+    assert [s.attempt for s in retries] == [1, 2, 3]
+    delays = [s.retry_in_s for s in retries]
+    assert 0.04 <= delays[0] <= 0.06 and 0.08 <= delays[1] <= 0.12 and 0.12 <= delays[2] <= 0.18
+    assert states[-1].status == "closed" and "gave up after 3" in states[-1].error
+    assert not await c.send_audio(np.zeros(100, np.float32))
+    with pytest.raises(NotConnected):
+        await c.create_response()
+    await c.close()
+
+
+async def test_refused_token_is_not_retried():
+    async with FakeRealtimeServer(token="right") as srv:
+        with pytest.raises(AuthError, match="bad token"):
+            await RealtimeClient(srv.url, "wrong").connect()
+        async with RealtimeClient(srv.url, "right", ping_interval_s=0) as c:
+            assert (await c.wait_for(p.SessionCreated)).session["id"]
+        assert srv.connections == 1
+
+
+async def test_no_reconnect_when_disabled_and_close_ends_events():
+    async with FakeRealtimeServer() as srv:
+        c = RealtimeClient(srv.url, ping_interval_s=0, reconnect=False)
+        await c.connect()
+        await c.wait_for(p.SessionCreated)
+        await srv.live[-1].close(1011, "boom")
+        async with asyncio.timeout(5):
+            last = [e async for e in c.events()][-1]
+        assert last.status == "closed" and last.close_code == 1011
+        await c.close()
+        c2 = RealtimeClient(srv.url, ping_interval_s=0)
+        await c2.connect()
+        await c2.close()
+        async with asyncio.timeout(5):
+            rest = [e async for e in c2.events()]
+        assert rest[-1].status == "closed" and rest[-1].error is None
+
+
+async def test_encodec_input_is_encoded_on_the_client():
+    pytest.importorskip("transformers")
+    from engine.codec import EncodecCodec, parse_packet
+
+    async with FakeRealtimeServer() as srv, RealtimeClient(
+        srv.url, ping_interval_s=0, codec_factory=lambda: EncodecCodec.random(seed=0, small=True)
+    ) as c:
+        await c.wait_for(p.SessionCreated)
+        await c.update_session(input_format=p.AudioFormat(p.ENCODEC_FORMAT, 24000, 1.5))
+        await c.wait_for(p.SessionUpdated)
+        assert c.session.input_format.is_encodec
+        assert await c.send_audio((0.1 * np.sin(np.arange(8000) / 3)).astype(np.float32), 16000)
+        await c.commit()  # flushes the partial frame first
+        await settle(lambda: srv.of_type("input_audio_buffer.commit"))
+    packets = [parse_packet(base64.b64decode(d["audio"])) for d in srv.of_type("input_audio_buffer.append")]
+    assert packets and all(pk.bandwidth == 1.5 for pk in packets)
+    assert abs(sum(pk.num_samples for pk in packets) - 12000) < 10
+
+
+async def test_url_normalisation():
+    assert normalize_url("ws://localhost:8765") == "ws://localhost:8765/v1/realtime"
+    assert normalize_url("ws://localhost:8765/") == "ws://localhost:8765/v1/realtime"
+    assert normalize_url("http://pod:80/v1/realtime?model=x") == "ws://pod:80/v1/realtime?model=x"
+    assert normalize_url("https://h/custom") == "wss://h/custom"

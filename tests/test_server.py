@@ -1,0 +1,681 @@
+"""The headless server, for real: a WebSocket server on 127.0.0.1 over the real offline engine.
+
+Telugu speech comes from espeak-ng. The engine (``offline_engine``, tests/conftest.py) is loaded
+once for the whole run; servers here are cheap and started per test or per module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from engine.errors import ConfigError
+from remote import protocol as p
+from remote.client import AuthError, RealtimeClient
+from remote.server import run_headless, serve
+from tests.conftest import speak
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "s3cret-token"
+TELUGU = [
+    "నమస్కారం, మీరు ఎలా ఉన్నారు?",
+    "నాకు ఒక కథ చెప్పండి.",
+    "హైదరాబాద్ ఒక పెద్ద నగరం.",
+    "మా ఊరిలో ఒక చిన్న నది ఉంది.",
+]
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[np.ndarray]:
+    """Telugu utterances as the wire carries them: int16 at 24 kHz, with silence around them."""
+    out = []
+    folder = tmp_path_factory.mktemp("speech")
+    for i, text in enumerate(TELUGU):
+        path = speak(text, folder / f"te_{i}.wav")
+        import soundfile as sf
+
+        x, rate = sf.read(str(path), dtype="float32")
+        y = soxr.resample(x, rate, p.PCM_RATE).astype(np.float32)
+        lead, tail = np.zeros(int(0.3 * p.PCM_RATE), np.float32), np.zeros(int(1.4 * p.PCM_RATE), np.float32)
+        out.append(np.round(np.concatenate([lead, y, tail]) * 32767 * 0.9).astype(np.int16))
+    return out
+
+
+ENGLISH = [
+    ("window", "Please open the window."),
+    ("fruit", "My favourite fruit is a banana."),
+    ("monday", "The train leaves on Monday morning."),
+    ("football", "Football is played with eleven players."),
+]
+
+
+@pytest.fixture(scope="module")
+def english_clips(tmp_path_factory) -> list[np.ndarray]:
+    """English utterances (Whisper base transcribes espeak-ng English well), float32 at 16 kHz."""
+    from engine.audio import load_wav
+
+    folder = tmp_path_factory.mktemp("speech_en")
+    out = []
+    for i, (_, text) in enumerate(ENGLISH):
+        audio, _ = load_wav(speak(text, folder / f"en_{i}.wav", voice="en"), 16000)
+        out.append(np.concatenate([np.zeros(4800, np.float32), audio, np.zeros(22400, np.float32)]))
+    return out
+
+
+@pytest.fixture(scope="module")
+async def server(offline_engine):
+    srv = await serve(offline_engine, port=0, stats_interval_s=0.5)
+    yield srv
+    await srv.close(grace_s=0)
+
+
+@pytest.fixture(scope="module")
+async def token_server(offline_engine):
+    srv = await serve(offline_engine, port=0, token=TOKEN, stats_interval_s=0)
+    yield srv
+    await srv.close(grace_s=0)
+
+
+def small_codec():
+    from engine.codec import EncodecCodec
+
+    return EncodecCodec.random(seed=0, small=True)
+
+
+async def recv_json(ws, limit_s: float = 30.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), limit_s))
+
+
+async def until(ws, *types: str, limit_s: float = 60.0, seen: list | None = None) -> dict:
+    deadline = time.monotonic() + limit_s
+    while True:
+        d = await recv_json(ws, max(0.01, deadline - time.monotonic()))
+        if seen is not None:
+            seen.append(d)
+        if d["type"] in types:
+            return d
+
+
+async def send(ws, **event) -> None:
+    await ws.send(json.dumps(event, ensure_ascii=False))
+
+
+def text_item(text: str) -> dict:
+    return {"type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}
+
+
+async def append_pcm(ws, pcm: np.ndarray, chunk_ms: int = 100) -> None:
+    step = p.PCM_RATE * chunk_ms // 1000
+    for i in range(0, len(pcm), step):
+        await send(ws, type="input_audio_buffer.append", audio=base64.b64encode(pcm[i:i + step].tobytes()).decode())
+
+
+@contextlib.contextmanager
+def slow_llm(engine, delay_s: float = 0.04):
+    """Make the LLM write slowly (so a test can act mid-generation); records token times."""
+    original = engine.llm.stream
+    stamps: list[float] = []
+
+    def stream(*args, **kwargs):
+        for token in original(*args, **kwargs):
+            time.sleep(delay_s)
+            stamps.append(time.monotonic())
+            yield token
+
+    engine.llm.stream = stream
+    try:
+        yield stamps
+    finally:
+        del engine.llm.stream  # back to the class's method
+
+
+async def wait_until(cond, limit_s: float = 10.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- health, auth, binding
+
+
+async def test_healthz(server):
+    def get():
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as r:
+            return r.status, r.headers["Content-Type"], json.loads(r.read())
+
+    status, ctype, body = await asyncio.to_thread(get)
+    assert status == 200 and ctype.startswith("application/json")
+    assert body["status"] == "ok" and body["profile"] == "offline"
+    assert set(body["models"]) == {"vad", "asr", "llm", "tts"}
+    assert "path" not in body["models"]["asr"]
+    assert body["sessions"]["active"] == 0 and body["sessions"]["max"] == 8
+
+    def get404():
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/nope", timeout=5)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+    assert await asyncio.to_thread(get404) == 404
+
+
+async def test_session_created_with_model_query(server):
+    async with connect(server.url + "?model=gpt-realtime") as ws:
+        d = await recv_json(ws)
+        assert d["type"] == "session.created" and d["event_id"] == "event_1"
+        s = d["session"]
+        assert s["model"] == "gpt-realtime" and s["type"] == "realtime"
+        assert s["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        assert s["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+        assert s["s2s"]["profile"] == "offline"
+
+
+async def test_token_refused_and_accepted(token_server):
+    url = token_server.url
+    for headers in (None, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url, additional_headers=headers):
+                pass
+        assert info.value.response.status_code == 401
+        assert json.loads(info.value.response.body)["error"]["code"] == "invalid_api_key"
+    assert token_server.session_count == 0
+    async with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        assert (await recv_json(ws))["type"] == "session.created"
+    # the browser way: the token in a subprotocol, next to "realtime"
+    async with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{TOKEN}"]) as ws:
+        assert ws.subprotocol == "realtime"
+        assert (await recv_json(ws))["type"] == "session.created"
+    with pytest.raises(InvalidStatus):
+        async with connect(url, subprotocols=["realtime", "openai-insecure-api-key.nope"]):
+            pass
+    with pytest.raises(AuthError):
+        await RealtimeClient(url, "nope").connect()
+    async with RealtimeClient(url, TOKEN, ping_interval_s=0) as client:
+        assert (await client.wait_for(p.SessionCreated, limit_s=10)).session["id"].startswith("sess_")
+
+
+async def test_non_loopback_bind_without_token_is_refused(offline_engine):
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.com", ""):
+        with pytest.raises(ConfigError, match="token"):
+            await serve(offline_engine, host=host, port=0)
+    srv = await serve(offline_engine, host="0.0.0.0", port=0, token=TOKEN)
+    await srv.close(grace_s=0)
+    srv = await serve(offline_engine, host="localhost", port=0)  # loopback by name is fine
+    await srv.close(grace_s=0)
+    import argparse
+
+    args = argparse.Namespace(host="0.0.0.0", port=0, profile="offline", set=[], token=None, max_sessions=2)
+    with pytest.raises(ConfigError):  # refused before any model loads
+        run_headless(args)
+
+
+# --------------------------------------------------------------------------- turns
+
+
+async def test_spoken_telugu_turn(server, clips):
+    async with RealtimeClient(server.url, ping_interval_s=0) as client:
+        await client.wait_for(p.SessionCreated)
+        t0 = time.perf_counter()
+        assert await client.send_audio(clips[0], p.PCM_RATE)
+        seen = []
+        while True:
+            async with asyncio.timeout(60):
+                e = await client.recv()
+            seen.append(e)
+            if isinstance(e, p.S2STurnMetrics):
+                break
+        kinds = [e.type for e in seen if isinstance(e, p.ServerEvent)]
+        for t in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                  "input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed",
+                  "response.created", "response.output_audio_transcript.delta", "response.output_audio.delta",
+                  "response.output_audio.done", "response.done"):
+            assert t in kinds, f"{t} missing from {kinds}"
+        assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.created")
+        completed = next(e for e in seen if isinstance(e, p.InputTranscriptionCompleted))
+        assert completed.transcript.strip(), "empty transcript"
+        audio = np.concatenate([client.decode_audio(e) for e in seen if isinstance(e, p.ResponseAudioDelta)])
+        done = next(e for e in seen if isinstance(e, p.ResponseDone))
+        assert done.response["status"] == "completed"
+        assert abs(len(audio) / 24 - done.response["s2s"]["audio_ms"]) < 5
+        assert np.abs(audio).max() > 0.01, "the reply is silent"
+        metrics = seen[-1].metrics
+        assert metrics["voice_to_voice_ms"] is not None and metrics["asr_ms"] > 0
+        print(f"\nspoken turn over the wire: {time.perf_counter() - t0:.2f} s, "
+              f"voice-to-voice {metrics['voice_to_voice_ms']:.0f} ms, transcript {completed.transcript!r}")
+
+
+async def test_text_turn_item_create_and_response_create(server):
+    async with connect(server.url) as ws:
+        await until(ws, "session.created")
+        await ws.send(json.dumps(text_item("నమస్కారం"), ensure_ascii=False))
+        added = await until(ws, "conversation.item.added")
+        assert added["item"]["content"] == [{"type": "input_text", "text": "నమస్కారం"}]
+        assert (await recv_json(ws))["type"] == "conversation.item.done"
+        await send(ws, type="response.create", event_id="rc1")
+        seen: list = []
+        done = await until(ws, "response.done", seen=seen)
+        kinds = [d["type"] for d in seen]
+        assert kinds[0] == "response.created"
+        assert "response.output_audio.delta" in kinds and "response.output_audio_transcript.delta" in kinds
+        deltas = [d for d in seen if d["type"] == "response.output_audio.delta"]
+        assert all(d["response_id"] == done["response"]["id"] and d["item_id"] == f"item_{d['response_id']}"
+                   for d in deltas)
+        text = "".join(d["delta"] for d in seen if d["type"] == "response.output_audio_transcript.delta")
+        assert text.strip() and done["response"]["s2s"]["text"] == text.strip()
+        assert done["response"]["status"] == "completed"
+        assert (await until(ws, "s2s.turn.metrics"))["metrics"]["llm_tokens"] > 0
+
+
+async def test_manual_turns_commit_then_response_create(server, clips):
+    async with connect(server.url) as ws:
+        await until(ws, "session.created")
+        await send(ws, type="session.update", session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        upd = await until(ws, "session.updated")
+        assert upd["session"]["audio"]["input"]["turn_detection"] is None
+        await append_pcm(ws, clips[1])
+        await send(ws, type="input_audio_buffer.commit", event_id="commit1")
+        await send(ws, type="response.create", event_id="rc1")  # before the transcript exists: deferred
+        seen: list = []
+        await until(ws, "response.done", seen=seen)
+        kinds = [d["type"] for d in seen]
+        assert "input_audio_buffer.speech_started" not in kinds  # no server VAD
+        assert kinds.index("input_audio_buffer.committed") < kinds.index("response.created")
+        assert kinds.index("conversation.item.input_audio_transcription.completed") < kinds.index("response.created")
+        assert not [d for d in seen if d["type"] == "error"]
+        # committing an empty buffer is an error that names the commit
+        await send(ws, type="input_audio_buffer.commit", event_id="commit2")
+        err = await until(ws, "error")
+        assert err["error"]["code"] == "input_audio_buffer_commit_empty"
+        assert err["error"]["event_id"] == "commit2"
+
+
+async def test_barge_in_over_the_wire(server, clips, offline_engine):
+    with slow_llm(offline_engine):
+        async with connect(server.url) as ws:
+            await until(ws, "session.created")
+            await ws.send(json.dumps(text_item("ఒక పెద్ద కథ చెప్పండి"), ensure_ascii=False))
+            await send(ws, type="response.create")
+            first = await until(ws, "response.output_audio.delta")
+            await asyncio.sleep(0.5)  # the client has played about half a second
+            await append_pcm(ws, clips[2])  # the user speaks over the reply
+            seen: list = []
+            done = await until(ws, "response.done", seen=seen)
+            kinds = [d["type"] for d in seen]
+            assert "input_audio_buffer.speech_started" in kinds
+            assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.done")
+            r = done["response"]
+            assert r["id"] == first["response_id"]
+            assert r["status"] == "cancelled"
+            assert r["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+            s2s = r["s2s"]
+            assert 300 <= s2s["played_ms"] <= s2s["audio_ms"]
+            assert len(s2s["heard_text"]) <= len(s2s["text"])
+            assert r["output"][0]["status"] == "incomplete"
+            # the words the user spoke become the next turn
+            completed = await until(ws, "conversation.item.input_audio_transcription.completed")
+            assert completed["item_id"] != f"item_{r['id']}"
+
+
+async def test_response_cancel_and_wrong_state_errors(server, offline_engine):
+    with slow_llm(offline_engine):
+        async with connect(server.url) as ws:
+            await until(ws, "session.created")
+            await send(ws, type="response.cancel", event_id="c0")
+            err = await until(ws, "error")
+            assert err["error"]["code"] == "response_cancel_not_active" and err["error"]["event_id"] == "c0"
+            await send(ws, type="response.create", event_id="r0")  # nothing to respond to yet
+            assert (await until(ws, "error"))["error"]["code"] == "invalid_state"
+            await ws.send(json.dumps(text_item("కథ చెప్పు"), ensure_ascii=False))
+            await send(ws, type="response.create")
+            created = await until(ws, "response.created")
+            await send(ws, type="response.create", event_id="r2")
+            err = await until(ws, "error")
+            assert err["error"]["code"] == "conversation_already_has_active_response"
+            assert err["error"]["event_id"] == "r2"
+            await send(ws, type="response.cancel", response_id=created["response"]["id"])
+            done = await until(ws, "response.done")
+            assert done["response"]["status"] == "cancelled"
+            assert done["response"]["status_details"]["reason"] == "client_cancelled"
+            await send(ws, type="conversation.item.truncate", item_id="item_nope", audio_end_ms=10)
+            assert (await until(ws, "error"))["error"]["code"] == "item_not_found"
+            await send(ws, type="conversation.item.truncate", item_id=f"item_{created['response']['id']}",
+                       audio_end_ms=0)
+            t = await until(ws, "conversation.item.truncated")
+            assert t["audio_end_ms"] == 0
+
+
+async def test_four_concurrent_sessions_get_their_own_transcripts(server, english_clips):
+    # Whisper base garbles synthetic Telugu unpredictably, so each session speaks English (its language
+    # is a per-session setting too) and must get back its own words, not a neighbour's.
+    async def one(i: int) -> tuple[str, str, str]:
+        async with RealtimeClient(server.url, ping_interval_s=0) as client:
+            await client.wait_for(p.SessionCreated)
+            await client.update_session(auto_response=i % 2 == 0, language="en")
+            await client.wait_for(p.SessionUpdated)
+            await client.send_audio(english_clips[i], 16000)
+            e = await client.wait_for(p.InputTranscriptionCompleted, limit_s=90)
+            status = "none"
+            if i % 2 == 0:  # half of them also get a spoken reply, concurrently
+                status = (await client.wait_for(p.ResponseDone, limit_s=90)).response["status"]
+            return client.session.id, e.transcript, status
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(4)))
+    elapsed = time.perf_counter() - t0
+    assert len({sid for sid, _, _ in results}) == 4
+    for (_, text, _status), (keyword, _) in zip(results, ENGLISH, strict=True):
+        assert keyword in text.lower(), f"{text!r} should contain {keyword!r}: {results}"
+    assert [status for _, _, status in results] == ["completed", "none", "completed", "none"]
+    print(f"\n4 concurrent spoken turns (2 with replies): {elapsed:.1f} s")
+    await wait_until(lambda: server.session_count == 0)
+
+
+async def test_max_sessions_refuses_extra_clients_only(offline_engine):
+    srv = await serve(offline_engine, port=0, max_sessions=1, stats_interval_s=0)
+    try:
+        async with connect(srv.url) as first:
+            await until(first, "session.created")
+            async with connect(srv.url) as second:
+                err = await recv_json(second)
+                assert err["type"] == "error" and err["error"]["code"] == "session_limit_reached"
+                with pytest.raises(ConnectionClosed) as info:
+                    await recv_json(second)
+                assert info.value.rcvd.code == p.CloseCode.TRY_AGAIN_LATER
+            await send(first, type="s2s.ping", client_time_ms=1.0)
+            assert (await until(first, "s2s.pong"))["client_time_ms"] == 1.0
+        await wait_until(lambda: srv.session_count == 0)
+        async with connect(srv.url) as third:
+            assert (await recv_json(third))["type"] == "session.created"
+    finally:
+        await srv.close(grace_s=0)
+
+
+async def test_client_killed_mid_reply_frees_session_and_stops_generation(server, offline_engine):
+    with slow_llm(offline_engine) as stamps:
+        ws = await connect(server.url)
+        await until(ws, "session.created")
+        sid_count = len(offline_engine.sessions)
+        await ws.send(json.dumps(text_item("ఒక పెద్ద కథ చెప్పండి"), ensure_ascii=False))
+        await send(ws, type="response.create")
+        await until(ws, "response.output_audio_transcript.delta")
+        ws.transport.abort()  # the laptop's lid closes: no close frame
+        await wait_until(lambda: server.session_count == 0, 10)
+        assert len(offline_engine.sessions) == sid_count - 1
+        await asyncio.sleep(0.3)
+        n = len(stamps)
+        await asyncio.sleep(0.5)
+        assert len(stamps) <= n + 1, "generation went on after the client vanished"
+    # other sessions carry on
+    async with connect(server.url) as ws:
+        await until(ws, "session.created")
+        await ws.send(json.dumps(text_item("నమస్కారం"), ensure_ascii=False))
+        await send(ws, type="response.create")
+        assert (await until(ws, "response.done"))["response"]["status"] == "completed"
+
+
+BAD = [
+    ("not json", "invalid_json"),
+    ("[1,2]", "invalid_event"),
+    ('{"no": "type"}', "invalid_event"),
+    ('{"type": "bogus.event"}', "unknown_event_type"),
+    ('{"type": "conversation.item.delete", "item_id": "x"}', "unsupported_event"),
+    ('{"type": "input_audio_buffer.append"}', "missing_required_parameter"),
+    ('{"type": "input_audio_buffer.append", "audio": 5}', "invalid_value"),
+    ('{"type": "input_audio_buffer.append", "audio": "@@@"}', "invalid_base64"),
+    ('{"type": "input_audio_buffer.append", "audio": "AAAA"}', "invalid_audio"),  # 3 bytes: odd PCM
+    ('{"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}}}',
+     "unsupported_audio_format"),
+    ('{"type": "session.update", "session": {"instructions": ["x"]}}', "invalid_value"),
+    ('{"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": []}}',
+     "invalid_value"),
+    ('{"type": "response.cancel"}', "response_cancel_not_active"),
+    ('{"type": "conversation.item.truncate", "item_id": "x", "audio_end_ms": 5}', "item_not_found"),
+]
+
+
+async def test_storm_of_bad_messages_leaves_connection_and_server_usable(server):
+    wav = base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 32).decode()
+    async with connect(server.url) as ws:
+        await until(ws, "session.created")
+        expected = []
+        for i in range(3):  # a storm: every class, three times over
+            for text, code in BAD:
+                await ws.send(text)
+                expected.append(code)
+            await ws.send(b"\x00\x01binary junk")
+            expected.append("invalid_json")
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "event_id": f"big{i}",
+                                      "audio": "A" * (p.MAX_MESSAGE_BYTES + 10)}))
+            expected.append("message_too_large")
+            await send(ws, type="input_audio_buffer.append", audio=wav)
+            expected.append("invalid_audio")
+        codes = []
+        for _ in expected:
+            d = await until(ws, "error", limit_s=10)
+            assert set(d["error"]) >= {"type", "code", "message", "param", "event_id"}
+            codes.append(d["error"]["code"])
+        assert codes == expected
+        # still usable on the same connection
+        await ws.send(json.dumps(text_item("నమస్కారం"), ensure_ascii=False))
+        await send(ws, type="response.create")
+        assert (await until(ws, "response.done"))["response"]["status"] == "completed"
+    # a frame over the hard limit closes that connection (1009) and nothing else
+    ws = await connect(server.url, max_size=None)
+    await until(ws, "session.created")
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send("x" * (p.HARD_MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(ConnectionClosed) as info:
+        await until(ws, "never")
+    assert info.value.rcvd.code == p.CloseCode.MESSAGE_TOO_BIG
+    async with connect(server.url) as ws:
+        assert (await recv_json(ws))["type"] == "session.created"
+
+
+async def test_a_model_failure_in_one_turn_gives_an_error_and_the_next_turn_works(server, offline_engine):
+    original = offline_engine.tts.synthesize
+
+    def broken(text):
+        raise RuntimeError("the TTS voice fell over")
+
+    async with connect(server.url) as ws:
+        await until(ws, "session.created")
+        offline_engine.tts.synthesize = broken
+        try:
+            await ws.send(json.dumps(text_item("నమస్కారం"), ensure_ascii=False))
+            await send(ws, type="response.create")
+            seen: list = []
+            await until(ws, "response.done", seen=seen)
+            errors = [d for d in seen if d["type"] == "error"]
+            assert errors and errors[0]["error"]["type"] == "server_error"
+            assert errors[0]["error"]["s2s_stage"] == "tts"
+        finally:
+            offline_engine.tts.synthesize = original
+        await ws.send(json.dumps(text_item("మళ్ళీ చెప్పు"), ensure_ascii=False))
+        await send(ws, type="response.create")
+        seen = []
+        await until(ws, "response.done", seen=seen)
+        assert any(d["type"] == "response.output_audio.delta" for d in seen)
+
+
+async def test_stats_and_ping(server):
+    async with RealtimeClient(server.url, ping_interval_s=0.2) as client:
+        stats = await client.wait_for(p.S2SStats, limit_s=5)
+        assert stats.gpu == {"used_mb": None, "total_mb": None}
+        assert stats.sessions["active"] >= 1 and stats.session["state"] == "listening"
+        assert set(stats.models) == {"vad", "asr", "llm", "tts"}
+        await client.wait_for(p.S2SPong)
+        rtt = await client.ping()
+        assert 0 <= rtt < 200
+        # same machine, same monotonic clock: the offset is about zero
+        assert abs(client.clock_offset_ms) < 50
+
+
+async def test_idle_session_times_out(offline_engine):
+    srv = await serve(offline_engine, port=0, idle_timeout_s=0.4, stats_interval_s=0)
+    try:
+        async with connect(srv.url) as ws:
+            await until(ws, "session.created")
+            err = await until(ws, "error", limit_s=5)
+            assert err["error"]["code"] == "idle_timeout"
+            with pytest.raises(ConnectionClosed) as info:
+                await recv_json(ws)
+            assert info.value.rcvd.code == p.CloseCode.IDLE_TIMEOUT
+        await wait_until(lambda: srv.session_count == 0)
+    finally:
+        await srv.close(grace_s=0)
+
+
+# --------------------------------------------------------------------------- Encodec on the wire
+
+
+async def test_encodec_refused_without_weights(server):
+    async with connect(server.url) as ws:
+        await until(ws, "session.created")
+        await send(ws, type="session.update", event_id="u1",
+                   session={"audio": {"output": {"format": {"type": "s2s.encodec", "bandwidth": 6}}}})
+        err = await until(ws, "error", limit_s=60)
+        assert err["error"]["code"] == "codec_unavailable" and err["error"]["event_id"] == "u1"
+        assert err["error"]["param"] == "session.audio.output.format"
+        # nothing changed: PCM still
+        await send(ws, type="session.update", session={"instructions": "చిన్నగా"})
+        s = (await until(ws, "session.updated"))["session"]
+        assert s["audio"]["output"]["format"]["type"] == "audio/pcm" and s["instructions"] == "చిన్నగా"
+
+
+async def test_encodec_negotiation_round_trip(offline_engine, clips):
+    pytest.importorskip("transformers")
+    from engine.codec import BANDWIDTHS, HOP, bytes_per_second, parse_packet
+
+    srv = await serve(offline_engine, port=0, stats_interval_s=0, codec_factory=small_codec)
+    try:
+        async with RealtimeClient(srv.url, ping_interval_s=0, codec_factory=small_codec) as client:
+            await client.wait_for(p.SessionCreated)
+            fmt_in = p.AudioFormat(p.ENCODEC_FORMAT, 24000, 6.0)
+            fmt_out = p.AudioFormat(p.ENCODEC_FORMAT, 24000, 3.0)
+            await client.update_session(input_format=fmt_in, output_format=fmt_out, auto_response=False)
+            upd = await client.wait_for(p.SessionUpdated, limit_s=60)
+            assert upd.session["audio"]["output"]["format"] == {"type": "s2s.encodec", "rate": 24000, "bandwidth": 3.0}
+            assert client.session.input_format == fmt_in
+            # Encodec in: packets decode on the server and feed the session (random weights: noise)
+            assert await client.send_audio(clips[0][:24000], p.PCM_RATE)
+            await client.flush_audio()
+            await client.send(p.InputAudioBufferAppend(audio=b"EC\x01garbage"))
+            err = await client.wait_for(p.Error, limit_s=30)
+            assert err.code == "invalid_audio"
+            # Encodec out: a text turn's reply arrives as packets at 3 kbps
+            await client.send_text("నమస్కారం")
+            await client.create_response()
+            packets, pcm = [], []
+            while True:
+                async with asyncio.timeout(60):
+                    e = await client.recv()
+                if isinstance(e, p.ResponseAudioDelta):
+                    packets.append(e.audio)
+                    pcm.append(client.decode_audio(e))
+                if isinstance(e, p.ResponseDone):
+                    done = e
+                    break
+        assert done.response["status"] == "completed"
+        parsed = [parse_packet(b) for b in packets]
+        assert all(pk.bandwidth == 3.0 and pk.codes.shape[0] == 4 for pk in parsed)
+        samples = sum(pk.num_samples for pk in parsed)
+        audio_ms = done.response["s2s"]["audio_ms"]
+        assert abs(samples / 24 - audio_ms) <= HOP / 24 + 1
+        assert sum(len(x) for x in pcm) == samples
+        wire = sum(len(b) for b in packets)
+        bps = wire / (samples / 24000)
+        assert bps == pytest.approx(bytes_per_second(3.0), rel=0.1)
+        assert bps < p.PCM_BYTES_PER_SECOND / 50
+        assert 3.0 in BANDWIDTHS
+    finally:
+        await srv.close(grace_s=0)
+
+
+# --------------------------------------------------------------------------- a stock client, a real shutdown
+
+
+async def test_stock_openai_sdk_holds_a_spoken_turn(token_server, clips):
+    openai = pytest.importorskip("openai")
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{token_server.port}/v1", api_key=TOKEN)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"],
+                                           "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
+                                                               "turn_detection": {"type": "server_vad"}},
+                                                     "output": {"format": {"type": "audio/pcm", "rate": 24000}}}})
+        pcm = clips[0]
+        for i in range(0, len(pcm), 2400):
+            await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 2400].tobytes()).decode())
+        kinds, transcript, audio_bytes = [], None, 0
+        async for event in conn:
+            kinds.append(event.type)
+            if event.type == "conversation.item.input_audio_transcription.completed":
+                transcript = event.transcript
+            elif event.type == "response.output_audio.delta":
+                audio_bytes += len(base64.b64decode(event.delta))
+            elif event.type == "response.done":
+                assert event.response.status == "completed"
+                break
+            elif event.type == "error":
+                pytest.fail(f"error from the server: {event.error}")
+    assert kinds[0] == "session.created" and "session.updated" in kinds
+    assert transcript and audio_bytes > 24000
+
+
+async def test_sigterm_finishes_the_turn_then_closes_with_1001():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "remote.server", "--port", "0", "--grace", "10", "--set", "llm.max_tokens=24",
+        cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    try:
+        port = None
+        async with asyncio.timeout(120):
+            while port is None:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "the server exited: " + "".join(lines)
+                lines.append(line)
+                m = re.search(r"serving ws://127\.0\.0\.1:(\d+)/", line)
+                port = int(m.group(1)) if m else None
+        async with connect(f"ws://127.0.0.1:{port}/v1/realtime") as ws:
+            await until(ws, "session.created")
+            await ws.send(json.dumps(text_item("నమస్కారం"), ensure_ascii=False))
+            await send(ws, type="response.create")
+            await until(ws, "response.created")
+            proc.send_signal(signal.SIGTERM)
+            seen: list = []
+            with pytest.raises(ConnectionClosed) as info:
+                await until(ws, "never", seen=seen, limit_s=30)
+            kinds = [d["type"] for d in seen]
+            assert "response.done" in kinds  # the running turn was allowed to finish
+            assert [d for d in seen if d["type"] == "response.done"][0]["response"]["status"] == "completed"
+            assert seen[-1]["type"] == "error" and seen[-1]["error"]["code"] == "server_shutting_down"
+            assert info.value.rcvd.code == p.CloseCode.GOING_AWAY
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
