@@ -46,7 +46,7 @@ from websockets.http11 import Request, Response
 
 from engine import events as ev
 from engine.clock import now_ns
-from engine.errors import ConfigError, S2SError
+from engine.errors import ConfigError, ResponseInProgress, S2SError
 from remote import protocol as p
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -535,7 +535,7 @@ class _Connection:
         try:
             self.session.create_response()
         except S2SError as exc:
-            code = p.ErrorCode.ACTIVE_RESPONSE if "already" in str(exc) else p.ErrorCode.INVALID_STATE
+            code = p.ErrorCode.ACTIVE_RESPONSE if isinstance(exc, ResponseInProgress) else p.ErrorCode.INVALID_STATE
             raise p.ProtocolError(code, str(exc), event_id=event_id) from None
 
     async def _append(self, e: p.InputAudioBufferAppend) -> None:
