@@ -51,7 +51,6 @@ from engine.events import (
 from engine.history import ChatHistory
 from engine.metrics import TurnMetrics
 from engine.sentences import SentenceChunker
-from engine.stages.base import Transcript
 from engine.vad import TurnDetector
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ from engine.config import ASROptions
 from engine.errors import ModelError
 from engine.stages.base import ASRBackend, Transcript
 
-
 MAX_NEW_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
 TOKENS_PER_SECOND = 40
 
