@@ -69,7 +69,7 @@ class ASROptions:
         compute_type: CTranslate2 compute type ("int8", "float16", "int8_float16", "default").
         language: ISO code ("te"), or "auto" to detect.
         beam_size: 1 is greedy (fastest).
-        cpu_threads: 0 lets CTranslate2 choose.
+        cpu_threads: 0 uses one thread per core (up to 8).
         partials: "on", "off" or "auto" (on only when one decode costs less than
             partial_max_cost_ms on this hardware, measured at load).
         partial_interval_ms: how often the growing buffer is re-decoded while the user speaks.

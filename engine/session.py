@@ -251,6 +251,7 @@ class Session:
 
     def reset(self) -> None:
         """Forget the conversation (history), cancel any reply."""
+        self._drop_spec()
         self._interrupt(barge_in=False)
         self.history.clear()
 
@@ -290,9 +291,9 @@ class Session:
         if self._detector.in_speech:
             return "user_speaking"
         r = self._response
-        if r is not None and r.first_out_ns is not None and (
-            not r.done or r.played_ms(self.output_sample_rate) < r.audio_ms(self.output_sample_rate)
-        ):
+        rate = self.output_sample_rate
+        if (r is not None and r.first_out_ns is not None and r.status != "cancelled"
+                and r.played_override_ms is None and (not r.done or r.played_ms(rate) < r.audio_ms(rate))):
             return "speaking"
         if self.busy:
             return "thinking"

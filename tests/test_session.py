@@ -366,3 +366,22 @@ async def test_speculative_turn_is_held_until_the_end_of_turn():
     assert abs(sum(stages.values()) - m.voice_to_voice_ms) < 0.01
     await s.close()
     engine.close()
+
+
+async def test_state_follows_the_conversation():
+    engine = fake_engine(llm=FakeLLM(delay=0.0), tts=FakeTTS(ms_per_char=80))
+    s = engine.new_session()
+    await s.start()
+    assert s.state == "listening"
+    s.add_user_text("హలో")
+    s.create_response()
+    await collect_until(s, lambda e: isinstance(e, ReplyAudio))
+    assert s.state == "speaking"  # seconds of reply audio are playing
+    assert s.cancel_response()
+    assert s.state in ("listening", "thinking")
+    await s.wait_idle()
+    assert s.state == "listening"
+    s.reset()
+    assert s.history.messages == []
+    await s.close()
+    engine.close()

@@ -8,6 +8,7 @@ loop. ``num_workers=2`` lets a final decode start while a partial one is still r
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -62,7 +63,8 @@ class FasterWhisperASR(ASRBackend):
         try:
             self._model = WhisperModel(
                 str(path), device=device, compute_type=self.options.compute_type,
-                cpu_threads=self.options.cpu_threads, num_workers=2, local_files_only=True,
+                cpu_threads=self.options.cpu_threads or min(os.cpu_count() or 4, 8), num_workers=2,
+                local_files_only=True,
             )
         except Exception as exc:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError/etc.
             raise ModelError("asr", self.options.model, str(path), f"failed to load ({exc})") from None
