@@ -86,10 +86,17 @@ step "checking the offline models"
 if [ "$CUDA" = 1 ]; then
   step "checking the GPU path"
   .venv/bin/python - <<'PY'
+import sys
 import ctranslate2, llama_cpp, torch
-print("  CTranslate2 CUDA devices:", ctranslate2.get_cuda_device_count())
-print("  llama.cpp GPU offload:", llama_cpp.llama_supports_gpu_offload())
-print("  torch CUDA:", torch.cuda.is_available())
+checks = {
+    "ASR (CTranslate2 sees a CUDA device)": ctranslate2.get_cuda_device_count() > 0,
+    "LLM (llama.cpp built with GPU offload)": bool(llama_cpp.llama_supports_gpu_offload()),
+    "TTS / codec (torch CUDA)": torch.cuda.is_available(),
+}
+for what, ok in checks.items():
+    print(f"  {'ok ' if ok else 'NO '} {what}")
+if not all(checks.values()):
+    sys.exit("setup.sh --cuda: some stage cannot use the GPU (see above)")
 PY
 fi
 step "ready in ${SECONDS}s"
