@@ -373,3 +373,14 @@ def test_replay_runs_with_the_exported_models(asr_run, tts_run, prepared, tmp_pa
     assert models["asr"]["path"] == str(asr_run / "ct2-int8")
     assert models["tts"]["backend"] == "speecht5"
     assert report["files"][0]["ok"] and report["files"][0]["turns"]
+
+
+def test_csv_without_header_keeps_commas_in_the_text(tmp_path):
+    from training.data import read_metadata
+
+    (tmp_path / "metadata.csv").write_text("a.wav,వర్షం పడుతోంది, గొడుగు తీసుకో\nb.wav,సరే\n", encoding="utf-8")
+    rows = read_metadata(tmp_path)
+    assert [(r.audio, r.text, r.speaker) for r in rows] == [
+        ("a.wav", "వర్షం పడుతోంది, గొడుగు తీసుకో", "default"), ("b.wav", "సరే", "default")]
+    (tmp_path / "metadata.csv").write_text("file,text,speaker\na.wav,సరే,ravi\n", encoding="utf-8")
+    assert [(r.text, r.speaker) for r in read_metadata(tmp_path)] == [("సరే", "ravi")]

@@ -1,6 +1,8 @@
 """``s2s-train prepare``: turn a folder of recordings into a clean, split training set.
 
-Input: ``DATA_DIR/metadata.csv`` (``file,text[,speaker]``, with or without a header row;
+Input: ``DATA_DIR/metadata.csv`` (``file,text``; a header row naming the columns, e.g.
+``file,text,speaker``, is needed for a speaker column, since without one everything after the
+first comma is the text;
 ``|`` or tab separated files such as LJSpeech's are accepted too) or a JSONL manifest
 (``{"audio": ..., "text": ..., "speaker": ...}`` per line; ``file``/``path`` work for
 ``audio``). Audio paths are relative to DATA_DIR; a name without an extension gets ``.wav``.
@@ -138,6 +140,7 @@ def _read_csv(path: Path) -> list[Row]:
     reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
     rows: list[Row] = []
     columns = {"audio": 0, "text": 1, "speaker": 2}
+    header = False
     for i, rec in enumerate(reader, 1):
         if not rec or all(not c.strip() for c in rec):
             continue
@@ -157,6 +160,10 @@ def _read_csv(path: Path) -> list[Row]:
                 ("speaker", ("speaker", "speaker_id", "client_id")),
             ):
                 columns[key] = next((names.index(a) for a in aliases if a in names), -1)
+            header = True
+            continue
+        if not header and delimiter == ",":  # file,text: the text may hold unquoted commas
+            rows.append(Row(rec[0].strip(), delimiter.join(rec[1:]).strip(), "default", i))
             continue
         audio, text_, speaker = (_cell(rec, columns[k]) for k in ("audio", "text", "speaker"))
         rows.append(Row(audio, text_, speaker or "default", i))

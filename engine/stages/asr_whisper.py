@@ -96,6 +96,7 @@ class FasterWhisperASR(ASRBackend):
             max_new_tokens=min(MAX_NEW_TOKENS, 16 + int(TOKENS_PER_SECOND * seconds)),
         )
         text = " ".join(s.text.strip() for s in segments).strip()  # consumes the generator here
+        text = text.replace("\ufffd", "").strip()  # bytes of a character cut by the token limit
         return Transcript(text=collapse_repeats(text), language=info.language)
 
     def close(self) -> None:
