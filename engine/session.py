@@ -606,14 +606,17 @@ class Session:
         chunker = SentenceChunker(eng.profile.sentences)
         n_chunks = 0
         error: BaseException | None = None
+        # One pending get() lives across the 50 ms polls (cancelling a get() on a timeout
+        # could lose a token that arrived at the same moment).
+        getter: asyncio.Future = asyncio.ensure_future(tokens.get())
         try:
             while True:
-                try:
-                    t, item = await asyncio.wait_for(tokens.get(), timeout=0.05)
-                except TimeoutError:
+                done, _ = await asyncio.wait({getter}, timeout=0.05)
+                if not done:
                     ready = chunker.poll(now_ns())
-                    item = ""
                 else:
+                    t, item = getter.result()
+                    getter = asyncio.ensure_future(tokens.get())
                     if item is None:
                         break
                     if isinstance(item, BaseException):
@@ -636,8 +639,10 @@ class Session:
                     n_chunks += 1
                     speak.put_nowait(chunk)
             speak.put_nowait(None)
+            getter.cancel()
             await tts_task
         except asyncio.CancelledError:
+            getter.cancel()
             r.cancel.set()
             tts_task.cancel()
             with contextlib.suppress(BaseException):
