@@ -47,12 +47,13 @@ class S2SApp(App):
     ]
 
     def __init__(self, link: AgentLink, make_source: SourceFactory | None, make_sink: SinkFactory,
-                 push_to_talk: bool = False, start_audio: bool = True) -> None:
+                 push_to_talk: bool = False, start_audio: bool = True, echo: str = "auto") -> None:
         super().__init__()
         self.link = link
         self.make_source, self.make_sink = make_source, make_sink
         self.push_to_talk = push_to_talk
         self.start_audio = start_audio
+        self.echo = echo
         self.source: Source | None = None
         self.sink: Sink | None = None
         self.pump: AudioPump | None = None
@@ -70,7 +71,7 @@ class S2SApp(App):
             self.link.set_turn_detection(False)
         if self.start_audio:
             self.source = self._open_source()
-        self.pump = AudioPump(self.source, self.sink, self.link)
+        self.pump = AudioPump(self.source, self.sink, self.link, self.echo)
         self.pump.recording = not self.push_to_talk
         self.post_audio_status()
         self.set_interval(0.02, self._tick)
@@ -126,8 +127,8 @@ class S2SApp(App):
         self.pump.tick()
         self._ticks += 1
         if self._ticks % 5 == 0:
-            self.main.post_message(m.MicLevel(self.pump.last_level_db, not self.pump.gate.is_open
-                                              and self.pump.gate.stats["gated"] > 0 and self._far_active()))
+            self.main.post_message(m.MicLevel(self.pump.last_level_db,
+                                              self.pump.echo.holding and self._far_active()))
             playing = bool(self.sink and self.sink.buffer.playing)
             ptt_rec = self.push_to_talk and self.pump.recording
             self.main.status.agent_state = self.main.agent_state(playing, self.pump.muted, ptt_rec)

@@ -7,7 +7,7 @@ Rules this module keeps:
   the GIL, no lock); the output callback only pulls from a :class:`JitterBuffer`.
 - Devices run at their native rate; the mic is resampled to the engine's 16 kHz and reply
   audio to the output rate with soxr streams (``engine.audio.StreamResampler``).
-- Every played sample (silence included) is also written, at 16 kHz, to the echo gate's
+- Every played sample (silence included) is also written, at 16 kHz, to the echo handling's
   reference ring, so the gate sees exactly what went out and when.
 - sounddevice is imported lazily (:func:`sounddevice`): without PortAudio the module
   still imports, and the TUI reports "no audio" instead of crashing.

@@ -4,6 +4,7 @@
     s2s-tui --remote ws://localhost:8765 [--token T]         s2s-engine --headless elsewhere
     s2s-tui --replay FILE.wav [...]                          a WAV file stands in for the mic
     s2s-tui --list-devices | --input-device N --output-device N | --push-to-talk
+    s2s-tui --echo {auto,webrtc,gate,off}                    echo handling on speakers
 
 :func:`build_app` is the one factory: the CLI and the tests build the App with it.
 """
@@ -15,6 +16,8 @@ import logging
 import os
 import sys
 from typing import TYPE_CHECKING
+
+from s2s_tui.echo import ECHO_CHOICES
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--no-speaker", action="store_true", help="do not play replies (they are still timed)")
     p.add_argument("--push-to-talk", action="store_true", help="space starts and sends a turn (no VAD)")
+    p.add_argument("--echo", choices=ECHO_CHOICES, default="auto",
+                   help="echo handling for speakers: webrtc (WebRTC AEC3 via livekit), gate (reference gate), "
+                        "off (headset); default auto = webrtc if livekit works here, else gate")
     p.add_argument("-v", "--verbose", action="store_true", help="log to s2s-tui.log")
     return p
 
@@ -72,7 +78,8 @@ def build_app(args: argparse.Namespace, engine: Engine | None = None) -> S2SApp:
         def make_sink(rate: int) -> SpeakerSink:  # type: ignore[misc]
             return SpeakerSink(rate, out_device)
 
-    return S2SApp(link, make_source, make_sink, push_to_talk=args.push_to_talk)
+    return S2SApp(link, make_source, make_sink, push_to_talk=args.push_to_talk,
+                  echo=getattr(args, "echo", "auto"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,40 +1,61 @@
-"""Echo-safe barge-in: a reference-based gate in front of the engine's VAD.
+"""Echo-safe barge-in: what stands between the microphone and the engine's VAD.
 
 On laptop speakers the agent's own voice comes back through the microphone. Sent to the
 engine as it is, the engine's VAD would hear "speech", cut the reply short (barge-in) and
-transcribe the agent's own words as a user turn. This gate sits between the microphone and
-the agent link and knows what was played (the *far-end reference*). For each 20 ms mic frame:
+transcribe the agent's own words as a user turn. Every backend here knows what was played
+(the *far-end reference*) and has the same small interface (:class:`EchoBackend`):
+``far(samples)`` with every played sample, ``process(mic)`` returning what the engine should
+hear, ``holding`` (the echo is being held back now, for the status line) and ``name``.
+:func:`make_echo` picks one (``--echo {auto,webrtc,gate,off}``):
+
+- ``webrtc`` (:class:`WebRTCEcho`): WebRTC's audio processing module (AEC3: adaptive linear
+  filter, delay estimator, residual suppressor) from ``livekit``'s
+  ``rtc.AudioProcessingModule``, a maintained 12 MB wheel with no further native needs. AEC3
+  also holds back echo that a linear model cannot (loudspeaker saturation, clock drift), where
+  the gate below lets it through. Its suppressor is conservative in double talk: a user
+  talking over a loud echo is attenuated 5-25 dB and the VAD often does not hear them. So the
+  reference gate runs beside it on the raw mic as a double-talk detector: when the gate
+  hears the user *and* the canceller's own output confirms it (above ``confirm_db`` within
+  ``confirm_ms``), the gate's residual is passed instead; otherwise the canceller's output.
+  Chosen by measurement (``tests/test_echo.py``); the APM alone and "APM, then the gate on
+  its output" both missed or delayed barge-ins. If livekit is missing or fails, the gate.
+- ``gate`` (:class:`EchoGate`): numpy only, described below.
+- ``off`` (:class:`NoEcho`): passes the mic unchanged (headsets).
+
+The reference gate, for each 20 ms mic frame:
 
 1. While nothing was played in the last ``max_delay_ms`` the frame passes unchanged.
 2. Otherwise the echo path is estimated: the delay by cross-correlating the recent mic
    signal with the recent reference (FFT, every ``delay_update_ms``), and the echo gain by
    least squares over the same window.
 3. The frame's echo estimate (reference at that delay, times the gain) is subtracted. If
-   what is left (the residual) is well above both the echo estimate scaled by
-   ``near_ratio`` and the noise floor for ``open_frames`` frames in a row, someone is
+   what is left (the residual) is ``margin_db`` above the learned level of echo leftovers
+   and above the noise floor for ``open_frames`` frames in a row, someone is
    talking over the agent: the gate opens (for at least ``hangover_ms``) and passes the
    residual, so the VAD hears the user and barge-in happens. Otherwise the frame is
    replaced by silence: the echo alone never reaches the VAD.
 
-Why a gate and not a full echo canceller: a real canceller (WebRTC AEC3 in ``livekit``'s
-``rtc.AudioProcessingModule``) installs here (a 12 MB wheel, tried) but is not a dependency
-of this project yet; the gate needs only numpy, is ~150 lines anyone can read, and what it
-must guarantee (echo alone never barges in, a user over the echo does) is tested offline in
-``tests/test_echo.py`` by mixing the reply back into the mic with delay and attenuation.
-Its limit: a user much quieter at the mic than the echo (``near_ratio``) is not heard
-while the agent speaks; in that case use the interrupt key or a headset.
+The gate's limits: a user much quieter at the mic than the echo is not
+heard while the agent speaks (use the interrupt key or a headset), and echo that is not a
+delayed, scaled copy of the reference (a distorting speaker, drifting clocks) can open it.
 
-The gate works at one rate (the engine's 16 kHz); mic and reference are two sample
+Everything works at one rate (the engine's 16 kHz); mic and reference are two sample
 clocks that run side by side (the player writes silence when idle), so a constant offset
 between them is just part of the estimated delay.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+ECHO_CHOICES = ("auto", "webrtc", "gate", "off")
 
 
 @dataclass
@@ -94,6 +115,8 @@ class EchoGate:
     ``stats`` counts frames passed / gated / opened for tests and the status bar.
     """
 
+    name = "gate"
+
     def __init__(self, options: GateOptions | None = None):
         self.o = options or GateOptions()
         o = self.o
@@ -119,6 +142,12 @@ class EchoGate:
         self.spread = o.rate * o.spread_ms // 1000
         self.baseline_db = o.initial_baseline_db
         self.stats = {"passed": 0, "gated": 0, "near": 0, "opened": 0}
+        self.last_gated = False  # the last frame was replaced by silence
+
+    @property
+    def holding(self) -> bool:
+        """The echo is being held back right now."""
+        return self.last_gated
 
     # --- input -----------------------------------------------------------------------------
 
@@ -169,6 +198,7 @@ class EchoGate:
         elif self._mic_total - self._last_far_active > self.max_delay:
             self._near_run, self._open_left, self.is_open = 0, 0, False
             self.stats["passed"] += 1
+            self.last_gated = False
             return x
         self._since_update += len(x)
         every = self.frame if self.delay is None else o.rate * o.delay_update_ms // 1000
@@ -205,6 +235,7 @@ class EchoGate:
             self._open_left -= len(x)
             if self._open_left <= 0:
                 self.is_open = False
+        self.last_gated = not self.is_open
         if self.is_open:
             self.stats["passed"] += 1
             return res.astype(np.float32)
@@ -289,4 +320,180 @@ def _ref_energy(ref: np.ndarray, ref0: int, at: int, n: int, spread: int, frame:
     return float(np.max(_frame_energies(ref[lo:hi], frame)))
 
 
-__all__ = ["EchoGate", "GateOptions"]
+
+
+class EchoBackend(Protocol):
+    """What the pump needs from an echo backend (all work at 16 kHz, float32 mono)."""
+
+    name: str
+
+    def far(self, samples: np.ndarray) -> None:
+        """The reference: exactly what the speaker played (or silence), in order."""
+
+    def process(self, mic: np.ndarray) -> np.ndarray:
+        """Mic samples in, what the engine should hear out (may lag by less than one frame)."""
+        ...
+
+    @property
+    def holding(self) -> bool:
+        """The agent's echo is being held back right now (for the status line)."""
+        ...
+
+
+class NoEcho:
+    """``--echo off``: the mic passes unchanged (a headset, or to hear what the echo does)."""
+
+    name = "off"
+    holding = False
+
+    def far(self, samples: np.ndarray) -> None:
+        pass
+
+    def process(self, mic: np.ndarray) -> np.ndarray:
+        return np.asarray(mic, dtype=np.float32).reshape(-1)
+
+
+@dataclass
+class WebRTCOptions:
+    """Options of :class:`WebRTCEcho`.
+
+    Fields:
+        noise_suppression: WebRTC noise suppression on the mic (off: Silero copes with noise,
+            and the suppressor would colour the user's voice for ASR).
+        high_pass_filter: WebRTC high-pass filter (removes DC and rumble before the canceller).
+        stream_delay_ms: the delay hint given to the canceller. The pump hands over the
+            reference as it is played, so only the device latencies remain, and AEC3 finds
+            those itself; 0 is right unless a device is known to add much more.
+        double_talk: run the reference gate beside the canceller to let a user talking over
+            the agent through (see the module docstring); off: the canceller's output only.
+        confirm_db: the canceller's output must reach this level (dBFS, 20 ms frames) ...
+        confirm_ms: ... within this long, for the gate's "user is talking" to be believed.
+        gate: options of the double-talk gate.
+    """
+
+    noise_suppression: bool = False
+    high_pass_filter: bool = True
+    stream_delay_ms: int = 0
+    double_talk: bool = True
+    confirm_db: float = -40.0
+    confirm_ms: int = 100
+    gate: GateOptions | None = None
+
+
+class WebRTCEcho:
+    """WebRTC AEC3 (``livekit.rtc.AudioProcessingModule``) with the gate as double-talk detector.
+
+    Raises :class:`EchoUnavailable` when livekit cannot be imported or the module cannot be
+    made. If the module fails later, it says so in the log and goes on as the gate alone.
+    """
+
+    name = "webrtc"
+
+    def __init__(self, options: WebRTCOptions | None = None):
+        self.o = options or WebRTCOptions()
+        try:
+            from livekit import rtc  # lazy: a 12 MB native library, only needed here
+        except ImportError as exc:
+            raise EchoUnavailable("the WebRTC echo canceller needs livekit (pip install -c constraints.txt "
+                                  "livekit); using the echo gate") from exc
+        self._rtc = rtc
+        try:
+            self.apm = rtc.AudioProcessingModule(echo_cancellation=True,
+                                                 noise_suppression=self.o.noise_suppression,
+                                                 high_pass_filter=self.o.high_pass_filter,
+                                                 auto_gain_control=False)
+            self.apm.set_stream_delay_ms(self.o.stream_delay_ms)
+        except Exception as exc:  # noqa: BLE001 - any native failure means: use the gate
+            raise EchoUnavailable(f"the WebRTC echo canceller failed to start ({exc}); using the echo gate") from exc
+        self.gate = EchoGate(self.o.gate)
+        self.rate = self.gate.o.rate
+        self.step = self.rate // 100  # the APM's 10 ms frames
+        self.frame = self.gate.frame
+        self._far = np.zeros(0, np.float32)
+        self._mic = np.zeros(0, np.float32)
+        self._recent: deque[float] = deque(maxlen=max(1, self.o.confirm_ms // self.gate.o.frame_ms))
+        self.failed = False
+        self.last_source = "apm"  # which signal the last frame came from: apm / gate / failed
+        self.stats = {"apm": 0, "gate": 0}
+
+    @property
+    def holding(self) -> bool:
+        return self.gate.holding and self.last_source == "apm"
+
+    def far(self, samples: np.ndarray) -> None:
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.gate.far(x)
+        if self.failed:
+            return
+        data = np.concatenate([self._far, x])
+        n = len(data) // self.step
+        self._far = data[n * self.step:]
+        try:
+            for i in range(n):
+                self.apm.process_reverse_stream(self._frame_of(data[i * self.step:(i + 1) * self.step]))
+        except Exception as exc:  # noqa: BLE001 - native failure: carry on with the gate
+            self._fail(exc)
+
+    def process(self, mic: np.ndarray) -> np.ndarray:
+        data = np.concatenate([self._mic, np.asarray(mic, dtype=np.float32).reshape(-1)])
+        n = len(data) // self.frame
+        self._mic = data[n * self.frame:]
+        out = [self._process_frame(data[i * self.frame:(i + 1) * self.frame]) for i in range(n)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _process_frame(self, x: np.ndarray) -> np.ndarray:
+        gated = self.gate.process(x)  # always run: it is the double-talk detector and the fallback
+        if self.failed:
+            self.last_source = "failed"
+            return gated
+        try:
+            cleaned = np.concatenate([self._cancel(x[i:i + self.step]) for i in range(0, len(x), self.step)])
+        except Exception as exc:  # noqa: BLE001 - native failure: carry on with the gate
+            self._fail(exc)
+            self.last_source = "failed"
+            return gated
+        self._recent.append(_db(float(np.mean(cleaned * cleaned))))
+        if self.o.double_talk and self.gate.is_open and max(self._recent) > self.o.confirm_db:
+            self.last_source = "gate"
+            self.stats["gate"] += 1
+            return gated
+        self.last_source = "apm"
+        self.stats["apm"] += 1
+        return cleaned
+
+    def _frame_of(self, x: np.ndarray):  # -> rtc.AudioFrame
+        pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+        return self._rtc.AudioFrame(pcm.tobytes(), self.rate, 1, len(pcm))
+
+    def _cancel(self, x: np.ndarray) -> np.ndarray:
+        frame = self._frame_of(x)
+        self.apm.set_stream_delay_ms(self.o.stream_delay_ms)  # WebRTC wants it before every frame
+        self.apm.process_stream(frame)
+        return np.frombuffer(frame.data, dtype=np.int16).astype(np.float32) / 32768.0
+
+    def _fail(self, exc: Exception) -> None:
+        log.warning("WebRTC echo canceller failed (%s); going on with the echo gate", exc)
+        self.failed = True
+
+
+class EchoUnavailable(RuntimeError):
+    """The chosen echo backend cannot run here (the message says why and what is used instead)."""
+
+
+def make_echo(kind: str = "auto") -> EchoBackend:
+    """The echo backend for ``--echo``: auto = webrtc if livekit works here, else the gate."""
+    if kind not in ECHO_CHOICES:
+        raise ValueError(f"unknown echo backend {kind!r}: use one of {', '.join(ECHO_CHOICES)}")
+    if kind == "off":
+        return NoEcho()
+    if kind == "gate":
+        return EchoGate()
+    try:
+        return WebRTCEcho()
+    except EchoUnavailable as exc:
+        (log.info if kind == "auto" else log.warning)("%s", exc)
+        return EchoGate()
+
+
+__all__ = ["ECHO_CHOICES", "EchoBackend", "EchoGate", "EchoUnavailable", "GateOptions", "NoEcho",
+           "WebRTCEcho", "WebRTCOptions", "make_echo"]

@@ -76,7 +76,7 @@ class Stats(_Msg):
 
 @dataclass(eq=False)
 class MicLevel(_Msg):
-    """Microphone level of the last ~100 ms in dBFS, and whether the echo gate let it through."""
+    """Microphone level of the last ~100 ms in dBFS, and whether echo handling (canceller or gate) let it through."""
 
     level_db: float
     gated: bool = False
