@@ -107,6 +107,8 @@ class LLMOptions:
         system_prompt: asks for short spoken Telugu replies.
         history_turns: at most this many past exchanges are kept (oldest trimmed first,
             and more while the prompt would not fit n_ctx - max_tokens).
+        parallel: model instances (each with its own context) so that this many sessions
+            generate at once; 1 serialises sessions. Each instance holds its own weights.
     """
 
     backend: str = "llama-cpp"
@@ -123,6 +125,7 @@ class LLMOptions:
     seed: int = 1234
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     history_turns: int = 8
+    parallel: int = 1
 
 
 @dataclass

@@ -6,7 +6,8 @@ not hold another back:
 
 - VAD: one thread (sub-millisecond frames, in order);
 - ASR: two threads, so a final transcript never waits behind a partial one;
-- LLM: one thread (a llama.cpp context is not thread-safe; sessions take turns);
+- LLM: ``llm.parallel`` threads, one per model instance (a llama.cpp context is not
+  thread-safe; with 1, sessions take turns);
 - TTS: one thread.
 """
 
@@ -42,7 +43,7 @@ class Engine:
         self.notes = notes or []
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-vad")
         self.asr_pool = ThreadPoolExecutor(2, thread_name_prefix="s2s-asr")
-        self.llm_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-llm")
+        self.llm_pool = ThreadPoolExecutor(max(1, profile.llm.parallel), thread_name_prefix="s2s-llm")
         self.tts_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-tts")
         self.sessions: dict[str, Session] = {}
         self._next_session = 0

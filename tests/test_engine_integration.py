@@ -134,3 +134,35 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path):
         assert proc.returncode == 1, (args, proc.stderr)
         assert "Traceback" not in proc.stdout + proc.stderr
         assert expected in " ".join((proc.stdout + proc.stderr).split()), (args, proc.stdout, proc.stderr)
+
+
+def test_parallel_llm_instances_generate_for_two_sessions_at_once():
+    import threading
+    import time
+
+    from engine.config import load_profile
+    from engine.models import resolve
+    from engine.stages.llm_llamacpp import LlamaCppLLM
+
+    p = load_profile("offline", ["llm.parallel=2", "llm.max_tokens=24"])
+    llm = LlamaCppLLM(p.llm, resolve("llm", p.llm.model))
+    llm.setup()
+    try:
+        assert llm.describe()["parallel"] == 2
+        spans: dict[int, list[float]] = {0: [], 1: []}
+        msgs = [{"role": "user", "content": "నమస్కారం, మీరు ఎలా ఉన్నారు?"}]
+
+        def run(i: int) -> None:
+            for _ in llm.stream(msgs, 24, threading.Event()):
+                spans[i].append(time.perf_counter())
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert spans[0] and spans[1]
+        # the two generations overlapped in time: neither waited for the other to finish
+        assert spans[0][0] < spans[1][-1] and spans[1][0] < spans[0][-1]
+    finally:
+        llm.close()

@@ -13,6 +13,7 @@ Two prompt formats:
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 
@@ -46,6 +47,8 @@ class LlamaCppLLM(LLMBackend):
     def __init__(self, options: LLMOptions, model_path: str):
         self.options, self.model_path = options, model_path
         self._llm = None
+        self._slots: queue.Queue = queue.Queue()
+        self._all: list = []
         self.context_size = options.n_ctx
         self.device = "cpu"
 
@@ -56,18 +59,25 @@ class LlamaCppLLM(LLMBackend):
             if f.read(4) != b"GGUF":
                 raise ModelError("llm", self.options.model, self.model_path, "not a GGUF file",
                                  "set llm.model to a .gguf file")
-        try:
-            self._llm = llama_cpp.Llama(
-                self.model_path,
-                n_ctx=self.options.n_ctx,
-                n_gpu_layers=self.options.n_gpu_layers,
-                n_threads=self.options.n_threads or None,
-                chat_format=self.options.chat_format or None,
-                seed=self.options.seed,
-                verbose=False,
-            )
-        except Exception as exc:  # noqa: BLE001 - llama_cpp raises ValueError/RuntimeError
-            raise ModelError("llm", self.options.model, self.model_path, f"failed to load ({exc})") from None
+        if self.options.parallel < 1:
+            raise ModelError("llm", self.options.model, self.model_path, "llm.parallel must be at least 1")
+        for _ in range(self.options.parallel):
+            try:
+                llm = llama_cpp.Llama(
+                    self.model_path,
+                    n_ctx=self.options.n_ctx,
+                    n_gpu_layers=self.options.n_gpu_layers,
+                    n_threads=self.options.n_threads or None,
+                    chat_format=self.options.chat_format or None,
+                    seed=self.options.seed,
+                    verbose=False,
+                )
+            except Exception as exc:  # noqa: BLE001 - llama_cpp raises ValueError/RuntimeError
+                self.close()
+                raise ModelError("llm", self.options.model, self.model_path, f"failed to load ({exc})") from None
+            self._all.append(llm)
+            self._slots.put(llm)
+        self._llm = self._all[0]
         self.context_size = self._llm.n_ctx()
         self.device = "cuda" if self.options.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "cpu"
         # Warm up with the configured system prompt: the first call pays for buffer allocation,
@@ -76,8 +86,13 @@ class LlamaCppLLM(LLMBackend):
         warm: list[ChatMessage] = [{"role": "user", "content": "నమస్కారం"}]
         if self.options.system_prompt:
             warm.insert(0, {"role": "system", "content": self.options.system_prompt})
-        for _ in self.stream(warm, 1, threading.Event()):
-            pass
+        for _ in self._all:
+            llm = self._slots.get()
+            try:
+                for _ in self._generate(llm, warm, 1, threading.Event()):
+                    pass
+            finally:
+                self._slots.put(llm)
 
     @property
     def llama(self):  # noqa: ANN201 - llama_cpp.Llama, imported lazily
@@ -88,14 +103,22 @@ class LlamaCppLLM(LLMBackend):
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+        llm = self._slots.get()  # a free model instance (blocks while all are generating)
+        try:
+            yield from self._generate(llm, messages, max_tokens, cancel)
+        finally:
+            self._slots.put(llm)
+
+    def _generate(self, llm, messages: list[ChatMessage], max_tokens: int,  # noqa: ANN001
+                  cancel: threading.Event) -> Iterator[str]:
         o = self.options
         common = dict(max_tokens=max_tokens, temperature=o.temperature, top_p=o.top_p,
                       repeat_penalty=o.repeat_penalty, stream=True)
         if o.prompt_format == "dialogue":
-            chunks = self._llm(dialogue_prompt(messages), stop=[f"\n{USER}", f"{USER}:", "\n\n"], **common)
+            chunks = llm(dialogue_prompt(messages), stop=[f"\n{USER}", f"{USER}:", "\n\n"], **common)
             texts = (c["choices"][0].get("text") or "" for c in chunks)
         else:
-            chunks = self._llm.create_chat_completion(list(messages), **common)
+            chunks = llm.create_chat_completion(list(messages), **common)
             texts = (c["choices"][0]["delta"].get("content") or "" for c in chunks)
         try:
             for text in texts:
@@ -109,10 +132,12 @@ class LlamaCppLLM(LLMBackend):
                 close()
 
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
+        for llm in self._all:
+            llm.close()
+        self._all.clear()
         self._llm = None
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.options.model, "path": self.model_path,
-                "device": self.device, "n_ctx": self.context_size, "prompt_format": self.options.prompt_format}
+                "device": self.device, "n_ctx": self.context_size, "prompt_format": self.options.prompt_format,
+                "parallel": len(self._all)}
