@@ -250,9 +250,13 @@ class Session:
             self._detector = TurnDetector(self.vad_options, self.engine.vad.frame_samples)
 
     def reset(self) -> None:
-        """Forget the conversation (history), cancel any reply."""
+        """Forget the conversation: cancel any reply and any turn still being transcribed."""
         self._drop_spec()
         self._interrupt(barge_in=False)
+        for task in list(self._turn_tasks):
+            task.cancel()
+        if self._partial_task is not None:
+            self._partial_task.cancel()
         self.history.clear()
 
     async def stream(self) -> AsyncIterator[SessionEvent]:

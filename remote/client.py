@@ -11,8 +11,12 @@ The TUI (``s2s-tui --remote``) and the tests use it. A thin asyncio layer over
 - after a dropped connection, reconnect with exponential backoff (the server starts a new session:
   the conversation history is gone, the session settings are sent again);
 - ``s2s.ping`` / ``s2s.pong`` every few seconds give the round-trip time and the offset between
-  the server's monotonic clock (the clock of the engine's ``stamps_ns``) and this process's, so a
-  client can show network time apart from engine time.
+  the server's monotonic clock (the clock of the engine's ``stamps_ns``) and this process's;
+- with that offset, the server's stamps in ``s2s.turn.metrics`` (``network``) and this client's own
+  send and receive times give each turn's one-way network times (:class:`NetworkTiming`,
+  :meth:`RealtimeClient.network_timing`), so a client can show network time apart from engine time;
+- :meth:`RealtimeClient.reset_session` forgets the conversation without reconnecting
+  (``s2s.session.reset``).
 
 Example::
 
@@ -55,6 +59,60 @@ _END = object()
 def _now_ms() -> float:
     """This process's monotonic clock in ms (the same clock as ``engine.clock.now_ns``)."""
     return time.perf_counter_ns() / 1e6
+
+
+@dataclass(frozen=True)
+class NetworkTiming:
+    """One turn's network time, measured from both ends (see ``docs/protocol.md``).
+
+    Fields:
+        response_id: the response (ids restart on a new connection).
+        up_ms: client -> server: from this client handing the message that ended the user's turn
+            (the audio chunk carrying the end of speech, a commit, a ``response.create``) to the
+            socket until the server read it. None if it could not be matched.
+        down_ms: server -> client: from the server handing the first ``response.output_audio.delta``
+            to the socket until this client read it. None without reply audio.
+        up_raw_ms / down_raw_ms: the same before clamping (a one-way time depends on the clock
+            offset estimate, whose error is at most ``offset_rtt_ms`` / 2, so a leg of a fast link
+            can come out slightly negative; it is then shown as 0 and ``clamped`` is True).
+        offset_rtt_ms: the round trip of the ping the clock offset came from.
+        clamped: a leg was below 0 and was clamped.
+    """
+
+    response_id: str
+    up_ms: float | None
+    down_ms: float | None
+    up_raw_ms: float | None = None
+    down_raw_ms: float | None = None
+    offset_rtt_ms: float | None = None
+    clamped: bool = False
+
+    @property
+    def total_ms(self) -> float | None:
+        """Up plus down: the network's share of this turn's voice-to-voice time.
+
+        The offset cancels in the sum (it is added to one leg and taken from the other), so the
+        total does not depend on the offset estimate at all. None unless both legs were measured.
+        """
+        if self.up_raw_ms is None or self.down_raw_ms is None or self.up_ms is None or self.down_ms is None:
+            return None
+        return max(0.0, self.up_raw_ms + self.down_raw_ms)
+
+
+def one_way_ms(raw_ms: float | None, offset_rtt_ms: float | None) -> tuple[float | None, bool]:
+    """A raw one-way time to what can be shown: (ms or None, clamped).
+
+    Below 0 by no more than the offset's possible error (half the ping's round trip, plus 1 ms of
+    timer slack) is clamped to 0; further below, the estimate is inconsistent and None is returned
+    rather than a made-up number.
+    """
+    if raw_ms is None:
+        return None, False
+    if raw_ms >= 0:
+        return raw_ms, False
+    if raw_ms >= -((offset_rtt_ms or 0.0) / 2 + 1.0):
+        return 0.0, True
+    return None, False
 
 
 class NotConnected(ConnectionError):
@@ -155,6 +213,13 @@ class RealtimeClient:
         self._encoder: Any = None
         self._decoders: dict[str, Any] = {}
         self._n_events = 0
+        # network timing: messages sent on this connection (index, local ms), first audio received
+        # per response (local ms), and the results per response id
+        self._n_sent = 0
+        self._sent_at: deque[tuple[int, float]] = deque(maxlen=8192)
+        self._first_audio_at: dict[str, float] = {}
+        self._network: dict[str, NetworkTiming] = {}
+        self.last_network: NetworkTiming | None = None
 
     # ---- lifecycle
 
@@ -243,6 +308,10 @@ class RealtimeClient:
         if isinstance(event, p.SessionUpdate):
             self._remember(event.session)
         text = p.serialize(event)
+        # numbered and timed as it goes: a text frame is written before ws.send first awaits, so
+        # concurrent senders cannot reorder messages between this count and the wire
+        self._n_sent += 1
+        self._sent_at.append((self._n_sent, _now_ms()))
         try:
             await ws.send(text)
         except ConnectionClosed as exc:
@@ -349,6 +418,19 @@ class RealtimeClient:
         if input_format is not None and input_format.is_encodec:
             await self._load_codec()
 
+    async def reset_session(self) -> None:
+        """Forget the conversation and cancel any reply, keeping the connection (``s2s.session.reset``).
+
+        The server answers ``s2s.session.reset_done`` (after the cancelled ``response.done`` of a
+        reply that was running); wait for it with ``wait_for(protocol.S2SSessionResetDone)``.
+        """
+        await self.send(p.S2SSessionReset())
+
+    def network_timing(self, response_id: str) -> NetworkTiming | None:
+        """The measured network time of a response's turn, once its ``s2s.turn.metrics`` arrived
+        (None before, or when the server sent no ``network`` stamps)."""
+        return self._network.get(response_id)
+
     async def ping(self, limit_s: float = 5.0) -> float:
         """Measure the round trip now; returns it in ms (also updates :attr:`rtt_ms`)."""
         before = len(self._samples), self._samples[-1] if self._samples else None
@@ -410,6 +492,10 @@ class RealtimeClient:
             raise
         self._ws = ws
         self.connections += 1
+        self._n_sent = 0  # the server counts the messages of each connection from 1
+        self._sent_at.clear()
+        self._first_audio_at.clear()
+        self._network.clear()
         self._set_state(ConnectionState("connected", self.url))
         if self.connections > 1 and self._patch != p.SessionPatch():
             await self.send(p.SessionUpdate(session=self._patch))
@@ -467,11 +553,23 @@ class RealtimeClient:
                 break
 
     def _on_message(self, message: str | bytes) -> None:
+        received_ms = _now_ms()
         try:
             e = p.parse_server_event(message)
         except p.ProtocolError as exc:
             log.warning("ignoring a malformed server message: %s", exc)
             return
+        if isinstance(e, p.ResponseAudioDelta):
+            if e.response_id not in self._first_audio_at:
+                self._first_audio_at[e.response_id] = received_ms
+                while len(self._first_audio_at) > 64:
+                    self._first_audio_at.pop(next(iter(self._first_audio_at)))
+        elif isinstance(e, p.S2STurnMetrics) and e.response_id:
+            nt = self._measure(e)
+            if nt is not None:
+                self._network[e.response_id] = self.last_network = nt
+                while len(self._network) > 64:
+                    self._network.pop(next(iter(self._network)))
         if isinstance(e, p.SessionCreated | p.SessionUpdated):
             try:
                 self.session = p.SessionConfig.from_dict(e.session)
@@ -487,6 +585,29 @@ class RealtimeClient:
             best = min(self._samples)  # the sample with the least queueing says the most about the offset
             self.min_rtt_ms, self.clock_offset_ms = best
         self._queue.put_nowait(e)
+
+    def _measure(self, e: p.S2STurnMetrics) -> NetworkTiming | None:
+        """One-way times from the server's ``network`` stamps, our own times and the clock offset."""
+        net, offset = e.network or {}, self.clock_offset_ms
+        if offset is None or not e.response_id or not net:
+            return None
+        up_raw = down_raw = None
+        sent = net.get("first_audio_sent_server_ms")
+        got = self._first_audio_at.pop(e.response_id, None)
+        if isinstance(sent, int | float) and got is not None:
+            down_raw = got - (sent - offset)
+        index, received = net.get("turn_end_message"), net.get("turn_end_received_server_ms")
+        if isinstance(index, int) and isinstance(received, int | float) and self._sent_at:
+            i = index - self._sent_at[0][0]
+            if 0 <= i < len(self._sent_at) and self._sent_at[i][0] == index:
+                up_raw = (received - offset) - self._sent_at[i][1]
+        if up_raw is None and down_raw is None:
+            return None
+        rtt = self.min_rtt_ms
+        up, c1 = one_way_ms(up_raw, rtt)
+        down, c2 = one_way_ms(down_raw, rtt)
+        r = lambda v: None if v is None else round(v, 3)  # noqa: E731
+        return NetworkTiming(e.response_id, r(up), r(down), r(up_raw), r(down_raw), r(rtt), c1 or c2)
 
     async def _ping_loop(self) -> None:
         with contextlib.suppress(NotConnected, ConnectionClosed):
@@ -553,4 +674,5 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-__all__ = ["AuthError", "ConnectionState", "NotConnected", "RealtimeClient", "normalize_url"]
+__all__ = ["AuthError", "ConnectionState", "NetworkTiming", "NotConnected", "RealtimeClient", "normalize_url",
+           "one_way_ms"]

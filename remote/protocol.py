@@ -773,6 +773,17 @@ class S2SPing(ClientEvent):
         return cls(event_id=event_id, client_time_ms=_num(_req(d, "client_time_ms", "client_time_ms"), "client_time_ms"))
 
 
+@dataclass(kw_only=True)
+class S2SSessionReset(ClientEvent):
+    """``s2s.session.reset`` (extension): forget the conversation and cancel any reply.
+
+    The connection, the session id and its settings stay; the history is emptied, a running reply
+    ends with ``response.done`` (cancelled), and ``s2s.session.reset_done`` answers.
+    """
+
+    type: ClassVar[str] = "s2s.session.reset"
+
+
 CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
     c.type: c
     for c in (
@@ -785,6 +796,7 @@ CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
         ResponseCancel,
         ConversationItemTruncate,
         S2SPing,
+        S2SSessionReset,
     )
 }
 
@@ -1079,12 +1091,28 @@ class S2STurnMetrics(ServerEvent):
 
     ``metrics`` is :meth:`engine.metrics.TurnMetrics.to_dict` (stage ms, ``voice_to_voice_ms``,
     rates, raw ``stamps_ns`` on the server's monotonic clock).
+
+    ``network`` (stamped by the server, not the engine; null when there is nothing to stamp) holds,
+    in ms on the server's monotonic clock (the clock of ``s2s.pong.server_time_ms``):
+
+    - ``first_audio_sent_server_ms``: when the first ``response.output_audio.delta`` of this
+      response was handed to the socket (null: no audio was sent), and ``first_audio_event_id``,
+      that delta's ``event_id``;
+    - ``turn_end_message``: the 1-based index, among the WebSocket messages the client sent on this
+      connection, of the message that ended the user's turn (the ``append`` that carried the end of
+      speech, the ``commit``, or the ``response.create`` of a text turn), its type in
+      ``turn_end_message_type``, and ``turn_end_received_server_ms``, when the server read it
+      (all null when the turn did not end with a client message).
+
+    A client that timed its own sends and receives turns these into one-way network times with the
+    clock offset from ``s2s.ping``/``s2s.pong`` (``RealtimeClient.network_timing``).
     """
 
     type: ClassVar[str] = "s2s.turn.metrics"
     item_id: str | None = None
     response_id: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True)
@@ -1116,6 +1144,21 @@ class S2SPong(ServerEvent):
     type: ClassVar[str] = "s2s.pong"
     client_time_ms: float = 0.0
     server_time_ms: float = 0.0
+
+
+@dataclass(kw_only=True)
+class S2SSessionResetDone(ServerEvent):
+    """``s2s.session.reset_done`` (extension): the answer to ``s2s.session.reset``.
+
+    Fields:
+        session_id: the session (unchanged by a reset).
+        cancelled_response_id: the reply the reset cancelled (its cancelled ``response.done`` was
+            sent before this event), or null.
+    """
+
+    type: ClassVar[str] = "s2s.session.reset_done"
+    session_id: str = ""
+    cancelled_response_id: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -1156,6 +1199,7 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         S2STurnMetrics,
         S2SStats,
         S2SPong,
+        S2SSessionResetDone,
     )
 }
 

@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("remote.server")
 
 REALTIME_PATHS = ("/v1/realtime", "/realtime")
+_RECEIVED_LOG = 8192  # client messages remembered for network timing (about 80 s of 10 ms chunks)
 HEALTH_PATHS = ("/healthz", "/health")
 
 
@@ -391,6 +392,10 @@ class _Connection:
         self._pending_commits: deque[str | None] = deque()
         self._deferred_response: list[str | None] = []
         self._uncommitted_samples = 0  # audio appended since the last commit or clear
+        # network timing (see _network): every client message's index, type and when the server
+        # read it and finished handling it (ns); the first audio delta sent per response (ms, event id)
+        self._received: deque[tuple[int, str | None, int, int]] = deque(maxlen=_RECEIVED_LOG)
+        self._first_audio: dict[str, tuple[float, str]] = {}
 
     # ---- lifecycle
 
@@ -438,7 +443,12 @@ class _Connection:
         self._n_events += 1
         event.event_id = f"event_{self._n_events}"
         text = p.serialize(event)
+        first_audio = isinstance(event, p.ResponseAudioDelta) and event.response_id not in self._first_audio
         async with self._send_lock:
+            if first_audio:  # stamped as it goes to the socket (the write happens before any await)
+                self._first_audio[event.response_id] = (now_ns() / 1e6, event.event_id)
+                while len(self._first_audio) > 64:
+                    self._first_audio.pop(next(iter(self._first_audio)))
             await self.ws.send(text)
         self.bytes_out += len(text)
         self.events_out += 1
@@ -453,13 +463,15 @@ class _Connection:
     async def _read(self) -> None:
         max_bytes = self.server.options.max_message_bytes
         async for message in self.ws:
+            received_ns = now_ns()
             self.last_activity = time.monotonic()
             self.bytes_in += len(message)
             self.events_in += 1
+            seq, kind = self.events_in, None
             event_id = None
             try:
                 event = p.parse_client_event(message, max_bytes=max_bytes)
-                event_id = event.event_id
+                event_id, kind = event.event_id, event.type
                 await self._handle(event)
             except p.ProtocolError as err:
                 if err.event_id is None:
@@ -475,6 +487,8 @@ class _Connection:
                     p.ErrorCode.SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}",
                     event_id=event_id, error_type=p.ErrorType.SERVER,
                 ))
+            finally:
+                self._received.append((seq, kind, received_ns, now_ns()))
 
     async def _handle(self, e: p.ClientEvent) -> None:
         s = self.session
@@ -530,6 +544,26 @@ class _Connection:
                                                         audio_end_ms=e.audio_end_ms))
         elif isinstance(e, p.S2SPing):
             await self.send(p.S2SPong(client_time_ms=e.client_time_ms, server_time_ms=now_ns() / 1e6))
+        elif isinstance(e, p.S2SSessionReset):
+            await self._reset()
+
+    async def _reset(self) -> None:
+        """``s2s.session.reset``: forget the history, cancel the reply, then ``reset_done``.
+
+        ``Session.reset`` ends a running reply at once (its ``response.done`` is queued before it
+        returns); the answer waits until the pump has sent it, so a client sees the cancelled
+        ``response.done`` first. A user turn already being transcribed is not stopped by the engine.
+        """
+        active = self.mapper.active_response()
+        if active is not None:
+            self.mapper.cancel_requested(active)
+        self._deferred_response.clear()  # a response.create waiting for a transcript is dropped
+        self.session.reset()
+        deadline = time.monotonic() + 2.0
+        while self.mapper.active_response() is not None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        self.mapper.last_item_id = None  # the conversation is empty again
+        await self.send(p.S2SSessionResetDone(session_id=self.session.id, cancelled_response_id=active))
 
     def _create_response(self, event_id: str | None) -> None:
         try:
@@ -614,12 +648,43 @@ class _Connection:
                 await self._resolve_deferred(cancel=True)
                 continue
             for out in self.mapper.map(e):
+                if isinstance(out, p.S2STurnMetrics):
+                    out.network = self._network(out)
                 await self.send(out)
             if isinstance(e, ev.TranscriptFinal | ev.ErrorEvent) and self._pending_commits and (
                 not isinstance(e, ev.ErrorEvent) or e.stage == "asr"
             ) and not self._is_text_turn(e):
                 self._pending_commits.popleft()
                 await self._resolve_deferred(cancel=isinstance(e, ev.ErrorEvent) or not e.text.strip())
+
+    def _network(self, out: p.S2STurnMetrics) -> dict[str, Any] | None:
+        """The ``network`` stamps of an ``s2s.turn.metrics`` (see :class:`remote.protocol.S2STurnMetrics`).
+
+        The client message that ended the turn is the one being handled when the engine stamped the
+        end of speech (``speech_end_ns``: the arrival of the audio that carried it, or the commit) or,
+        for a text turn, the end of turn (``turn_end_ns``: the ``response.create``). Messages are
+        handled one at a time, so at most one handling window holds the stamp.
+        """
+        stamps = out.metrics.get("stamps_ns") or {}
+        end_ns = stamps.get("speech_end_ns") or stamps.get("turn_end_ns")
+        msg: tuple[int, str | None, int, int] | None = None
+        if isinstance(end_ns, int):
+            for entry in reversed(self._received):
+                if entry[2] <= end_ns <= entry[3]:
+                    msg = entry
+                    break
+                if entry[3] < end_ns:
+                    break
+        audio = self._first_audio.pop(out.response_id, None) if out.response_id else None
+        if msg is None and audio is None:
+            return None
+        return {
+            "first_audio_sent_server_ms": None if audio is None else round(audio[0], 3),
+            "first_audio_event_id": None if audio is None else audio[1],
+            "turn_end_message": None if msg is None else msg[0],
+            "turn_end_message_type": None if msg is None else msg[1],
+            "turn_end_received_server_ms": None if msg is None else round(msg[2] / 1e6, 3),
+        }
 
     def _is_text_turn(self, e: Any) -> bool:
         return isinstance(e, ev.TranscriptFinal) and e.turn_id in self.mapper._text_turns

@@ -4,8 +4,10 @@ It gives out the same UI messages as the in-process link. What only a remote lin
 
 - connection state with a retry countdown: the first connection is retried here (the
   client raises on a failed first connect), later drops are retried by the client;
-- network time: each turn's latency carries the round trip measured by ``s2s.ping``, so
-  the latency panel shows the network's share apart from the engine's stages;
+- network time: each turn's latency carries the measured one-way times of that turn (the
+  audio that ended it going up, the first reply audio coming down; ``RealtimeClient.network_timing``),
+  so the latency panel shows the network's share apart from the engine's stages;
+- reset keeps the connection: ``s2s.session.reset`` empties the server's history;
 - GPU memory and models come from the server's ``s2s.stats``.
 
 Mic audio is queued (bounded) and sent by one task, so ``send_audio`` never waits on the
@@ -175,8 +177,12 @@ class RemoteLink(AgentLink):
             from engine.metrics import STAGES
 
             stages = {key: d.get(key) for key, *_ in STAGES}
-            post(m.TurnLatency(self._id(str(d.get("turn_id") or "")) or None, stages, d.get("voice_to_voice_ms"), client.rtt_ms,
-                               bool(d.get("interrupted"))))
+            # measured one-way times of this turn (server stamps + our clock + the ping's offset);
+            # None where a leg could not be measured: no guess from the RTT stands in for it
+            nt = client.network_timing(e.response_id) if e.response_id else None
+            post(m.TurnLatency(self._id(str(d.get("turn_id") or "")) or None, stages, d.get("voice_to_voice_ms"),
+                               nt.total_ms if nt else None, bool(d.get("interrupted")),
+                               network_up_ms=nt.up_ms if nt else None, network_down_ms=nt.down_ms if nt else None))
         elif isinstance(e, p.S2SStats):
             gpu = e.gpu or {}
             self._last_gpu = (gpu.get("used_mb"), gpu.get("total_mb"))
@@ -216,6 +222,8 @@ class RemoteLink(AgentLink):
                         await client.truncate(item[1], item[2])
                     elif item[0] == "turns":
                         await client.update_session(turn_detection=item[1])
+                    elif item[0] == "reset":
+                        await client.reset_session()
                 except (NotConnected, p.ProtocolError) as exc:
                     log.debug("dropped %r: %s", item if not isinstance(item, np.ndarray) else "audio", exc)
 
@@ -239,16 +247,9 @@ class RemoteLink(AgentLink):
             self._queue(("truncate", self._item_of[response_id], played_ms))
 
     def reset(self) -> None:
-        # the protocol has no "forget the conversation": a new connection is a new session
-        self._queue(("cancel",))
-        if self.client is not None:
-            asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        client = self.client
-        if client is not None and client._ws is not None:  # noqa: SLF001 - drop the socket: client reconnects
-            with contextlib.suppress(Exception):
-                await client._ws.close()  # noqa: SLF001
+        # s2s.session.reset: the server empties the history and cancels the reply (its cancelled
+        # response.done and s2s.session.reset_done follow); the connection and its settings stay
+        self._queue(("reset",))
 
     async def close(self) -> None:
         self._closing = True

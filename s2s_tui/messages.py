@@ -160,8 +160,12 @@ class TurnLatency(_Msg):
         turn_id: the user turn.
         stages_ms: stage key (see ``engine.metrics.STAGES``) -> ms, None where not measured.
         voice_to_voice_ms: end of the user's speech -> first reply audio, in the engine.
-        network_ms: the network's share in remote mode (round trip), None in-process.
+        network_ms: the network's share of this turn in remote mode: the measured one-way times
+            up (the audio that ended the turn, client -> server) plus down (the first reply audio,
+            server -> client); None in-process or when a leg could not be measured.
         interrupted: the reply was cut.
+        network_up_ms / network_down_ms: the two legs (each relies on the clock offset estimate
+            from s2s.ping; their sum does not), None where not measured.
     """
 
     turn_id: str | None
@@ -169,6 +173,8 @@ class TurnLatency(_Msg):
     voice_to_voice_ms: float | None
     network_ms: float | None = None
     interrupted: bool = False
+    network_up_ms: float | None = None
+    network_down_ms: float | None = None
 
     @property
     def total_ms(self) -> float | None:

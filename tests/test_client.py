@@ -25,6 +25,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 OFFSET_MS = 5000.0  # the fake server's clock runs this far ahead of ours
 DELAY_S = 0.02  # and it answers pings this late
+UP_MS, DOWN_MS = 30.0, 45.0  # one-way network times the fake server's turn stamps pretend
+
+
+def server_clock_ms() -> float:
+    return time.perf_counter_ns() / 1e6 + OFFSET_MS
 
 
 class FakeRealtimeServer:
@@ -63,7 +68,10 @@ class FakeRealtimeServer:
         self.live.append(ws)
         cfg = p.SessionConfig(id=f"sess_{self.connections}")
         await ws.send(p.serialize(p.SessionCreated(event_id="event_1", session=cfg.to_dict())))
+        n = 0  # messages on this connection, as the real server counts them
         async for message in ws:
+            n += 1
+            received_ms = server_clock_ms()
             d = json.loads(message)
             self.received.append(d)
             if d["type"] == "s2s.ping":
@@ -75,8 +83,17 @@ class FakeRealtimeServer:
                 await ws.send(p.serialize(p.SessionUpdated(session=cfg.to_dict())))
             elif d["type"] == "response.create":
                 audio = (np.sin(np.arange(2400) / 10) * 10000).astype("<i2").tobytes()
+                sent_ms = server_clock_ms()
                 await ws.send(p.serialize(p.ResponseAudioDelta(response_id="resp_1", item_id="item_resp_1",
                                                                audio=audio)))
+                # stamps as if the request took UP_MS to arrive and the audio DOWN_MS to get back
+                network = {"first_audio_sent_server_ms": sent_ms - DOWN_MS, "first_audio_event_id": "event_2",
+                           "turn_end_message": n, "turn_end_message_type": "response.create",
+                           "turn_end_received_server_ms": received_ms + UP_MS}
+                await ws.send(p.serialize(p.S2STurnMetrics(response_id="resp_1", metrics={"turn_id": "turn_1"},
+                                                           network=network)))
+            elif d["type"] == "s2s.session.reset":
+                await ws.send(p.serialize(p.S2SSessionResetDone(session_id=cfg.id)))
 
     def of_type(self, kind: str) -> list[dict]:
         return [d for d in self.received if d["type"] == kind]
@@ -251,3 +268,46 @@ async def test_url_normalisation():
     assert normalize_url("ws://localhost:8765/") == "ws://localhost:8765/v1/realtime"
     assert normalize_url("http://pod:80/v1/realtime?model=x") == "ws://pod:80/v1/realtime?model=x"
     assert normalize_url("https://h/custom") == "wss://h/custom"
+
+
+async def test_reset_session_keeps_the_connection():
+    async with FakeRealtimeServer() as srv, RealtimeClient(srv.url, ping_interval_s=0) as c:
+        await c.wait_for(p.SessionCreated)
+        await c.reset_session()
+        done = await c.wait_for(p.S2SSessionResetDone)
+        assert done.session_id == "sess_1" and done.cancelled_response_id is None
+        assert srv.of_type("s2s.session.reset") == [{"type": "s2s.session.reset"}]
+        assert srv.connections == 1 and c.connected
+
+
+async def test_network_timing_one_way_with_a_clock_offset():
+    async with FakeRealtimeServer() as srv, RealtimeClient(srv.url, ping_interval_s=0) as c:
+        await c.wait_for(p.SessionCreated)
+        assert c.network_timing("resp_1") is None
+        for _ in range(4):  # pings by hand: the fake server is idle when the turn's messages come
+            await c.ping()
+        await c.send_text("నమస్కారం")
+        await c.create_response()
+        metrics = await c.wait_for(p.S2STurnMetrics)
+        nt = c.network_timing("resp_1")
+        assert nt is c.last_network and metrics.network["turn_end_message_type"] == "response.create"
+        # the server's clock is 5 s ahead: only the offset estimate makes these right
+        assert nt.up_ms == pytest.approx(UP_MS, abs=10) and nt.down_ms == pytest.approx(DOWN_MS, abs=10)
+        assert nt.total_ms == pytest.approx(UP_MS + DOWN_MS, abs=5)  # offset-free: tighter
+        assert not nt.clamped and nt.offset_rtt_ms >= DELAY_S * 1000
+        # a reconnection starts counting again: old results are gone
+        srv.live[-1].transport.abort()
+        await c.wait_for(p.SessionCreated, limit_s=10)
+        assert c.network_timing("resp_1") is None and c.connections == 2
+
+
+async def test_one_way_clamps_small_negatives_only():
+    from remote.client import NetworkTiming, one_way_ms
+
+    assert one_way_ms(None, 1.0) == (None, False)
+    assert one_way_ms(3.5, 1.0) == (3.5, False)
+    assert one_way_ms(-0.4, 0.2) == (0.0, True)  # within the offset's error: 0, marked
+    assert one_way_ms(-8.0, 2.0) == (None, False)  # beyond it: no number rather than a made-up one
+    nt = NetworkTiming("r", 0.0, 5.0, -0.3, 5.0, 0.2, True)
+    assert nt.total_ms == pytest.approx(4.7)
+    assert NetworkTiming("r", None, 5.0, None, 5.0).total_ms is None

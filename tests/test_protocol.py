@@ -68,6 +68,8 @@ GOOD_CLIENT_EVENTS = [
     {"type": "response.cancel", "response_id": "resp_1"},
     {"type": "conversation.item.truncate", "item_id": "item_resp_1", "content_index": 0, "audio_end_ms": 1500},
     {"type": "s2s.ping", "client_time_ms": 1234.5},
+    {"type": "s2s.session.reset"},
+    {"type": "s2s.session.reset", "event_id": "reset-1"},
 ]
 
 
@@ -83,6 +85,24 @@ def test_every_client_event_parses_and_round_trips(d):
     assert again == e
     # bytes (a binary frame) parse the same
     assert p.parse_client_event(json.dumps(d).encode()) == e
+
+
+def test_session_reset_is_an_extension_event():
+    e = p.parse_client_event('{"type": "s2s.session.reset", "event_id": "r1", "ignored": 1}')
+    assert isinstance(e, p.S2SSessionReset) and e.event_id == "r1"
+    assert json.loads(p.serialize(p.S2SSessionReset())) == {"type": "s2s.session.reset"}
+    done = p.parse_server_event('{"type": "s2s.session.reset_done", "event_id": "event_9", "session_id": "sess_2"}')
+    assert isinstance(done, p.S2SSessionResetDone) and done.session_id == "sess_2"
+    assert done.cancelled_response_id is None
+    assert json.loads(p.serialize(p.S2SSessionResetDone(session_id="s", cancelled_response_id="resp_1"))) == {
+        "type": "s2s.session.reset_done", "event_id": "", "session_id": "s", "cancelled_response_id": "resp_1"}
+
+
+def test_turn_metrics_network_stamps_are_optional():
+    m = p.S2STurnMetrics(response_id="resp_1", metrics={"turn_id": "turn_1"})
+    assert p.serialize(m).count('"network":null') == 1
+    old = p.parse_server_event('{"type": "s2s.turn.metrics", "event_id": "e", "response_id": "resp_1", "metrics": {}}')
+    assert isinstance(old, p.S2STurnMetrics) and old.network is None  # a server without the stamps
 
 
 def test_append_decodes_audio():
@@ -345,6 +365,11 @@ def all_server_events() -> list[p.ServerEvent]:
         p.ResponseDone(response={"id": "resp_1", "status": "completed"}),
         p.Error(code="invalid_json", message="m", client_event_id="c1", details={"s2s_stage": "asr"}),
         p.S2STurnMetrics(item_id="item_turn_1", response_id="resp_1", metrics=TurnMetrics(turn_id="turn_1").to_dict()),
+        p.S2STurnMetrics(item_id="item_turn_2", response_id="resp_2", metrics=TurnMetrics(turn_id="turn_2").to_dict(),
+                         network={"first_audio_sent_server_ms": 1500.25, "first_audio_event_id": "event_40",
+                                  "turn_end_message": 17, "turn_end_message_type": "input_audio_buffer.append",
+                                  "turn_end_received_server_ms": 1100.5}),
+        p.S2SSessionResetDone(session_id="sess_1", cancelled_response_id="resp_3"),
         p.S2SStats(gpu={"used_mb": None, "total_mb": None}, sessions={"active": 1, "max": 8}),
         p.S2SPong(client_time_ms=1.0, server_time_ms=2.0),
     ]

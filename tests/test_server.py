@@ -679,3 +679,109 @@ async def test_sigterm_finishes_the_turn_then_closes_with_1001():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# --------------------------------------------------------------------------- session reset, network time
+
+
+def server_session(server, session_id: str):
+    """The engine session behind one connection (to look at its history)."""
+    return next(c.session for c in server.connections if c.session.id == session_id)
+
+
+@contextlib.contextmanager
+def recorded_prompts(engine):
+    """Record the messages each LLM call is given (the prompt)."""
+    original = engine.llm.stream
+    prompts: list[list[dict]] = []
+
+    def stream(messages, *args, **kwargs):
+        prompts.append([dict(m) for m in messages])
+        yield from original(messages, *args, **kwargs)
+
+    engine.llm.stream = stream
+    try:
+        yield prompts
+    finally:
+        del engine.llm.stream
+
+
+async def text_turn(client: RealtimeClient, text: str) -> tuple[p.ResponseDone, p.S2STurnMetrics]:
+    await client.send_text(text)
+    await client.create_response()
+    done = await client.wait_for(p.ResponseDone, limit_s=60)
+    metrics = await client.wait_for(p.S2STurnMetrics, limit_s=10)
+    return done, metrics
+
+
+async def test_session_reset_forgets_the_history_over_the_wire(server, offline_engine):
+    first, second = "నా పేరు రాము.", "హైదరాబాద్ ఎక్కడ ఉంది?"
+    async with RealtimeClient(server.url, ping_interval_s=0) as client:
+        created = await client.wait_for(p.SessionCreated)
+        session = server_session(server, created.session["id"])
+        with recorded_prompts(offline_engine) as prompts:
+            await text_turn(client, first)
+            assert [m["role"] for m in session.history.messages] == ["user", "assistant"]
+            await client.reset_session()
+            done = await client.wait_for(p.S2SSessionResetDone, limit_s=10)
+            assert done.session_id == created.session["id"] and done.cancelled_response_id is None
+            assert session.history.messages == []
+            await text_turn(client, second)
+        assert any(first in m["content"] for m in prompts[0])
+        users = [m["content"] for m in prompts[1] if m["role"] == "user"]
+        assert users == [second], prompts[1]  # nothing of the first exchange is in the new prompt
+        assert not any(first in m["content"] for m in prompts[1])
+        assert client.connections == 1  # the same connection and session all along
+        assert server_session(server, created.session["id"]) is session
+
+
+async def test_session_reset_cancels_the_running_reply_first(server, offline_engine):
+    with slow_llm(offline_engine):
+        async with RealtimeClient(server.url, ping_interval_s=0) as client:
+            created = await client.wait_for(p.SessionCreated)
+            await client.send_text("ఒక పెద్ద కథ చెప్పండి")
+            await client.create_response()
+            started = await client.wait_for(p.ResponseCreated, limit_s=30)
+            await client.wait_for(p.ResponseTranscriptDelta, limit_s=30)
+            await client.reset_session()
+            seen = []
+            async with asyncio.timeout(15):
+                while not isinstance(e := await client.recv(), p.S2SSessionResetDone):
+                    seen.append(e)
+            done = next(e for e in seen if isinstance(e, p.ResponseDone))  # before reset_done
+            assert done.response["id"] == started.response["id"] and done.response["status"] == "cancelled"
+            assert done.response["status_details"]["reason"] == "client_cancelled"
+            assert e.cancelled_response_id == started.response["id"]
+            assert server_session(server, created.session["id"]).history.messages == []
+
+
+async def test_network_time_is_measured_one_way_on_loopback(server, clips):
+    async with RealtimeClient(server.url, ping_interval_s=0.2) as client:
+        await client.wait_for(p.SessionCreated)
+        await client.wait_for(p.S2SPong, limit_s=5)  # a clock offset exists
+        figures = []
+        # a text turn: the turn ends with the response.create message
+        done, metrics = await text_turn(client, "నమస్కారం")
+        net = metrics.network
+        assert net["turn_end_message_type"] == "response.create"
+        assert net["first_audio_sent_server_ms"] > net["turn_end_received_server_ms"]
+        assert net["first_audio_event_id"].startswith("event_")
+        figures.append(("text", client.network_timing(done.response["id"])))
+        # a spoken turn: the append that carried the end of speech ended it
+        pcm = clips[0]
+        step = p.PCM_RATE // 10
+        for i in range(0, len(pcm), step):
+            await client.send_audio(pcm[i:i + step], p.PCM_RATE)
+            await asyncio.sleep(0.02)
+        metrics = await client.wait_for(p.S2STurnMetrics, limit_s=90)
+        assert metrics.network["turn_end_message_type"] == "input_audio_buffer.append"
+        figures.append(("spoken", client.network_timing(metrics.response_id)))
+        for kind, nt in figures:
+            assert nt is not None, kind
+            for leg in (nt.up_ms, nt.down_ms, nt.total_ms):
+                assert leg is not None and 0 <= leg < 50, (kind, nt)
+            # the sum does not depend on the clock offset
+            assert nt.total_ms == pytest.approx(max(0.0, nt.up_raw_ms + nt.down_raw_ms), abs=1e-6)
+            print(f"\n{kind} turn over 127.0.0.1: up {nt.up_ms:.2f} ms, down {nt.down_ms:.2f} ms "
+                  f"(raw {nt.up_raw_ms:.3f} / {nt.down_raw_ms:.3f}), offset {client.clock_offset_ms:.3f} ms, "
+                  f"ping rtt {nt.offset_rtt_ms:.3f} ms")

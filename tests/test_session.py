@@ -385,3 +385,25 @@ async def test_state_follows_the_conversation():
     assert s.history.messages == []
     await s.close()
     engine.close()
+
+
+async def test_reset_drops_a_turn_still_being_transcribed():
+    class SlowASR(FakeASR):
+        def transcribe(self, audio, language):
+            import time as _t
+
+            _t.sleep(0.4)
+            return super().transcribe(audio, language)
+
+    llm = FakeLLM(delay=0.0)
+    engine = fake_engine(asr=SlowASR(), llm=llm, overrides=["vad.speculative_asr_ms=0"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    await collect_until(s, lambda e: isinstance(e, SpeechStopped))
+    s.reset()  # while ASR runs
+    await s.wait_idle()
+    await asyncio.sleep(0.5)
+    assert s.history.messages == [] and llm.prompts == []
+    await s.close()
+    engine.close()

@@ -64,13 +64,13 @@ SCRIPT = [
     m.ReplyStarted("resp_1", "turn_1"),
     m.ReplyText("resp_1", "ఈ రోజు ఎండగా ఉంది. "),
     m.ReplyDone("resp_1", "completed", "ఈ రోజు ఎండగా ఉంది.", "ఈ రోజు ఎండగా ఉంది.", 1800),
-    m.TurnLatency("turn_1", {**STAGES, "asr_ms": 530.0}, 1540.0, 25.0),
+    m.TurnLatency("turn_1", {**STAGES, "asr_ms": 530.0}, 1540.0, 25.0, network_up_ms=14.0, network_down_ms=11.0),
     m.UserSpeechStarted("turn_2"),
     m.UserFinal("turn_2", "రేపు వర్షం పడుతుందా?"),
     m.ReplyStarted("resp_2", "turn_2"),
     m.ReplyText("resp_2", "రేపు సాయంత్రం వర్షం పడే అవకాశం ఉంది, గొడుగు తీసుకెళ్ళండి."),
     m.ReplyDone("resp_2", "cancelled", "", "రేపు సాయంత్రం వర్షం", 1200),
-    m.TurnLatency("turn_2", STAGES, 1440.0, 23.0, interrupted=True),
+    m.TurnLatency("turn_2", STAGES, 1440.0, 23.0, interrupted=True, network_up_ms=13.0, network_down_ms=10.0),
     m.UserSpeechStarted("turn_3"),
     m.UserPartial("turn_3", "సరే, ధన్యవాదాలు"),
 ]
@@ -111,6 +111,47 @@ async def test_keys_help_interrupt_reset_mute():
         assert any(c.startswith("interrupt resp_3") for c in app.link.calls)
         await pilot.press("r")
         assert "reset" in app.link.calls
+
+
+async def test_remote_reset_key_resets_the_session_without_reconnecting():
+    """``r`` in remote mode sends ``s2s.session.reset`` on the same connection (the scripted
+    Realtime server of tests/test_client.py stands in for the engine)."""
+    from tests.test_client import FakeRealtimeServer
+
+    async with FakeRealtimeServer() as srv:
+        args = build_parser().parse_args(["--remote", srv.url, "--no-speaker"])
+        app = build_app(args)
+        app.make_source = None
+        async with app.run_test(size=SIZE) as pilot:
+            for _ in range(100):
+                if app.link.ready:
+                    break
+                await pilot.pause(0.05)
+            assert app.link.ready
+            await pilot.press("r")
+            for _ in range(100):
+                if srv.of_type("s2s.session.reset"):
+                    break
+                await pilot.pause(0.05)
+            assert srv.of_type("s2s.session.reset")
+            await pilot.pause(0.2)
+            assert srv.connections == 1 and app.link.client.connections == 1  # no reconnection
+            assert app.link.ready
+
+
+async def test_latency_panel_shows_measured_network_legs():
+    from tests.test_tui_live import rendered
+
+    app = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        panel = rendered(app.main.latency)
+        assert "network (round trip)" in panel and "23 ms" in panel
+        assert "↑ mic → engine" in panel and "≈13 ms" in panel and "≈10 ms" in panel
+        app.main.latency.show(m.TurnLatency("turn_3", STAGES, 1400.0, None))  # not measured: no number
+        await pilot.pause(0.1)
+        panel = rendered(app.main.latency)
+        assert "≈" not in panel.split("last 2")[0] and "—" in panel
 
 
 async def test_push_to_talk_commits():

@@ -24,7 +24,7 @@ agent interrupts it; its own voice coming back through the mic does not
 
 Latency: each stage of the last turn (end-of-turn wait, ASR, LLM first
 token, first sentence, TTS first audio) and the voice-to-voice total;
-in remote mode the network's round trip is shown apart.
+in remote mode the network round trip (up + down, measured per turn) is shown apart.
 
 [dim]any key closes this[/dim]"""
 

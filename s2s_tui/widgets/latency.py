@@ -1,5 +1,10 @@
 """The latency panel: the last turn's stages as labelled bars with ms, the voice-to-voice
-total (network shown apart in remote mode), and p50/p95 over the last N turns."""
+total (network shown apart in remote mode), and p50/p95 over the last N turns.
+
+In remote mode the network row is measured per turn (``remote.client.NetworkTiming``): up (the
+audio that ended the turn, client -> server) plus down (the first reply audio, server -> client).
+The sum does not depend on the clock offset estimate; the two legs do, so they are marked ≈.
+A leg that could not be measured shows "—", never a guess."""
 
 from __future__ import annotations
 
@@ -54,8 +59,12 @@ class LatencyPanel(Widget):
             return Text("No turn yet: speak (or wait for the replay).\nEach stage of the next turn shows here.",
                         style="dim")
         rows: list[tuple[str, float | None, str]] = [(label, lt.stages_ms.get(key), "cyan") for key, label, _, _ in STAGES]
+        legs: list[tuple[str, float | None]] = []
         if self.remote:
+            # measured: up (the audio that ended the turn) + down (the first reply audio); the sum
+            # is independent of the clock offset, each leg is an estimate from it (hence the ≈)
             rows.append(("network (round trip)", lt.network_ms, "yellow"))
+            legs = [(" ↑ mic → engine", lt.network_up_ms), (" ↓ engine → speaker", lt.network_down_ms)]
         total = lt.total_ms
         scale = max([v for _, v, _ in rows if v] + [total or 0.0, 1.0])
         table = Table.grid(padding=(0, 1))
@@ -66,6 +75,9 @@ class LatencyPanel(Widget):
         table.add_row(Text(title, style="bold"), "", "")
         for label, v, colour in rows:
             table.add_row(label, Text(_bar(v, scale), style=colour), "—" if v is None else f"{v:.0f} ms")
+        for label, v in legs:
+            table.add_row(Text(label, style="dim"), Text(_bar(v, scale), style="dim yellow"),
+                          Text("—" if v is None else f"≈{v:.0f} ms", style="dim"))
         table.add_row(Text("voice-to-voice", style="bold"), Text(_bar(total, scale), style="bold green"),
                       Text("—" if total is None else f"{total:.0f} ms", style="bold"))
         table.add_row("", "", "")
