@@ -83,6 +83,7 @@ class Engine:
             tts = build("tts", replace(profile.tts, backend=profile.tts.fallback, model="te"))
         engine = cls(profile, vad, asr, llm, tts, notes)
         engine.load_times_ms = times
+        engine.gpu_memory()  # the first reading, so turn metrics never wait for one
         return engine
 
     def new_session(self, session_id: str | None = None) -> Session:
@@ -129,6 +130,11 @@ class Engine:
             value = _query_gpu_memory()
             self._gpu_cache = (time.monotonic(), value)
             return dict(value)
+
+    def gpu_memory_cached(self) -> dict[str, float | None]:
+        """The last GPU memory reading, without measuring (safe on the event loop)."""
+        with self._gpu_lock:
+            return dict(self._gpu_cache[1])
 
     def close(self) -> None:
         for pool in (self.vad_pool, self.asr_pool, self.llm_pool, self.tts_pool):

@@ -724,8 +724,9 @@ class Session:
         heard_text = r.heard_text(self._samples(played)) if status == "cancelled" else r.text.strip()
         self._emit(ResponseDone(r.id, status, r.text.strip(), heard_text, r.audio_ms(rate), played))
         r.metrics.interrupted = status == "cancelled"
-        gpu = self.engine.gpu_memory()
+        gpu = self.engine.gpu_memory_cached()  # measuring may run nvidia-smi: never on the loop
         r.metrics.gpu_mem_used_mb, r.metrics.gpu_mem_total_mb = gpu["used_mb"], gpu["total_mb"]
+        asyncio.get_running_loop().run_in_executor(None, self.engine.gpu_memory)  # fresh for next time
         self._emit(TurnMetricsEvent(r.metrics))
 
     def _samples(self, ms: int) -> int:
