@@ -727,7 +727,7 @@ class _Connection:
     def stats(self) -> p.S2SStats:
         srv = self.server
         return p.S2SStats(
-            gpu=srv.engine.gpu_memory(),
+            gpu=srv.engine.gpu_memory_cached(),  # refreshed off the loop by _stats_loop
             models=_public_models(srv._models),
             sessions={"active": srv.session_count, "max": srv.options.max_sessions},
             session={
