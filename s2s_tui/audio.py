@@ -289,12 +289,21 @@ class ReplaySource(Source):
     it up or slow it down). ``finished`` is set once the whole file went out.
     """
 
-    def __init__(self, path: str, lead_in_ms: int = 300):
+    def __init__(self, path: str | list[str], lead_in_ms: int = 300, gap_ms: int = 3000):
         super().__init__()
-        self.path = path
-        self.audio, info = load_wav(path)  # raises AudioError (an S2SError) on a bad file
-        self.audio = np.concatenate([np.zeros(ENGINE_RATE * lead_in_ms // 1000, np.float32), self.audio])
-        self.description = f"replay: {path} ({info.duration_s:.1f} s)"
+        paths = [path] if isinstance(path, str) else list(path)
+        self.path = paths[0]
+        parts = [np.zeros(ENGINE_RATE * lead_in_ms // 1000, np.float32)]
+        seconds = 0.0
+        for i, one in enumerate(paths):  # several files: one after another, a pause between
+            audio, info = load_wav(one)  # raises AudioError (an S2SError) on a bad file
+            if i:
+                parts.append(np.zeros(ENGINE_RATE * gap_ms // 1000, np.float32))
+            parts.append(audio)
+            seconds += info.duration_s
+        self.audio = np.concatenate(parts)
+        names = paths[0] if len(paths) == 1 else f"{len(paths)} files"
+        self.description = f"replay: {names} ({seconds:.1f} s)"
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -2,7 +2,7 @@
 
     s2s-tui [--profile P] [--set SECTION.KEY=VALUE ...]      engine in this process
     s2s-tui --remote ws://localhost:8765 [--token T]         s2s-engine --headless elsewhere
-    s2s-tui --replay FILE.wav [...]                          a WAV file stands in for the mic
+    s2s-tui --replay FILE.wav [...]                          WAV files stand in for the mic
     s2s-tui --list-devices | --input-device N --output-device N | --push-to-talk
     s2s-tui --echo {auto,webrtc,gate,off}                    echo handling on speakers
 
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one profile value (repeatable), e.g. --set llm.max_tokens=48")
     p.add_argument("--remote", metavar="URL", help="connect to s2s-engine --headless at URL (ws://host:port)")
     p.add_argument("--token", default=os.environ.get("S2S_TOKEN"), help="token for --remote (or $S2S_TOKEN)")
-    p.add_argument("--replay", metavar="FILE.wav", help="feed this WAV file in real time instead of the mic")
+    p.add_argument("--replay", metavar="FILE.wav", nargs="+",
+                   help="feed these WAV files in real time instead of the mic (one after another)")
     p.add_argument("--input-device", metavar="N|NAME", help="microphone device (see --list-devices)")
     p.add_argument("--output-device", metavar="N|NAME", help="speaker device (see --list-devices)")
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")

@@ -62,3 +62,14 @@ def test_clock_sink_writes_reference_in_real_time():
     assert 0.2 < len(ref) / 16_000 < 0.45
     assert level_db(ref) > -10
     assert 150 < sink.buffer.played_ms("r") < 450
+
+
+def test_replay_source_plays_several_files_one_after_another():
+    from engine.audio import load_wav
+    from s2s_tui.audio import ReplaySource
+    from tests.conftest import SAMPLE_TE
+
+    one = len(load_wav(SAMPLE_TE)[0])
+    src = ReplaySource([str(SAMPLE_TE), str(SAMPLE_TE)], lead_in_ms=300, gap_ms=1000)
+    assert len(src.audio) == 2 * one + 16_000 + 4_800
+    assert "2 files" in src.description
