@@ -102,3 +102,14 @@ class TTSBackend(Stage, ABC):
     def stream(self, text: str) -> Iterator[np.ndarray]:
         """Speak ``text`` in chunks as they are ready; by default one chunk."""
         yield self.synthesize(text)
+
+
+def torch_device(name: str, torch: Any) -> str | None:
+    """The torch device for a stage's ``device`` option ("auto": cuda when there is one);
+    None when cuda is asked for and torch sees no GPU. ``torch`` is passed in so this module
+    never imports it."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return None
+    return name

@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
-from engine.stages.base import TTSBackend
+from engine.stages.base import TTSBackend, torch_device
 
 TTS_CONFIG = "s2s_tts.json"
 MAX_CHUNK_CHARS = 200  # SpeechT5 attends over at most 450 characters; long replies are spoken in pieces
@@ -90,7 +90,7 @@ class SpeechT5TTS(TTSBackend):
         import torch
         from transformers import SpeechT5ForTextToSpeech, SpeechT5HifiGan
 
-        self.device = _resolve_device(self.options.device, torch)
+        self.device = torch_device(self.options.device, torch)
         if self.device is None:
             raise self._error("tts.device is cuda but torch sees no CUDA GPU", "set tts.device=cpu (or auto)")
         try:
@@ -182,12 +182,3 @@ def split_text(text: str, max_chars: int) -> list[str]:
         if sentence:
             pieces.append(sentence)
     return pieces
-
-
-def _resolve_device(name: str, torch: Any) -> str | None:
-    """The torch device for ``name`` ("auto": cuda when there is one); None when cuda is absent."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return None
-    return name

@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
-from engine.stages.base import TTSBackend
+from engine.stages.base import TTSBackend, torch_device
 
 NORMAL_SPEED = 175  # TTSOptions.speed is espeak-ng words per minute; 175 is VITS speaking_rate 1.0
 MAX_CHUNK_CHARS = 400
@@ -61,12 +61,9 @@ class VitsTTS(TTSBackend):
         import torch
         from transformers import VitsModel, VitsTokenizer
 
-        if self.options.device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif self.options.device.startswith("cuda") and not torch.cuda.is_available():
+        self.device = torch_device(self.options.device, torch)
+        if self.device is None:
             raise self._error("tts.device is cuda but torch sees no CUDA GPU", "set tts.device=cpu (or auto)")
-        else:
-            self.device = self.options.device
         try:
             self._tokenizer = VitsTokenizer.from_pretrained(str(path))
             model = VitsModel.from_pretrained(str(path))
