@@ -273,13 +273,19 @@ class MicSource(Source):
         self.description = f"mic: {info['name']} ({rate} Hz)"
 
     def stop(self) -> None:
-        if self._stream is not None:
-            try:
-                self._stream.stop()
-                self._stream.close()
-            except Exception:  # noqa: BLE001, S110 - closing a dead stream must not raise
-                pass
-            self._stream = None
+        _close(self._stream)
+        self._stream = None
+
+
+def _close(stream: Any) -> None:
+    """Stop and close a PortAudio stream; closing a dead one must not raise."""
+    if stream is None:
+        return
+    try:
+        stream.stop()
+        stream.close()
+    except Exception:  # noqa: BLE001, S110 - PortAudioError and friends
+        pass
 
 
 class ReplaySource(Source):
@@ -407,13 +413,8 @@ class SpeakerSink(Sink):
         self.description = f"speaker: {info['name']} ({rate} Hz)"
 
     def stop(self) -> None:
-        if self._stream is not None:
-            try:
-                self._stream.stop()
-                self._stream.close()
-            except Exception:  # noqa: BLE001, S110 - closing a dead stream must not raise
-                pass
-            self._stream = None
+        _close(self._stream)
+        self._stream = None
 
 
 class ClockSink(Sink):
