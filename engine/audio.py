@@ -30,11 +30,11 @@ class AudioInfo:
     duration_s: float
 
 
-def load_wav(path: str | Path, target_rate: int = ENGINE_RATE) -> tuple[np.ndarray, AudioInfo]:
+def load_wav(path: str | Path, target_rate: int = ENGINE_RATE, any_rate: bool = False) -> tuple[np.ndarray, AudioInfo]:
     """Read an audio file and return mono float32 at ``target_rate`` plus what it was.
 
-    Raises :class:`AudioError` for a missing, empty, truncated or non-audio file, or a
-    sample rate outside 8-48 kHz.
+    Raises :class:`AudioError` for a missing, empty, truncated or non-audio file, or (unless
+    ``any_rate``, as for training data) a sample rate outside the microphone range 8-48 kHz.
     """
     import soundfile as sf
 
@@ -56,7 +56,7 @@ def load_wav(path: str | Path, target_rate: int = ENGINE_RATE) -> tuple[np.ndarr
         raise AudioError(f"{p}: the file holds no audio samples")
     if data.shape[0] < frames:
         raise AudioError(f"{p}: truncated: the header promises {frames} frames, the file holds {data.shape[0]}")
-    if not MIN_RATE <= rate <= MAX_RATE:
+    if not any_rate and not MIN_RATE <= rate <= MAX_RATE:
         raise AudioError(f"{p}: sample rate {rate} Hz is outside the supported 8-48 kHz")
     if not np.all(np.isfinite(data)):
         raise AudioError(f"{p}: holds NaN or infinite samples")
@@ -148,5 +148,5 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(p), np.asarray(samples, dtype=np.float32), sample_rate, subtype="PCM_16")
+    sf.write(str(p), np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
     return p

@@ -1,7 +1,6 @@
-"""Audio file helpers for training: read any libsndfile format, mono, resample, trim, write.
-
-soundfile (libsndfile) reads WAV/FLAC/OGG/MP3 without ffmpeg; soxr is a fast, high quality
-resampler with wheels for every platform. Both are already engine dependencies.
+"""Audio helpers for training: the engine's reader, resampler and writer (``engine.audio``:
+soundfile + soxr, every libsndfile format, clear errors for broken files), plus silence
+trimming and peak level.
 """
 
 from __future__ import annotations
@@ -10,32 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio import load_wav, resample, write_wav
+
+__all__ = ["SAMPLE_RATE", "load_audio", "peak_dbfs", "resample", "trim_silence", "write_wav"]
+
 SAMPLE_RATE = 16_000
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read ``path`` as mono float32 at ``sample_rate``. Raises whatever soundfile raises."""
-    import soundfile as sf
-
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = data.mean(axis=1)
-    return resample(audio, rate, sample_rate)
-
-
-def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    audio = np.asarray(audio, dtype=np.float32)
-    if rate == target or audio.size == 0:
-        return audio
-    import soxr
-
-    return soxr.resample(audio, rate, target).astype(np.float32)
-
-
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    import soundfile as sf
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    """Read ``path`` as mono float32 at ``sample_rate`` (any source rate). Raises
+    :class:`engine.errors.AudioError` with the reason for a broken file."""
+    return load_wav(path, sample_rate, any_rate=True)[0]
 
 
 def trim_silence(

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.errors import S2SError
 from training.audio import SAMPLE_RATE, load_audio, peak_dbfs, trim_silence, write_wav
 from training.text import has_letters, normalize_telugu, telugu_fraction
 
@@ -237,7 +238,8 @@ def prepare(
         try:
             audio = load_audio(path, SAMPLE_RATE)
         except Exception as exc:  # noqa: BLE001 - any decoder failure means the clip is unusable
-            drop(row, f"unreadable audio ({type(exc).__name__}: {str(exc)[:100]})")
+            why = str(exc).removeprefix(f"{path}: ") if isinstance(exc, S2SError) else f"{type(exc).__name__}: {exc}"
+            drop(row, f"unreadable audio ({why[:120]})")
             continue
         if audio.size == 0 or peak_dbfs(audio) < opts.silence_dbfs:
             drop(row, f"silent (peak {peak_dbfs(audio):.0f} dBFS < {opts.silence_dbfs:.0f})")
