@@ -30,6 +30,8 @@ WHEELHOUSE="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$FLAVOUR-$FLAGS_KEY"
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# pip, minus the noise of this machine's pip.conf pointing at index folders that are absent
+pip_() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 SECONDS=0
 
 # 1. System packages: espeak-ng (Telugu TTS), libportaudio2 (sounddevice), sox (test audio).
@@ -54,7 +56,7 @@ fi
 # 3. torch first, pinned (a looser pin pulls GBs of CUDA wheels on CPU machines).
 if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("torch").split("+")[0] != "2.13.0")' 2>/dev/null; then
   step "installing torch==2.13.0"
-  "${PIP[@]}" install --progress-bar on torch==2.13.0
+  pip_ install --progress-bar on torch==2.13.0
 fi
 
 # 4. llama-cpp-python: source-only on PyPI, so build the wheel once and cache it.
@@ -74,8 +76,8 @@ STAMP=.venv/.s2s-installed
 want=$(cat pyproject.toml constraints.txt "$WHEELHOUSE"/*.whl 2>/dev/null | sha1sum | cut -c1-16)-$FLAVOUR
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   step "installing s2s and its dependencies into .venv"
-  "${PIP[@]}" install --progress-bar on -c constraints.txt "$WHEELHOUSE"/llama_cpp_python-*.whl
-  "${PIP[@]}" install --progress-bar on -c constraints.txt -e ".[gpu,train,dev]"
+  pip_ install --progress-bar on -c constraints.txt "$WHEELHOUSE"/llama_cpp_python-*.whl
+  pip_ install --progress-bar on -c constraints.txt -e ".[gpu,train,dev]"
   echo "$want" > "$STAMP"
 fi
 
