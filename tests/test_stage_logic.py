@@ -192,3 +192,27 @@ def test_asr_decoding_loops_are_collapsed():
     assert collapse_repeats("మీ పేరు ... ... ... ... ... ...") == "మీ పేరు ..."
     assert collapse_repeats("చాలా చాలా బాగుంది") == "చాలా చాలా బాగుంది"  # real speech repeats a word
     assert collapse_repeats("") == ""
+
+
+def test_llm_samples_again_when_the_reply_is_empty():
+    import queue
+    import threading
+
+    from engine.config import LLMOptions
+    from engine.stages.llm_llamacpp import LlamaCppLLM
+
+    llm = LlamaCppLLM(LLMOptions(), "unused.gguf")
+    llm._slots = queue.Queue()
+    llm._slots.put(object())  # a stand-in model instance: _generate is replaced below
+    calls: list[bool] = []
+
+    def generate(instance, messages, max_tokens, cancel, hotter=False):
+        calls.append(hotter)
+        if len(calls) < 2:
+            return iter(())  # the model stopped at once
+        return iter(["సరే", "."])
+
+    llm._generate = generate
+    assert "".join(llm.stream([{"role": "user", "content": "హలో"}], 8, threading.Event())) == "సరే."
+    assert calls == [False, True]  # retried once, hotter
+    assert llm._slots.qsize() == 1  # the instance went back

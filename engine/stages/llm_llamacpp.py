@@ -22,6 +22,7 @@ from engine.errors import ModelError
 from engine.stages.base import ChatMessage, LLMBackend
 
 USER, AGENT = "వినియోగదారు", "సహాయకుడు"
+EMPTY_RETRIES = 2  # an empty reply is sampled again this many times
 EXAMPLE = (
     f"{USER}: ఈ రోజు వాతావరణం ఎలా ఉంది?\n"
     f"{AGENT}: ఈ రోజు ఎండగా ఉంది. బయటకు వెళ్ళేటప్పుడు నీళ్ళు తీసుకెళ్ళండి.\n\n"
@@ -105,14 +106,22 @@ class LlamaCppLLM(LLMBackend):
     def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
         llm = self._slots.get()  # a free model instance (blocks while all are generating)
         try:
-            yield from self._generate(llm, messages, max_tokens, cancel)
+            for attempt in range(EMPTY_RETRIES + 1):
+                said = False
+                for text in self._generate(llm, messages, max_tokens, cancel, hotter=attempt > 0):
+                    said = True
+                    yield text
+                if said or cancel.is_set():
+                    return
+                # nothing at all (a small model can stop at once): sample again, a little hotter
         finally:
             self._slots.put(llm)
 
     def _generate(self, llm, messages: list[ChatMessage], max_tokens: int,  # noqa: ANN001
-                  cancel: threading.Event) -> Iterator[str]:
+                  cancel: threading.Event, hotter: bool = False) -> Iterator[str]:
         o = self.options
-        common = dict(max_tokens=max_tokens, temperature=o.temperature, top_p=o.top_p,
+        temperature = max(o.temperature, 0.5) + 0.3 if hotter else o.temperature
+        common = dict(max_tokens=max_tokens, temperature=temperature, top_p=o.top_p,
                       repeat_penalty=o.repeat_penalty, stream=True)
         if o.prompt_format == "dialogue":
             chunks = llm(dialogue_prompt(messages), stop=[f"\n{USER}", f"{USER}:", "\n\n"], **common)
