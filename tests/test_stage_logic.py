@@ -216,3 +216,16 @@ def test_llm_samples_again_when_the_reply_is_empty():
     assert "".join(llm.stream([{"role": "user", "content": "హలో"}], 8, threading.Event())) == "సరే."
     assert calls == [False, True]  # retried once, hotter
     assert llm._slots.qsize() == 1  # the instance went back
+
+
+def test_espeak_speaks_text_that_looks_like_an_option():
+    from engine.config import TTSOptions
+    from engine.stages.tts_espeak import EspeakTTS
+
+    tts = EspeakTTS(TTSOptions())
+    tts.setup()
+    same_words = tts.synthesize("హలో")
+    for text in ("- హలో", "--help", "-v en హలో"):  # an LLM reply may start with a dash
+        audio = tts.synthesize(text)
+        assert len(audio) / tts.sample_rate > 0.3, text
+    assert len(tts.synthesize("- హలో")) >= 0.8 * len(same_words)

@@ -47,9 +47,10 @@ class EspeakTTS(TTSBackend):
         if not text:
             return np.zeros(0, np.float32)
         try:
+            # the text goes in on stdin: as an argument, a reply starting with "-" is an option
             proc = subprocess.run(
-                [self.exe, "-v", self.voice, "-s", str(self.options.speed), "--stdout", "-b", "1", text],
-                capture_output=True, timeout=30,
+                [self.exe, "-v", self.voice, "-s", str(self.options.speed), "--stdout", "-b", "1", "--stdin"],
+                input=text.encode("utf-8"), capture_output=True, timeout=30,
             )
         except subprocess.TimeoutExpired:
             raise StageError("tts", "espeak-ng timed out") from None
