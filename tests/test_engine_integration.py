@@ -166,3 +166,28 @@ def test_parallel_llm_instances_generate_for_two_sessions_at_once():
         assert spans[0][0] < spans[1][-1] and spans[1][0] < spans[0][-1]
     finally:
         llm.close()
+
+
+async def test_gpu_profile_runs_end_to_end_on_shape_true_models_on_cpu(tmp_path):
+    """Everything of the gpu profile but CUDA: chat-template prompts, two LLM instances,
+    the MMS VITS backend, a large-v3-turbo-shaped Whisper (random weights, built locally)."""
+    from engine.engine import Engine
+    from engine.shape_models import make_models
+
+    summary = make_models(tmp_path / "shape", small=True, asr_tokens=12, log=lambda s: None)
+    overrides = [*summary["overrides"], "asr.device=cpu", "asr.compute_type=int8", "llm.n_gpu_layers=0",
+                 "tts.device=cpu", "llm.max_tokens=24"]
+    engine = Engine.load("gpu", overrides)
+    try:
+        d = engine.describe()
+        assert d["profile"] == "gpu" and d["models"]["tts"]["backend"] == "vits"
+        assert d["models"]["llm"]["prompt_format"] == "chat" and d["models"]["llm"]["parallel"] == 2
+        assert engine.notes == []  # VITS loaded: no fallback to espeak-ng
+        report = await replay_file(engine, SAMPLE_TE, tmp_path, fast=True)
+        t = report.turns[0]
+        assert t.transcript and t.reply_text and t.status == "completed"
+        assert t.metrics["asr_ms"] is not None and t.metrics["llm_first_token_ms"] is not None
+        # random weights write no Telugu for the voice to read; the voice itself speaks Telugu:
+        assert len(engine.tts.synthesize("నమస్కారం, మీరు ఎలా ఉన్నారు?")) > 0.3 * engine.tts.sample_rate
+    finally:
+        engine.close()
