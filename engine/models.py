@@ -114,6 +114,22 @@ def _ct2_quantization(compute_type: str | None) -> str:
     return "float16" if compute_type in (None, "", "default", "auto") else compute_type.split("_")[-1]
 
 
+# --- checks backends share -------------------------------------------------------------
+
+
+def model_folder(stage: str, ref: str, path: str | Path, kind: str, required: tuple[str, ...],
+                 fix: str | None = None) -> Path:
+    """``path`` as a folder holding every file in ``required``; else a ModelError that says
+    which are missing (``kind`` names what the folder should be, e.g. "VITS folder")."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ModelError(stage, ref, str(folder), "folder not found", fix)
+    missing = [n for n in required if not (folder / n).exists()]
+    if missing:
+        raise ModelError(stage, ref, str(folder), f"not a {kind} (missing {', '.join(missing)})", fix)
+    return folder
+
+
 # --- resolution -------------------------------------------------------------------------
 
 

@@ -249,12 +249,8 @@ class MicSource(Source):
         self.status_errors = 0
 
     def start(self) -> None:
-        sd = sounddevice()
-        try:
-            info = sd.query_devices(self.device, "input")
-            rate = int(info["default_samplerate"])
-            self._resampler = StreamResampler(rate, ENGINE_RATE)
-            rs = self._resampler
+        def open_input(sd: Any, rate: int) -> Any:
+            rs = self._resampler = StreamResampler(rate, ENGINE_RATE)
             ring = self.ring
 
             def callback(indata: np.ndarray, frames: int, t: Any, status: Any) -> None:
@@ -262,19 +258,31 @@ class MicSource(Source):
                     self.status_errors += 1
                 ring.put(rs.process(indata[:, 0].copy()))
 
-            self._stream = sd.InputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
-                                          blocksize=rate * BLOCK_MS // 1000, callback=callback)
-            self._stream.start()
-        except AudioUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - PortAudioError, ValueError (no such device)
-            self._stream = None
-            raise AudioUnavailable(_explain("microphone", exc)) from None
-        self.description = f"mic: {info['name']} ({rate} Hz)"
+            return sd.InputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
+                                  blocksize=rate * BLOCK_MS // 1000, callback=callback)
+
+        self._stream, name, rate = _open_stream("input", self.device, "microphone", open_input)
+        self.description = f"mic: {name} ({rate} Hz)"
 
     def stop(self) -> None:
         _close(self._stream)
         self._stream = None
+
+
+def _open_stream(kind: str, device: Any, label: str, make: Any) -> tuple[Any, str, int]:
+    """Open and start a PortAudio stream at the device's native rate: ``make(sd, rate)``
+    builds it. Any PortAudio/device error becomes :class:`AudioUnavailable` with a reason."""
+    sd = sounddevice()
+    try:
+        info = sd.query_devices(device, kind)
+        rate = int(info["default_samplerate"])
+        stream = make(sd, rate)
+        stream.start()
+    except AudioUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PortAudioError, ValueError (no such device)
+        raise AudioUnavailable(_explain(label, exc)) from None
+    return stream, str(info["name"]), rate
 
 
 def _close(stream: Any) -> None:
@@ -386,12 +394,8 @@ class SpeakerSink(Sink):
         self._stream: Any = None
 
     def start(self) -> None:
-        sd = sounddevice()
-        try:
-            info = sd.query_devices(self.device, "output")
-            rate = int(info["default_samplerate"])
+        def open_output(sd: Any, rate: int) -> Any:
             up = StreamResampler(self.reply_rate, rate)
-            block = rate * BLOCK_MS // 1000
             pending = np.zeros(0, np.float32)
 
             def callback(outdata: np.ndarray, frames: int, t: Any, status: Any) -> None:
@@ -402,15 +406,11 @@ class SpeakerSink(Sink):
                 outdata[:, 0] = pending[:frames]
                 pending = pending[frames:]
 
-            self._stream = sd.OutputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
-                                           blocksize=block, callback=callback)
-            self._stream.start()
-        except AudioUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - PortAudioError, ValueError (no such device)
-            self._stream = None
-            raise AudioUnavailable(_explain("speaker", exc)) from None
-        self.description = f"speaker: {info['name']} ({rate} Hz)"
+            return sd.OutputStream(device=self.device, channels=1, samplerate=rate, dtype="float32",
+                                   blocksize=rate * BLOCK_MS // 1000, callback=callback)
+
+        self._stream, name, rate = _open_stream("output", self.device, "speaker", open_output)
+        self.description = f"speaker: {name} ({rate} Hz)"
 
     def stop(self) -> None:
         _close(self._stream)

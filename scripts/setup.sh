@@ -61,7 +61,7 @@ fi
 
 # 4. llama-cpp-python: source-only on PyPI, so build the wheel once and cache it.
 if ! ls "$WHEELHOUSE"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  step "building llama-cpp-python $LLAMA_VERSION ($FLAVOUR; 4-9 minutes on 2 cores, once)"
+  step "building llama-cpp-python $LLAMA_VERSION ($FLAVOUR; a few minutes on 2 cores, once)"
   mkdir -p "$WHEELHOUSE"
   log="$WHEELHOUSE.log"
   ( CMAKE_ARGS="$LLAMA_FLAGS" "${PIP[@]}" wheel --no-deps -w "$WHEELHOUSE.tmp" "llama-cpp-python==$LLAMA_VERSION" >"$log" 2>&1 ) &

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.config import ASROptions
 from engine.errors import ModelError
+from engine.models import model_folder
 from engine.stages.base import ASRBackend, Transcript
 
 MAX_NEW_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
@@ -50,12 +51,9 @@ class FasterWhisperASR(ASRBackend):
     def setup(self) -> None:
         from faster_whisper import WhisperModel
 
-        path = Path(self.model_path)
-        missing = [n for n in ("model.bin", "config.json", "tokenizer.json") if not (path / n).exists()]
-        if missing:
-            raise ModelError("asr", self.options.model, str(path),
-                             f"not a CTranslate2 Whisper folder (missing {', '.join(missing)})",
-                             "point asr.model at a converted model (s2s-train asr exports one)")
+        path = model_folder("asr", self.options.model, self.model_path, "CTranslate2 Whisper folder",
+                            ("model.bin", "config.json", "tokenizer.json"),
+                            "point asr.model at a converted model (s2s-train asr exports one)")
         device = self.options.device
         if device == "auto":
             device = "cuda" if _cuda_available() else "cpu"

@@ -16,17 +16,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
+from engine.models import model_folder
 from engine.stages.base import TTSBackend, torch_device
 
 TTS_CONFIG = "s2s_tts.json"
 MAX_CHUNK_CHARS = 200  # SpeechT5 attends over at most 450 characters; long replies are spoken in pieces
+
+
+FIX = "train and export a voice with `s2s-train tts PREPARED --out DIR`, then set tts.model=DIR/export"
 
 
 class SpeechT5TTS(TTSBackend):
@@ -44,27 +47,11 @@ class SpeechT5TTS(TTSBackend):
         self._config: dict[str, Any] = {}
 
     def _error(self, problem: str, fix: str | None = None) -> ModelError:
-        return ModelError(
-            "tts",
-            self.options.model,
-            self.model_path,
-            problem,
-            fix
-            or "train and export a voice with `s2s-train tts PREPARED --out DIR`, "
-            "then set tts.model=DIR/export",
-        )
+        return ModelError("tts", self.options.model, self.model_path, problem, fix or FIX)
 
     def setup(self) -> None:
-        path = Path(self.model_path).expanduser()
-        if not path.is_dir():
-            raise self._error("folder not found")
-        missing = [
-            n
-            for n in (TTS_CONFIG, "config.json", "text_vocab.json", "speaker_embedding.npy")
-            if not (path / n).exists()
-        ]
-        if missing:
-            raise self._error(f"not a SpeechT5 export (missing {', '.join(missing)})")
+        path = model_folder("tts", self.options.model, self.model_path, "SpeechT5 export",
+                            (TTS_CONFIG, "config.json", "text_vocab.json", "speaker_embedding.npy"), FIX)
         try:
             self._config = json.loads((path / TTS_CONFIG).read_text(encoding="utf-8"))
             vocab_file = json.loads(

@@ -15,17 +15,19 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
+from engine.models import model_folder
 from engine.stages.base import TTSBackend, torch_device
 
 NORMAL_SPEED = 175  # TTSOptions.speed is espeak-ng words per minute; 175 is VITS speaking_rate 1.0
 MAX_CHUNK_CHARS = 400
+FIX = ("fetch it with `s2s-engine models fetch --profile gpu`, or point tts.model "
+       "at a folder with a VITS config.json, vocab.json and weights")
 
 
 class VitsTTS(TTSBackend):
@@ -40,23 +42,11 @@ class VitsTTS(TTSBackend):
         self._chars: set[str] = set()
 
     def _error(self, problem: str, fix: str | None = None) -> ModelError:
-        return ModelError(
-            "tts",
-            self.options.model,
-            self.model_path,
-            problem,
-            fix
-            or "fetch it with `s2s-engine models fetch --profile gpu`, or point tts.model "
-            "at a folder with a VITS config.json, vocab.json and weights",
-        )
+        return ModelError("tts", self.options.model, self.model_path, problem, fix or FIX)
 
     def setup(self) -> None:
-        path = Path(self.model_path).expanduser()
-        if not path.is_dir():
-            raise self._error("folder not found")
-        missing = [n for n in ("config.json", "vocab.json") if not (path / n).exists()]
-        if missing:
-            raise self._error(f"not a VITS folder (missing {', '.join(missing)})")
+        path = model_folder("tts", self.options.model, self.model_path, "VITS folder", ("config.json", "vocab.json"),
+                            FIX)
 
         import torch
         from transformers import VitsModel, VitsTokenizer
