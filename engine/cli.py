@@ -3,6 +3,7 @@
     s2s-engine replay FILE.wav [FILE.wav ...] [--profile P] [--set k=v] [--out DIR] [--json R] [--fast]
     s2s-engine models list [--profile P]
     s2s-engine models fetch --profile P
+    s2s-engine doctor [--profile P] [--require-gpu]
     s2s-engine --headless [--host H] [--port N] [--profile P] [--token T] [--max-sessions N]
 
 Every deliberate error (S2SError) is printed as one line and gives exit code 1 (2 for a
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("list", "show each stage's model and whether it is present"),
                        ("fetch", "download missing hub models (needs internet)")):
         _common(msub.add_parser(name, help=text))
+    from engine import doctor
+
+    doctor.register(sub, _common)
     try:
         from engine import bench
     except ImportError:

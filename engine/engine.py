@@ -81,6 +81,7 @@ class Engine:
             notes.append(f"TTS {profile.tts.backend} failed to load ({exc}); using {profile.tts.fallback}")
             log.warning(notes[-1])
             tts = build("tts", replace(profile.tts, backend=profile.tts.fallback, model="te"))
+        notes += [n for n in (getattr(b, "note", None) for b in (asr, llm)) if n]
         engine = cls(profile, vad, asr, llm, tts, notes)
         engine.load_times_ms = times
         engine.gpu_memory()  # the first reading, so turn metrics never wait for one

@@ -8,6 +8,7 @@ loop. ``num_workers=2`` lets a final decode start while a partial one is still r
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from engine.stages.base import ASRBackend, Transcript
 
 MAX_NEW_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
 TOKENS_PER_SECOND = 40
+log = logging.getLogger(__name__)
 
 
 def collapse_repeats(text: str, keep: int = 2) -> str:
@@ -47,32 +49,56 @@ class FasterWhisperASR(ASRBackend):
         self._model = None
         self.device = options.device
         self.decode_cost_ms: float | None = None  # measured at setup on 3 s of audio
+        self.note: str | None = None  # set when "auto" had to fall back to the CPU
 
     def setup(self) -> None:
-        from faster_whisper import WhisperModel
-
         path = model_folder("asr", self.options.model, self.model_path, "CTranslate2 Whisper folder",
                             ("model.bin", "config.json", "tokenizer.json"),
                             "point asr.model at a converted model (s2s-train asr exports one)")
         device = self.options.device
         if device == "auto":
             device = "cuda" if _cuda_available() else "cpu"
+        try:
+            self._load(path, device)
+        except ModelError:
+            if self.options.device != "auto" or device == "cpu":
+                raise
+            # "auto" found a GPU that cannot run the model (e.g. no cuBLAS 12): say so, use the CPU
+            self.note = "ASR: CUDA device found but unusable, running on the CPU"
+            log.warning(self.note)
+            self._load(path, "cpu", compute_type="int8")
+
+    def _load(self, path: Path, device: str, compute_type: str | None = None) -> None:
+        from faster_whisper import WhisperModel
+
         self.device = device
+        if device.startswith("cuda"):
+            from engine.cuda import preload
+
+            preload()  # CTranslate2 opens libcublas.so.12 at the first GPU decode
+        compute_type = compute_type or self.options.compute_type
         try:
             self._model = WhisperModel(
-                str(path), device=device, compute_type=self.options.compute_type,
+                str(path), device=device, compute_type=compute_type,
                 cpu_threads=self.options.cpu_threads or min(os.cpu_count() or 4, 8), num_workers=2,
                 local_files_only=True,
             )
+            # Warm up and measure what one decode costs on this hardware (for adaptive
+            # partials). The first decode pays one-off costs (and is where a missing CUDA
+            # library shows); the second is what a partial would cost.
+            probe = _probe_audio()
+            self.transcribe(probe, self._language())
+            t0 = time.perf_counter()
+            self.transcribe(probe, self._language())
+            self.decode_cost_ms = (time.perf_counter() - t0) * 1000
         except Exception as exc:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError/etc.
-            raise ModelError("asr", self.options.model, str(path), f"failed to load ({exc})") from None
-        # Warm up and measure what one decode costs on this hardware (for adaptive partials).
-        # The first decode pays one-off costs; the second is what a partial would cost.
-        probe = _probe_audio()
-        self.transcribe(probe, self._language())
-        t0 = time.perf_counter()
-        self.transcribe(probe, self._language())
-        self.decode_cost_ms = (time.perf_counter() - t0) * 1000
+            self._model = None
+            fix = None
+            if "libcublas" in str(exc) or "libcudnn" in str(exc):
+                fix = ("CTranslate2 needs CUDA 12 cuBLAS: pip install nvidia-cublas-cu12 "
+                       "(scripts/setup.sh --cuda does), or set asr.device=cpu")
+            raise ModelError("asr", self.options.model, str(path), f"failed to load on {device} ({exc})",
+                             fix) from None
 
     def _language(self) -> str | None:
         lang = self.options.language

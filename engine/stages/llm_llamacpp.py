@@ -54,6 +54,10 @@ class LlamaCppLLM(LLMBackend):
         self.device = "cpu"
 
     def setup(self) -> None:
+        if self.options.n_gpu_layers != 0:
+            from engine.cuda import preload
+
+            preload()  # a CUDA build of llama.cpp links libcudart/libcublas from pip wheels
         import llama_cpp
 
         with open(self.model_path, "rb") as f:
