@@ -154,8 +154,9 @@ def render(env: dict[str, Any], report: dict[str, Any], issues: list[str], requi
     c = env["ctranslate2"]
     console.print(f"  ctranslate2 {c.get('version')}: {c.get('cuda_devices', 0)} CUDA device(s)")
     ll = env["llama_cpp"]
-    console.print(f"  llama-cpp-python {ll.get('version')}: "
-                  f"{'GPU offload' if ll.get('gpu_offload') else 'CPU build'}{' — ' + ll['error'] if 'error' in ll else ''}")
+    state = (f"failed to load — {ll['error']}" if "error" in ll
+             else "GPU offload" if ll.get("gpu_offload") else "CPU build")
+    console.print(f"  llama-cpp-python {ll.get('version')}: {state}")
     libs = ", ".join(f"{k} ({'system' if v == 'system' else 'pip'})" for k, v in env["cuda_libraries"].items() if v)
     console.print(f"  CUDA libraries: {libs or 'none'}")
     if "stages" in report:

@@ -19,8 +19,33 @@ done
 
 LLAMA_VERSION=0.3.36
 CACHE=${S2S_CACHE:-$HOME/.cache/s2s}
+TORCH_INDEX=()
 if [ "$CUDA" = 1 ]; then
-  LLAMA_FLAGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF"; FLAVOUR=cuda
+  # What the driver can run decides every CUDA version below. torch 2.13.0 on PyPI is built for
+  # CUDA 13 (driver 580 or newer); older drivers get PyTorch's CUDA 12 build. llama.cpp is built
+  # with the toolkit of the same major version, for this GPU's architecture only.
+  DRIVER_CUDA=${S2S_DRIVER_CUDA:-$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9.]*' | head -1 | awk '{print $3}' || true)}
+  GPU_ARCH=${S2S_CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ' || true)}
+  if [ -z "$DRIVER_CUDA" ] || [ -z "$GPU_ARCH" ]; then
+    echo "setup.sh --cuda: no NVIDIA GPU or driver visible (nvidia-smi failed); run it on the GPU machine" >&2
+    exit 1
+  fi
+  major=${DRIVER_CUDA%%.*}; minor=${DRIVER_CUDA#*.}; minor=${minor%%.*}
+  # CUDA 13: torch's own 13.0 libraries, and a toolkit PyPI can supply whole. CUDA 12: PyPI has
+  # no nvcc 12 (ptxas only), so the pod's toolkit is used (scripts/cuda_toolkit.sh completes it).
+  if [ "$major" -ge 13 ]; then
+    TORCH_CUDA=13; TOOLKIT=13.0
+  elif [ "$major" = 12 ] && [ "$minor" -ge 6 ]; then
+    if [ "$minor" -ge 8 ]; then TORCH_CUDA=12.8; else TORCH_CUDA=12.6; fi
+    TOOLKIT=12.$minor
+    TORCH_INDEX=(--index-url "${S2S_TORCH_INDEX:-https://download.pytorch.org/whl/cu${TORCH_CUDA/./}}")
+  else
+    echo "setup.sh --cuda: the NVIDIA driver supports CUDA $DRIVER_CUDA; torch 2.13.0 needs 12.6 or newer (update the driver)" >&2
+    exit 1
+  fi
+  [ -n "${S2S_TORCH_INDEX:-}" ] && TORCH_INDEX=(--index-url "$S2S_TORCH_INDEX")
+  LLAMA_FLAGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=$GPU_ARCH"
+  FLAVOUR=cuda$TOOLKIT-sm$GPU_ARCH
 else
   LLAMA_FLAGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"; FLAVOUR=cpu-portable
 fi
@@ -53,18 +78,48 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 
-# 3. torch first, pinned (a looser pin pulls GBs of CUDA wheels on CPU machines).
-if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("torch").split("+")[0] != "2.13.0")' 2>/dev/null; then
-  step "installing torch==2.13.0"
-  pip_ install --progress-bar on torch==2.13.0
+# 3. torch first, pinned (a looser pin pulls GBs of CUDA wheels on CPU machines). With --cuda,
+#    a CUDA build whose major version the driver runs (a CPU build from an earlier run is replaced).
+torch_ok() {
+  .venv/bin/python - "$CUDA" "${TORCH_CUDA:-}" <<'PY' 2>/dev/null
+import importlib.metadata as m, sys
+if m.version("torch").split("+")[0] != "2.13.0":
+    sys.exit(1)
+if sys.argv[1] == "1":
+    import torch
+    built = torch.version.cuda or ""
+    sys.exit(0 if built and built.split(".")[0] == sys.argv[2].split(".")[0] else 1)
+PY
+}
+if ! torch_ok; then
+  if [ "$CUDA" = 1 ]; then
+    step "installing torch==2.13.0 for CUDA $TORCH_CUDA (the driver supports $DRIVER_CUDA)"
+    # --force-reinstall replaces a CPU build of the same version; nothing is removed if the
+    # download fails.
+    pip_ install --progress-bar on --force-reinstall "${TORCH_INDEX[@]}" torch==2.13.0 || {
+      echo "setup.sh --cuda: torch 2.13.0 for CUDA $TORCH_CUDA could not be installed${TORCH_INDEX[1]:+ from ${TORCH_INDEX[1]}};" \
+           "set S2S_TORCH_INDEX to an index that has it, or update the driver to CUDA 13 (580+)" >&2; exit 1; }
+  else
+    step "installing torch==2.13.0"
+    pip_ install --progress-bar on torch==2.13.0
+  fi
 fi
 
 # 4. llama-cpp-python: source-only on PyPI, so build the wheel once and cache it.
 if ! ls "$WHEELHOUSE"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  step "building llama-cpp-python $LLAMA_VERSION ($FLAVOUR; a few minutes on 2 cores, once)"
+  step "building llama-cpp-python $LLAMA_VERSION ($FLAVOUR, once: 3 min on 2 cores for the CPU, 16 min with CUDA)"
   mkdir -p "$WHEELHOUSE"
   log="$WHEELHOUSE.log"
-  ( CMAKE_ARGS="$LLAMA_FLAGS" "${PIP[@]}" wheel --no-deps -w "$WHEELHOUSE.tmp" "llama-cpp-python==$LLAMA_VERSION" >"$log" 2>&1 ) &
+  build_env=()
+  if [ "$CUDA" = 1 ]; then
+    # A toolkit with nvcc, cudart and cuBLAS of the driver's major version: the system's if it
+    # is complete, else assembled once from NVIDIA's PyPI wheels (scripts/cuda_toolkit.sh).
+    root=$(scripts/cuda_toolkit.sh "$TOOLKIT" .venv/bin/python | tail -n 1)
+    build_env=(CUDACXX="$root/bin/nvcc" CUDA_HOME="$root" PATH="$root/bin:$PATH")
+    LLAMA_FLAGS="$LLAMA_FLAGS -DCUDAToolkit_ROOT=$root -DCMAKE_CUDA_COMPILER=$root/bin/nvcc"
+    echo "    CUDA toolkit: $root; GPU architecture sm_$GPU_ARCH"
+  fi
+  ( env "${build_env[@]}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="$LLAMA_FLAGS" "${PIP[@]}" wheel --no-deps -w "$WHEELHOUSE.tmp" "llama-cpp-python==$LLAMA_VERSION" >"$log" 2>&1 ) &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do sleep 15; kill -0 "$pid" 2>/dev/null && printf '    ... still building (%ds)\n' "$SECONDS"; done
   if ! wait "$pid"; then echo "llama-cpp-python build failed; log: $log" >&2; tail -n 30 "$log" >&2; exit 1; fi
@@ -86,19 +141,16 @@ step "checking the offline models"
 .venv/bin/s2s-engine models list --profile offline >/dev/null || .venv/bin/s2s-engine models list --profile offline
 
 if [ "$CUDA" = 1 ]; then
-  step "checking the GPU path"
-  .venv/bin/python - <<'PY'
-import sys
-import ctranslate2, llama_cpp, torch
-checks = {
-    "ASR (CTranslate2 sees a CUDA device)": ctranslate2.get_cuda_device_count() > 0,
-    "LLM (llama.cpp built with GPU offload)": bool(llama_cpp.llama_supports_gpu_offload()),
-    "TTS / codec (torch CUDA)": torch.cuda.is_available(),
-}
-for what, ok in checks.items():
-    print(f"  {'ok ' if ok else 'NO '} {what}")
-if not all(checks.values()):
-    sys.exit("setup.sh --cuda: some stage cannot use the GPU (see above)")
-PY
+  # CTranslate2 (faster-whisper) is built for CUDA 12 and opens libcublas.so.12 at its first GPU
+  # decode, whatever CUDA torch brought; the engine loads it from this wheel (engine/cuda.py).
+  if ! .venv/bin/python -c 'import sys; from engine.cuda import preload; sys.exit(preload()["libcublas.so.12"] is None)'; then
+    step "installing cuBLAS 12 for CTranslate2"
+    pip_ install --progress-bar on "nvidia-cublas-cu12==12.*"
+  fi
+  # Every stage once on the GPU, with the offline models (the gpu profile's need a fetch first):
+  # Whisper decodes, the LLM generates with all layers offloaded, torch multiplies on CUDA.
+  step "checking the GPU path: s2s-engine doctor --require-gpu"
+  .venv/bin/s2s-engine doctor --require-gpu --set asr.device=cuda --set asr.compute_type=float16 \
+    --set llm.n_gpu_layers=-1
 fi
 step "ready in ${SECONDS}s"

@@ -164,3 +164,42 @@ def test_asr_auto_falls_back_to_the_cpu_when_the_gpu_it_found_cannot_run(monkeyp
         assert asr.decode_cost_ms and asr.decode_cost_ms > 0
     finally:
         asr.close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd, **env):
+    import os
+    import subprocess
+
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+def test_setup_cuda_without_a_gpu_stops_first_with_one_line():
+    import shutil
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has nvidia-smi")
+    r = _run(["bash", "scripts/setup.sh", "--cuda"], S2S_DRIVER_CUDA="", S2S_CUDA_ARCH="")
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("setup.sh --cuda: no NVIDIA GPU or driver visible (nvidia-smi failed); "
+                                "run it on the GPU machine")
+    assert "==>" not in r.stdout  # nothing was installed
+
+
+def test_setup_cuda_refuses_a_driver_too_old_for_torch():
+    r = _run(["bash", "scripts/setup.sh", "--cuda"], S2S_DRIVER_CUDA="12.2", S2S_CUDA_ARCH="89")
+    assert r.returncode == 1
+    assert "supports CUDA 12.2; torch 2.13.0 needs 12.6 or newer" in r.stderr
+
+
+def test_cuda_toolkit_script_rejects_bad_versions_and_cuda12_without_a_system_nvcc(tmp_path):
+    r = _run(["bash", "scripts/cuda_toolkit.sh", "12"])
+    assert r.returncode == 1 and "version must be MAJOR.MINOR" in r.stderr
+    # PyPI's -cu12 nvcc wheels hold ptxas only: CUDA 12 needs the pod's own nvcc
+    r = _run(["bash", "scripts/cuda_toolkit.sh", "12.8"], S2S_CUDA_NO_SYSTEM="1", S2S_CACHE=str(tmp_path))
+    assert r.returncode == 1
+    assert "no nvcc for CUDA 12.8 on PyPI" in r.stderr and "cuda-nvcc-12-8" in r.stderr
+    assert r.stdout == ""  # no toolkit root printed
