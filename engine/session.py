@@ -51,7 +51,7 @@ from engine.events import (
 from engine.history import ChatHistory
 from engine.metrics import TurnMetrics
 from engine.sentences import SentenceChunker
-from engine.vad import TurnDetector
+from engine.vad import TurnDetector, VADState
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -391,8 +391,8 @@ class Session:
         self._frames_seen += n
         if not self._detector.in_speech and self._detector.state.value == "quiet":
             self._trim_buffer()
-        elif self.partials:
-            self._maybe_partial()
+        elif self.partials and self._detector.state is VADState.SPEAKING:
+            self._maybe_partial()  # not in a silence: the speculative/final decode may start there
 
     def _trim_buffer(self) -> None:
         keep = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)

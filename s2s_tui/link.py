@@ -183,7 +183,9 @@ class InProcessLink(AgentLink):
             post(m.ReplyDone(e.response_id, e.status, e.text, e.heard_text, e.played_ms))
         elif isinstance(e, ev.TurnMetricsEvent):
             mt = e.metrics
-            post(m.TurnLatency(mt.turn_id, mt.stages_ms(), mt.voice_to_voice_ms, None, mt.interrupted))
+            post(m.TurnLatency(mt.turn_id, mt.stages_ms(), mt.voice_to_voice_ms, None, mt.interrupted,
+                               asr_decode_ms=mt.extra.get("asr_decode_ms"),
+                               speculative=bool(mt.extra.get("asr_speculative"))))
         elif isinstance(e, ev.ErrorEvent):
             post(m.Problem("engine", f"{e.stage or 'engine'}: {e.message}", "warning"))
 

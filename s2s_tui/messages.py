@@ -166,6 +166,10 @@ class TurnLatency(_Msg):
         interrupted: the reply was cut.
         network_up_ms / network_down_ms: the two legs (each relies on the clock offset estimate
             from s2s.ping; their sum does not), None where not measured.
+        asr_decode_ms: what the final ASR decode cost (None where not reported).
+        speculative: the turn ran during the end-of-turn silence, so ``asr_decode_ms`` (and
+            possibly the LLM's first token) is hidden there and the after-silence stages are
+            only what was left.
     """
 
     turn_id: str | None
@@ -175,6 +179,8 @@ class TurnLatency(_Msg):
     interrupted: bool = False
     network_up_ms: float | None = None
     network_down_ms: float | None = None
+    asr_decode_ms: float | None = None
+    speculative: bool = False
 
     @property
     def total_ms(self) -> float | None:

@@ -384,3 +384,11 @@ def test_csv_without_header_keeps_commas_in_the_text(tmp_path):
         ("a.wav", "వర్షం పడుతోంది, గొడుగు తీసుకో", "default"), ("b.wav", "సరే", "default")]
     (tmp_path / "metadata.csv").write_text("file,text,speaker\na.wav,సరే,ravi\n", encoding="utf-8")
     assert [(r.text, r.speaker) for r in read_metadata(tmp_path)] == [("సరే", "ravi")]
+
+
+def test_eval_with_a_short_asr_window_reports_it(asr_run, prepared, tmp_path):
+    report_path = tmp_path / "eval-window.json"
+    assert run("eval", prepared, "--asr", asr_run / "ct2-int8", "--out", report_path, "--device", "cpu",
+               "--window-s", "10") == 0
+    report = json.loads(report_path.read_text())
+    assert report["asr"]["window_s"] == 10 and isinstance(report["asr"]["cer"], float)

@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compute-type", default="auto")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="at most this many clips")
+    p.add_argument("--window-s", type=int, default=30,
+                   help="ASR encoder window in seconds (30: Whisper's own; 10: as the offline profile)")
 
     p = sub.add_parser(
         "tiny-models", help="build tiny random Whisper, SpeechT5 + HiFi-GAN and VITS models offline"
@@ -250,6 +252,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         compute_type=args.compute_type,
         beam_size=args.beam_size,
         limit=args.limit,
+        window_s=args.window_s,
     )
     report = evaluate(args.prepared, args.asr, args.tts, opts)
     path = write_report(report, args.out or Path(args.prepared) / "eval.json")

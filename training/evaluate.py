@@ -33,6 +33,7 @@ class EvalOptions:
     beam_size: 1 is greedy.
     limit: at most this many clips (0: all).
     examples: how many (reference, hypothesis) pairs the report keeps.
+    window_s: the ASR encoder window (30: Whisper's own; less: as the engine's asr.window_s).
     """
 
     split: str = "validation"
@@ -42,6 +43,7 @@ class EvalOptions:
     beam_size: int = 1
     limit: int = 0
     examples: int = 5
+    window_s: int = 30
 
 
 def _asr(path: str, opts: EvalOptions) -> Any:
@@ -52,6 +54,10 @@ def _asr(path: str, opts: EvalOptions) -> Any:
         import ctranslate2
 
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if device == "cuda":
+        from engine.cuda import preload
+
+        preload()  # CTranslate2 needs libcublas.so.12 (engine/cuda.py)
     compute = opts.compute_type
     if compute == "auto":
         compute = "float16" if device == "cuda" else "int8"
@@ -59,6 +65,11 @@ def _asr(path: str, opts: EvalOptions) -> Any:
 
 
 def _transcribe(model: Any, audio: np.ndarray, opts: EvalOptions) -> str:
+    from engine.stages.asr_whisper import transcribe_window, window_for
+
+    window = window_for(len(audio) / SAMPLE_RATE, opts.window_s)
+    if window < 30 and opts.language:
+        return transcribe_window(model, audio, opts.language, window, opts.beam_size)
     segments, _ = model.transcribe(
         audio.astype(np.float32),
         language=opts.language,
@@ -125,6 +136,7 @@ def evaluate(
         cer, wer = _rates(refs, hyps)
         report["asr"] = {
             "model": str(asr_dir),
+            "window_s": opts.window_s,
             "cer": round(cer, 4),
             "wer": round(wer, 4),
             "clips": len(items),

@@ -9,6 +9,7 @@ loop. ``num_workers=2`` lets a final decode start while a partial one is still r
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -106,6 +107,9 @@ class FasterWhisperASR(ASRBackend):
 
     def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
         seconds = len(audio) / 16_000
+        window = window_for(seconds, self.options.window_s)
+        if window < WHISPER_WINDOW_S and language:
+            return self._transcribe_window(np.asarray(audio, np.float32), language, window)
         segments, info = self._model.transcribe(
             np.asarray(audio, np.float32),
             language=language,
@@ -123,13 +127,55 @@ class FasterWhisperASR(ASRBackend):
         text = text.replace("\ufffd", "").strip()  # bytes of a character cut by the token limit
         return Transcript(text=collapse_repeats(text), language=info.language)
 
+    def _transcribe_window(self, audio: np.ndarray, language: str, window: int) -> Transcript:
+        max_new = min(MAX_NEW_TOKENS, 16 + int(TOKENS_PER_SECOND * len(audio) / 16_000))
+        text = transcribe_window(self._model, audio, language, window, self.options.beam_size, max_new)
+        return Transcript(text=collapse_repeats(text), language=language)
+
     def close(self) -> None:
         self._model = None
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.options.model, "path": self.model_path,
                 "device": self.device, "compute_type": self.options.compute_type,
+                "window_s": self.options.window_s,
                 "decode_cost_ms": round(self.decode_cost_ms or 0, 1)}
+
+
+WHISPER_WINDOW_S = 30
+WINDOW_MARGIN_S = 2
+
+
+def window_for(seconds: float, window_s: int) -> int:
+    """The encoder window for an utterance, in whole seconds: Whisper's 30, or (``window_s``
+    < 30) the larger of ``window_s`` and the utterance plus 2 s of silence, at most 30."""
+    if window_s >= WHISPER_WINDOW_S:
+        return WHISPER_WINDOW_S
+    return min(WHISPER_WINDOW_S, max(window_s, math.ceil(seconds + WINDOW_MARGIN_S)))
+
+
+def transcribe_window(model, audio: np.ndarray, language: str, window: int, beam_size: int = 1,  # noqa: ANN001
+                      max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    """Transcribe one utterance (at most ``window`` seconds) with a faster-whisper ``WhisperModel``,
+    encoding ``window`` seconds instead of 30, then decoding as ``transcribe()`` would with no
+    timestamps, temperature 0 and no previous text."""
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import get_suppressed_tokens
+
+    samples = window * 16_000
+    # Pad the audio with silence to the window first, as Whisper pads to 30 s, so the log-Mel
+    # normalisation (relative to the loudest bin) sees the same signal.
+    padded = np.zeros(samples, np.float32)
+    padded[: min(len(audio), samples)] = np.asarray(audio, np.float32)[:samples]
+    features = model.feature_extractor(padded)[:, : samples // 160]
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    result = model.model.generate(
+        model.encode(features), [prompt], beam_size=beam_size, max_length=len(prompt) + max_new_tokens,
+        suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
+    )[0]
+    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    return tokenizer.decode(tokens).replace("\ufffd", "").strip()
 
 
 def _probe_audio() -> np.ndarray:

@@ -4,7 +4,9 @@ total (network shown apart in remote mode), and p50/p95 over the last N turns.
 In remote mode the network row is measured per turn (``remote.client.NetworkTiming``): up (the
 audio that ended the turn, client -> server) plus down (the first reply audio, server -> client).
 The sum does not depend on the clock offset estimate; the two legs do, so they are marked ≈.
-A leg that could not be measured shows "—", never a guess."""
+A leg that could not be measured shows "—", never a guess. When a turn ran speculatively
+(during the end-of-turn silence), the ASR decode it hid there is shown dimmed under "ASR final",
+which counts only what was left after the silence."""
 
 from __future__ import annotations
 
@@ -75,6 +77,11 @@ class LatencyPanel(Widget):
         table.add_row(Text(title, style="bold"), "", "")
         for label, v, colour in rows:
             table.add_row(label, Text(_bar(v, scale), style=colour), "—" if v is None else f"{v:.0f} ms")
+            if label == "ASR final" and lt.speculative and lt.asr_decode_ms:
+                # the decode ran while the end-of-turn silence was still being waited for
+                table.add_row(Text(" ↳ in the silence", style="dim"),
+                              Text(_bar(lt.asr_decode_ms, scale), style="dim cyan"),
+                              Text(f"({lt.asr_decode_ms:.0f} ms)", style="dim"))
         for label, v in legs:
             table.add_row(Text(label, style="dim"), Text(_bar(v, scale), style="dim yellow"),
                           Text("—" if v is None else f"≈{v:.0f} ms", style="dim"))
