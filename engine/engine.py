@@ -43,6 +43,9 @@ class Engine:
         self.notes = notes or []
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-vad")
         self.asr_pool = ThreadPoolExecutor(2, thread_name_prefix="s2s-asr")
+        # turn (final or speculative) decodes running now, any session; partials wait while > 0
+        # (touched on the event loop only)
+        self.asr_turns_in_flight = 0
         self.llm_pool = ThreadPoolExecutor(max(1, profile.llm.parallel), thread_name_prefix="s2s-llm")
         self.tts_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-tts")
         self.sessions: dict[str, Session] = {}

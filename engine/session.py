@@ -516,6 +516,8 @@ class Session:
     def _maybe_partial(self) -> None:
         if self._turn_start is None or (self._partial_task is not None and not self._partial_task.done()):
             return
+        if self.engine.asr_turns_in_flight:
+            return  # a turn's decode (this session's or another's) is running: it goes first
         t = now_ns()
         if (t - self._last_partial_ns) / 1e6 < self.engine.profile.asr.partial_interval_ms:
             return
@@ -541,7 +543,11 @@ class Session:
         metrics.asr_audio_s = len(audio) / ENGINE_RATE
         try:
             t0 = time.perf_counter()
-            tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
+            self.engine.asr_turns_in_flight += 1
+            try:
+                tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
+            finally:
+                self.engine.asr_turns_in_flight -= 1
             metrics.extra["asr_decode_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         except Exception as exc:  # noqa: BLE001 - report, keep the session alive
             log.exception("ASR")

@@ -407,3 +407,25 @@ async def test_reset_drops_a_turn_still_being_transcribed():
     assert s.history.messages == [] and llm.prompts == []
     await s.close()
     engine.close()
+
+
+async def test_no_partial_starts_while_a_turn_decode_is_running():
+    """Partials never compete with a final (or speculative) decode, of any session."""
+    engine = fake_engine(overrides=["asr.partials=on", "asr.partial_interval_ms=100"])
+    s = engine.new_session()
+    await s.start()
+
+    async def speak_for(seconds: float) -> None:
+        chunk = SPEECH[: int(16_000 * seconds)]
+        for i in range(0, len(chunk), 640):
+            s.push_audio(chunk[i: i + 640])
+            await asyncio.sleep(0.04)
+
+    engine.asr_turns_in_flight = 1  # another session's turn is being transcribed
+    await speak_for(1.0)
+    assert engine.asr.calls == 0  # no partial was started
+    engine.asr_turns_in_flight = 0
+    await speak_for(1.0)
+    assert engine.asr.calls > 0  # partials again once the decode is done
+    await s.close()
+    engine.close()
