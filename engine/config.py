@@ -285,4 +285,7 @@ def load_profile(name_or_path: str | Path = "offline", overrides: list[str] | No
             profile._assign(section, key, value, source=f"profile {path.name}")
     for assignment in overrides or []:
         profile.set(assignment)
+    if profile.asr.window_s < 1:
+        raise ConfigError(f"asr.window_s must be at least 1 second (30: Whisper's own window), "
+                          f"got {profile.asr.window_s}")
     return profile

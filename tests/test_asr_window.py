@@ -9,6 +9,7 @@ import pytest
 
 from engine.audio import load_wav
 from engine.config import ASROptions, load_profile
+from engine.errors import ConfigError
 from engine.models import resolve
 from engine.stages.asr_whisper import FasterWhisperASR, window_for
 from tests.conftest import silence, speak
@@ -28,6 +29,8 @@ def test_profiles_choose_their_window():
     assert load_profile("offline").asr.window_s == 10
     assert load_profile("gpu").asr.window_s == 30
     assert load_profile("offline", ["asr.window_s=30"]).asr.window_s == 30
+    with pytest.raises(ConfigError, match="asr.window_s must be at least 1 second"):
+        load_profile("offline", ["asr.window_s=0"])
 
 
 def _words(text: str) -> list[str]:

@@ -246,6 +246,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.asr and not args.tts:
         raise SystemExit("s2s-train eval: give --asr DIR and/or --tts DIR")
+    if args.window_s < 1:
+        raise SystemExit("s2s-train eval: --window-s must be at least 1 second (30: Whisper's own window)")
     opts = EvalOptions(
         split=args.split,
         device=args.device,
