@@ -203,3 +203,12 @@ def test_cuda_toolkit_script_rejects_bad_versions_and_cuda12_without_a_system_nv
     assert r.returncode == 1
     assert "no nvcc for CUDA 12.8 on PyPI" in r.stderr and "cuda-nvcc-12-8" in r.stderr
     assert r.stdout == ""  # no toolkit root printed
+
+
+def test_doctor_fails_when_the_engine_cannot_load_and_says_why(tmp_path, capsys):
+    out = tmp_path / "doctor.json"
+    assert main(["doctor", "--set", f"asr.model={tmp_path / 'no-such-model'}", "--json", str(out)]) == 1
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["engine"]["error"].startswith("asr model")
+    assert any(p.startswith("engine: asr model") for p in report["problems"])
+    assert "the engine failed to load" in capsys.readouterr().err

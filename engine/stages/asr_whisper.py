@@ -119,17 +119,14 @@ class FasterWhisperASR(ASRBackend):
             condition_on_previous_text=False,
             without_timestamps=True,
             temperature=0.0,
-            # Whisper can loop on one token ("... ... ...") for seconds; no real speech needs
-            # more than ~40 tokens a second (Telugu letters take several byte-level tokens).
-            max_new_tokens=min(MAX_NEW_TOKENS, 16 + int(TOKENS_PER_SECOND * seconds)),
+            max_new_tokens=max_new_tokens(seconds),
         )
         text = " ".join(s.text.strip() for s in segments).strip()  # consumes the generator here
         text = text.replace("\ufffd", "").strip()  # bytes of a character cut by the token limit
         return Transcript(text=collapse_repeats(text), language=info.language)
 
     def _transcribe_window(self, audio: np.ndarray, language: str, window: int) -> Transcript:
-        max_new = min(MAX_NEW_TOKENS, 16 + int(TOKENS_PER_SECOND * len(audio) / 16_000))
-        text = transcribe_window(self._model, audio, language, window, self.options.beam_size, max_new)
+        text = transcribe_window(self._model, audio, language, window, self.options.beam_size)
         return Transcript(text=collapse_repeats(text), language=language)
 
     def close(self) -> None:
@@ -154,8 +151,13 @@ def window_for(seconds: float, window_s: int) -> int:
     return min(WHISPER_WINDOW_S, max(window_s, math.ceil(seconds + WINDOW_MARGIN_S)))
 
 
-def transcribe_window(model, audio: np.ndarray, language: str, window: int, beam_size: int = 1,  # noqa: ANN001
-                      max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+def max_new_tokens(seconds: float) -> int:
+    """Whisper can loop on one token ("... ... ...") for seconds; no real speech needs more than
+    ~40 tokens a second (Telugu letters take several byte-level tokens)."""
+    return min(MAX_NEW_TOKENS, 16 + int(TOKENS_PER_SECOND * seconds))
+
+
+def transcribe_window(model, audio: np.ndarray, language: str, window: int, beam_size: int = 1) -> str:  # noqa: ANN001
     """Transcribe one utterance (at most ``window`` seconds) with a faster-whisper ``WhisperModel``,
     encoding ``window`` seconds instead of 30, then decoding as ``transcribe()`` would with no
     timestamps, temperature 0 and no previous text."""
@@ -171,7 +173,8 @@ def transcribe_window(model, audio: np.ndarray, language: str, window: int, beam
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     result = model.model.generate(
-        model.encode(features), [prompt], beam_size=beam_size, max_length=len(prompt) + max_new_tokens,
+        model.encode(features), [prompt], beam_size=beam_size,
+        max_length=len(prompt) + max_new_tokens(len(audio) / 16_000),
         suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
     )[0]
     tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
