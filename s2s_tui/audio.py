@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +224,36 @@ class JitterBuffer:
 # --- sources -------------------------------------------------------------------------------
 
 
+class BlockClock:
+    """Calls ``tick(i)`` for block i = 0, 1, 2, ... every ``BLOCK_MS`` on its own thread, paced
+    against ``time.monotonic`` (so a busy event loop cannot speed it up or slow it down)."""
+
+    def __init__(self, tick: Callable[[int], None], name: str):
+        self.tick, self.name = tick, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0, i = time.monotonic(), 0
+        while not self._stop.is_set():
+            self.tick(i)
+            i += 1
+            delay = t0 + i * BLOCK_MS / 1000 - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+            self._thread = None
+
+
 class Source:
     """Something that produces 16 kHz mono float32 audio into ``ring``."""
 
@@ -319,14 +350,12 @@ class ReplaySource(Source):
         names = paths[0] if len(paths) == 1 else f"{len(paths)} files"
         self.description = f"replay: {names} ({seconds:.1f} s)"
         self.finished = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._clock = BlockClock(self._block, "s2s-replay")
+        self._silence = np.zeros(ENGINE_RATE * BLOCK_MS // 1000, np.float32)
         self.position = 0
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="s2s-replay", daemon=True)
-        self._thread.start()
+        self._clock.start()
 
     def restart(self) -> None:
         self.stop()
@@ -334,29 +363,18 @@ class ReplaySource(Source):
         self.finished.clear()
         self.start()
 
-    def _run(self) -> None:
-        step = ENGINE_RATE * BLOCK_MS // 1000
-        t0 = time.monotonic()
-        i = 0
-        silence = np.zeros(step, np.float32)
-        while not self._stop.is_set():
-            start = i * step
-            if start < len(self.audio):
-                self.ring.put(self.audio[start:start + step].copy())
-                self.position = min(len(self.audio), start + step)
-            else:
-                self.finished.set()
-                self.ring.put(silence)
-            i += 1
-            delay = t0 + i * BLOCK_MS / 1000 - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
+    def _block(self, i: int) -> None:
+        step = len(self._silence)
+        start = i * step
+        if start < len(self.audio):
+            self.ring.put(self.audio[start:start + step].copy())
+            self.position = min(len(self.audio), start + step)
+        else:
+            self.finished.set()
+            self.ring.put(self._silence)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1)
-            self._thread = None
+        self._clock.stop()
 
 
 # --- sinks ---------------------------------------------------------------------------------
@@ -424,29 +442,13 @@ class ClockSink(Sink):
 
     def __init__(self, reply_rate: int):
         super().__init__(reply_rate)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._clock = BlockClock(lambda _: self._pull(self.reply_rate * BLOCK_MS // 1000), "s2s-clock-sink")
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="s2s-clock-sink", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        step = self.reply_rate * BLOCK_MS // 1000
-        t0, i = time.monotonic(), 0
-        while not self._stop.is_set():
-            self._pull(step)
-            i += 1
-            delay = t0 + i * BLOCK_MS / 1000 - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
+        self._clock.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1)
-            self._thread = None
+        self._clock.stop()
 
 
 def _explain(what: str, exc: BaseException) -> str:

@@ -127,7 +127,7 @@ def test_speecht5_export_speaks_telugu_through_iso15919(speecht5_export):
 
 
 def test_speecht5_long_text_is_spoken_in_pieces():
-    from engine.stages.tts_speecht5 import split_text
+    from engine.stages.base import split_text
 
     text = "ఇది ఒక వాక్యం. " * 40
     pieces = split_text(text, 200)

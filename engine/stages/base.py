@@ -16,6 +16,7 @@ resolved model path, loads in ``setup()`` and frees in ``close()``.
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -102,6 +103,49 @@ class TTSBackend(Stage, ABC):
     def stream(self, text: str) -> Iterator[np.ndarray]:
         """Speak ``text`` in chunks as they are ready; by default one chunk."""
         yield self.synthesize(text)
+
+
+class ChunkedTTSBackend(TTSBackend):
+    """A neural voice that speaks at most ``max_chunk_chars`` at a time: ``stream`` speaks
+    ``text`` piece by piece (:func:`split_text`) through ``_speak``; ``synthesize`` joins them."""
+
+    max_chunk_chars: int = 400
+    _model: Any = None
+
+    @abstractmethod
+    def _speak(self, text: str) -> np.ndarray:
+        """Speak one piece of at most ``max_chunk_chars``."""
+
+    def stream(self, text: str) -> Iterator[np.ndarray]:
+        if self._model is None:
+            from engine.errors import StageError
+
+            raise StageError("tts", f"{self.name} voice used before setup()")
+        for chunk in split_text(text, self.max_chunk_chars):
+            audio = self._speak(chunk)
+            if audio.size:
+                yield audio
+
+    def synthesize(self, text: str) -> np.ndarray:
+        parts = list(self.stream(text))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """Cut ``text`` at sentence ends, then clause marks, then spaces, into pieces <= max_chars."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return [text] if text else []
+    pieces: list[str] = []
+    for sentence in re.split(r"(?<=[.?!।])\s+", text):
+        while len(sentence) > max_chars:
+            cut = max(sentence.rfind(", ", 0, max_chars), sentence.rfind(" ", 0, max_chars))
+            cut = cut if cut > 0 else max_chars
+            pieces.append(sentence[:cut].strip(" ,"))
+            sentence = sentence[cut:].strip(" ,")
+        if sentence:
+            pieces.append(sentence)
+    return pieces
 
 
 def torch_device(name: str, torch: Any) -> str | None:

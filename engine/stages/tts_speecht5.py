@@ -14,8 +14,6 @@ lazily as well).
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +21,7 @@ import numpy as np
 from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
 from engine.models import model_folder
-from engine.stages.base import TTSBackend, torch_device
+from engine.stages.base import ChunkedTTSBackend, torch_device
 
 TTS_CONFIG = "s2s_tts.json"
 MAX_CHUNK_CHARS = 200  # SpeechT5 attends over at most 450 characters; long replies are spoken in pieces
@@ -32,8 +30,9 @@ MAX_CHUNK_CHARS = 200  # SpeechT5 attends over at most 450 characters; long repl
 FIX = "train and export a voice with `s2s-train tts PREPARED --out DIR`, then set tts.model=DIR/export"
 
 
-class SpeechT5TTS(TTSBackend):
+class SpeechT5TTS(ChunkedTTSBackend):
     name = "speecht5"
+    max_chunk_chars = MAX_CHUNK_CHARS
     sample_rate = 16_000
 
     def __init__(self, options: TTSOptions, model_path: str):
@@ -127,18 +126,6 @@ class SpeechT5TTS(TTSBackend):
             raise StageError("tts", f"SpeechT5 failed: {str(exc)[:200]}") from None
         return wave.float().cpu().numpy().astype(np.float32).reshape(-1)
 
-    def stream(self, text: str) -> Iterator[np.ndarray]:
-        if self._model is None:
-            raise StageError("tts", "SpeechT5 voice used before setup()")
-        for chunk in split_text(text, MAX_CHUNK_CHARS):
-            audio = self._speak(chunk)
-            if audio.size:
-                yield audio
-
-    def synthesize(self, text: str) -> np.ndarray:
-        parts = list(self.stream(text))
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
     def close(self) -> None:
         self._model = self._vocoder = self._speaker = None
 
@@ -153,19 +140,3 @@ class SpeechT5TTS(TTSBackend):
             "transliteration": self._config.get("text", {}).get("transliteration"),
         }
 
-
-def split_text(text: str, max_chars: int) -> list[str]:
-    """Cut ``text`` at sentence ends, then clause marks, then spaces, into pieces <= max_chars."""
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return [text] if text else []
-    pieces: list[str] = []
-    for sentence in re.split(r"(?<=[.?!।])\s+", text):
-        while len(sentence) > max_chars:
-            cut = max(sentence.rfind(", ", 0, max_chars), sentence.rfind(" ", 0, max_chars))
-            cut = cut if cut > 0 else max_chars
-            pieces.append(sentence[:cut].strip(" ,"))
-            sentence = sentence[cut:].strip(" ,")
-        if sentence:
-            pieces.append(sentence)
-    return pieces

@@ -12,9 +12,7 @@ torch and transformers are imported in ``setup()`` only.
 
 from __future__ import annotations
 
-import re
 import unicodedata
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +20,7 @@ import numpy as np
 from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
 from engine.models import model_folder
-from engine.stages.base import TTSBackend, torch_device
+from engine.stages.base import ChunkedTTSBackend, torch_device
 
 NORMAL_SPEED = 175  # TTSOptions.speed is espeak-ng words per minute; 175 is VITS speaking_rate 1.0
 MAX_CHUNK_CHARS = 400
@@ -30,8 +28,9 @@ FIX = ("fetch it with `s2s-engine models fetch --profile gpu`, or point tts.mode
        "at a folder with a VITS config.json, vocab.json and weights")
 
 
-class VitsTTS(TTSBackend):
+class VitsTTS(ChunkedTTSBackend):
     name = "vits"
+    max_chunk_chars = MAX_CHUNK_CHARS
     sample_rate = 16_000
 
     def __init__(self, options: TTSOptions, model_path: str):
@@ -99,18 +98,6 @@ class VitsTTS(TTSBackend):
             raise StageError("tts", f"VITS failed: {str(exc)[:200]}") from None
         return wave[0].float().cpu().numpy().astype(np.float32)
 
-    def stream(self, text: str) -> Iterator[np.ndarray]:
-        if self._model is None:
-            raise StageError("tts", "VITS voice used before setup()")
-        for chunk in _split(text, MAX_CHUNK_CHARS):
-            audio = self._speak(chunk)
-            if audio.size:
-                yield audio
-
-    def synthesize(self, text: str) -> np.ndarray:
-        parts = list(self.stream(text))
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
     def close(self) -> None:
         self._model = self._tokenizer = None
 
@@ -124,18 +111,3 @@ class VitsTTS(TTSBackend):
             "speaking_rate": getattr(self._model, "speaking_rate", None),
         }
 
-
-def _split(text: str, max_chars: int) -> list[str]:
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return [text] if text else []
-    out: list[str] = []
-    for sentence in re.split(r"(?<=[.?!।])\s+", text):
-        while len(sentence) > max_chars:
-            cut = sentence.rfind(" ", 0, max_chars)
-            cut = cut if cut > 0 else max_chars
-            out.append(sentence[:cut])
-            sentence = sentence[cut:].strip()
-        if sentence:
-            out.append(sentence)
-    return out
