@@ -13,6 +13,7 @@ from collections.abc import Callable
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 
 from s2s_tui import messages as m
@@ -131,7 +132,11 @@ class S2SApp(App):
                                               self.pump.echo.holding and self._far_active()))
             playing = bool(self.sink and self.sink.buffer.playing)
             ptt_rec = self.push_to_talk and self.pump.recording
-            self.main.status.agent_state = self.main.agent_state(playing, self.pump.muted, ptt_rec)
+            try:
+                status = self.main.status
+            except NoMatches:  # the screen is still composing (first ticks) or being torn down
+                return
+            status.agent_state = self.main.agent_state(playing, self.pump.muted, ptt_rec)
 
     def _far_active(self) -> bool:
         return bool(self.sink and self.sink.buffer.playing)

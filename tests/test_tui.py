@@ -250,3 +250,21 @@ async def test_fake_devices_open_at_native_rates(monkeypatch):
             cb(np.full((960, 1), 0.1, np.float32), 960, None, None)
         await pilot.pause(0.1)
         assert sum(len(x) for x in app.link.sent) > 2000
+
+
+async def test_ticks_while_the_status_bar_is_absent_do_not_crash():
+    """The 20 ms tick starts before the main screen has composed its widgets; a tick then must
+    not raise (it did, as a rare NoMatches in CI)."""
+    from s2s_tui.screens.main import MainScreen
+
+    app = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        mounted, app.main = app.main, MainScreen("in-process", "test", remote=False)  # not composed yet
+        try:
+            for _ in range(10):
+                app._tick()  # every 5th tick updates the status bar
+        finally:
+            app.main = mounted
+        await pilot.pause(0.1)
+        assert app.is_running
