@@ -53,7 +53,7 @@ import json
 import os
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +135,27 @@ class BenchLLM(LLMBackend):
                 return
             yield from self._fixed(messages, cancel)
 
+    def stream_turn(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+                    turn_end: Callable[[float | None], None]) -> Iterator[str]:
+        """As :meth:`stream`, reading the end-of-turn probability first on the same (emptied)
+        context, as the engine's backend does: the reply then reuses that prefill."""
+        probe = getattr(self.inner, "sentence_end_probability", None)
+        if probe is None or self._llama is None:
+            turn_end(None)
+            yield from self.stream(messages, max_tokens, cancel)
+            return
+        with self._lock:
+            self._llama.reset()
+            self._llama.set_seed(self.seed)
+            self.last_tokens = 0
+            turn_end(probe(self._llama, messages))
+            if self.reply == "natural":
+                for text in self.inner._reply(self._llama, messages, max_tokens, cancel):
+                    self.last_tokens += 1
+                    yield text
+                return
+            yield from self._fixed(messages, cancel)
+
     def _fixed(self, messages: list[ChatMessage], cancel: threading.Event) -> Iterator[str]:
         llama = self._llama
         n = self.reply_tokens or 0
@@ -164,12 +185,12 @@ class BenchLLM(LLMBackend):
     def _prompt_tokens(self, messages: list[ChatMessage]) -> list[int]:
         o = self.inner.options
         llama = self._llama
-        if getattr(o, "prompt_format", "chat") == "dialogue":
-            from engine.stages.llm_llamacpp import dialogue_prompt
+        from engine.stages.llm_llamacpp import chat_prompt, dialogue_prompt
 
+        if getattr(o, "prompt_format", "chat") == "dialogue":
             text = dialogue_prompt(messages)
         else:
-            text = _chat_prompt(llama, getattr(o, "chat_format", ""), messages)
+            text = chat_prompt(llama, getattr(o, "chat_format", ""), messages)
         return llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     def setup(self) -> None:
@@ -190,32 +211,6 @@ def _pieces(llama: Any, text: str) -> list[str]:
         pieces.append(decoded[said:])
         said = len(decoded)
     return pieces
-
-
-def _chat_prompt(llama: Any, chat_format: str, messages: list[ChatMessage]) -> str:
-    """The prompt a chat completion would send: the GGUF's own template, or Gemma's turns."""
-    template = (getattr(llama, "metadata", None) or {}).get("tokenizer.chat_template")
-    if template and not chat_format:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", errors="ignore")
-        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", errors="ignore")
-        prompt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(messages=messages).prompt
-        return prompt[len(bos):] if bos and prompt.startswith(bos) else prompt
-    if chat_format in ("gemma", ""):
-        system = " ".join(m["content"] for m in messages if m["role"] == "system")
-        out = []
-        for m in messages:
-            if m["role"] == "system":
-                continue
-            role = "user" if m["role"] == "user" else "model"
-            content = m["content"]
-            if role == "user" and system:
-                content, system = f"{system}\n\n{content}", ""
-            out.append(f"<start_of_turn>{role}\n{content}<end_of_turn>\n")
-        return "".join(out) + "<start_of_turn>model\n"
-    raise ConfigError(f"--reply scripted/N supports prompt_format=dialogue or the gemma/GGUF chat template, "
-                      f"not chat_format={chat_format!r}; use --reply natural")
 
 
 class BenchASR(ASRBackend):

@@ -41,11 +41,14 @@ class VADOptions:
         threshold: speech probability at which a frame counts as voiced.
         neg_threshold: probability under which a frame counts as silent (hysteresis).
         min_speech_ms: voiced audio needed before speech counts as started.
-        end_of_turn_silence_ms: silence after speech that ends the user's turn.
         pre_roll_ms: audio kept before the detected start, so the first syllable is not cut.
-        speculative_asr_ms: after this much silence the final transcript is already decoded,
-            while the end-of-turn silence is still running; if the user goes on speaking the
-            result is dropped. 0 turns it off. It hides ASR time inside the end-of-turn wait.
+        end_of_turn_silence_ms: the silence that ends the user's turn under the ``silence``
+            turn policy (``turn.policy``); the other policies end it between
+            ``turn.min_silence_ms`` and ``turn.max_silence_ms``.
+        speculative_asr_ms: after this much silence the turn is already run (ASR, the LLM's
+            first sentence, its speech, held back) while the end of turn is still being decided;
+            if the user goes on speaking the result is dropped. 0 turns it off. It hides the
+            turn's work inside the end-of-turn wait.
     """
 
     backend: str = "silero"
@@ -56,6 +59,44 @@ class VADOptions:
     end_of_turn_silence_ms: int = 600
     pre_roll_ms: int = 300
     speculative_asr_ms: int = 200
+
+
+TURN_POLICIES = ("silence", "smart-turn", "transcript", "combined")
+
+
+@dataclass
+class TurnOptions:
+    """When the user's turn is over (``engine.turn``).
+
+    Fields:
+        policy: "silence" (a fixed wait: ``vad.end_of_turn_silence_ms``), "smart-turn" (the
+            audio model below), "transcript" (the language model's probability that the
+            speculative transcript is a finished sentence), or "combined" (both must say
+            complete). The adaptive policies end the turn at ``min_silence_ms`` when the
+            evidence says complete and wait up to ``max_silence_ms`` when it says incomplete.
+        backend: the audio turn model's backend: "smart-turn" (ONNX, CPU).
+        model: its weights (``pkg:smart-turn-v3.2``: Smart Turn v3.2, BSD-2-Clause, from the
+            pipecat-ai wheel).
+        threads: CPU threads for one prediction.
+        min_silence_ms: the earliest end of turn, when the evidence says complete.
+        max_silence_ms: the latest end of turn, whatever the evidence says.
+        audio_threshold: the audio model's P(complete) at or above which it says complete.
+        text_threshold: the language model's P(the sentence ends here) at or above which the
+            transcript counts as complete.
+        resume_ms: speech that starts within this long after the end of a turn's speech,
+            while its reply is being made or played, continues that turn: the reply is
+            cancelled and both parts are answered as one utterance. 0 turns it off.
+    """
+
+    policy: str = "silence"
+    backend: str = "smart-turn"
+    model: str = "pkg:smart-turn-v3.2"
+    threads: int = 1
+    min_silence_ms: int = 200
+    max_silence_ms: int = 1500
+    audio_threshold: float = 0.5
+    text_threshold: float = 0.2
+    resume_ms: int = 1500
 
 
 @dataclass
@@ -191,6 +232,7 @@ class SessionOptions:
 
 SECTIONS: dict[str, type] = {
     "vad": VADOptions,
+    "turn": TurnOptions,
     "asr": ASROptions,
     "llm": LLMOptions,
     "tts": TTSOptions,
@@ -206,6 +248,7 @@ class Profile:
     name: str = "offline"
     description: str = ""
     vad: VADOptions = field(default_factory=VADOptions)
+    turn: TurnOptions = field(default_factory=TurnOptions)
     asr: ASROptions = field(default_factory=ASROptions)
     llm: LLMOptions = field(default_factory=LLMOptions)
     tts: TTSOptions = field(default_factory=TTSOptions)
@@ -257,6 +300,22 @@ def _coerce(value: Any, typ: type, where: str) -> Any:
     raise ConfigError(f"{where} must be {typ.__name__}, got {value!r}")
 
 
+def check_turn(turn: TurnOptions, vad: VADOptions) -> None:
+    """One clear error for turn-taking settings that cannot work together."""
+    if turn.policy not in TURN_POLICIES:
+        raise ConfigError(f"turn.policy must be one of {', '.join(TURN_POLICIES)}, got {turn.policy!r}")
+    if not 0 < turn.min_silence_ms <= turn.max_silence_ms:
+        raise ConfigError(f"turn.min_silence_ms ({turn.min_silence_ms}) must be above 0 and at most "
+                          f"turn.max_silence_ms ({turn.max_silence_ms})")
+    if vad.end_of_turn_silence_ms < 1:
+        raise ConfigError(f"vad.end_of_turn_silence_ms must be at least 1, got {vad.end_of_turn_silence_ms}")
+    for name in ("audio_threshold", "text_threshold"):
+        if not 0.0 <= getattr(turn, name) <= 1.0:
+            raise ConfigError(f"turn.{name} must be between 0 and 1, got {getattr(turn, name)}")
+    if turn.resume_ms < 0:
+        raise ConfigError(f"turn.resume_ms must be 0 (off) or more, got {turn.resume_ms}")
+
+
 def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
@@ -285,6 +344,7 @@ def load_profile(name_or_path: str | Path = "offline", overrides: list[str] | No
             profile._assign(section, key, value, source=f"profile {path.name}")
     for assignment in overrides or []:
         profile.set(assignment)
+    check_turn(profile.turn, profile.vad)
     if profile.asr.window_s < 1:
         raise ConfigError(f"asr.window_s must be at least 1 second (30: Whisper's own window), "
                           f"got {profile.asr.window_s}")

@@ -5,6 +5,7 @@ worker pool, so model work never runs on the asyncio event loop and a slow stage
 not hold another back:
 
 - VAD: one thread (sub-millisecond frames, in order);
+- turn (the audio end-of-turn model, when the profile's turn policy uses it): one thread;
 - ASR: two threads, so a final transcript never waits behind a partial one;
 - LLM: ``llm.parallel`` threads, one per model instance (a llama.cpp context is not
   thread-safe; with 1, sessions take turns);
@@ -27,7 +28,8 @@ from engine.config import Profile, load_profile
 from engine.errors import BackendUnavailable, ModelError
 from engine.models import resolve
 from engine.registry import backend_class
-from engine.stages.base import ASRBackend, LLMBackend, TTSBackend, VADBackend
+from engine.stages.base import ASRBackend, LLMBackend, TTSBackend, TurnBackend, VADBackend
+from engine.turn import AUDIO_POLICIES
 
 if TYPE_CHECKING:
     from engine.session import Session
@@ -37,11 +39,13 @@ log = logging.getLogger(__name__)
 
 class Engine:
     def __init__(self, profile: Profile, vad: VADBackend, asr: ASRBackend, llm: LLMBackend, tts: TTSBackend,
-                 notes: list[str] | None = None):
+                 notes: list[str] | None = None, turn_model: TurnBackend | None = None):
         self.profile = profile
         self.vad, self.asr, self.llm, self.tts = vad, asr, llm, tts
+        self.turn_model = turn_model
         self.notes = notes or []
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-vad")
+        self.turn_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-turn")
         self.asr_pool = ThreadPoolExecutor(2, thread_name_prefix="s2s-asr")
         # turn (final or speculative) decodes running now, any session; partials wait while > 0
         # (touched on the event loop only)
@@ -74,6 +78,7 @@ class Engine:
             return backend
 
         vad = build("vad", profile.vad)
+        turn = build("turn", profile.turn) if profile.turn.policy in AUDIO_POLICIES else None
         asr = build("asr", profile.asr)
         llm = build("llm", profile.llm)
         try:
@@ -85,7 +90,7 @@ class Engine:
             log.warning(notes[-1])
             tts = build("tts", replace(profile.tts, backend=profile.tts.fallback, model="te"))
         notes += [n for n in (getattr(b, "note", None) for b in (asr, llm)) if n]
-        engine = cls(profile, vad, asr, llm, tts, notes)
+        engine = cls(profile, vad, asr, llm, tts, notes, turn_model=turn)
         engine.load_times_ms = times
         engine.gpu_memory()  # the first reading, so turn metrics never wait for one
         return engine
@@ -119,7 +124,9 @@ class Engine:
             "profile": self.profile.name,
             "device": getattr(self.asr, "device", "cpu"),
             "models": {"vad": self.vad.describe(), "asr": self.asr.describe(),
-                       "llm": self.llm.describe(), "tts": self.tts.describe()},
+                       "llm": self.llm.describe(), "tts": self.tts.describe(),
+                       **({"turn": self.turn_model.describe()} if self.turn_model is not None else {})},
+            "turn_policy": self.profile.turn.policy,
             "partials": self.partials_enabled(),
             "load_ms": {k: round(v, 1) for k, v in self.load_times_ms.items()},
             "notes": list(self.notes),
@@ -141,9 +148,11 @@ class Engine:
             return dict(self._gpu_cache[1])
 
     def close(self) -> None:
-        for pool in (self.vad_pool, self.asr_pool, self.llm_pool, self.tts_pool):
+        for pool in (self.vad_pool, self.turn_pool, self.asr_pool, self.llm_pool, self.tts_pool):
             pool.shutdown(wait=False, cancel_futures=True)
-        for stage in (self.vad, self.asr, self.llm, self.tts):
+        for stage in (self.vad, self.turn_model, self.asr, self.llm, self.tts):
+            if stage is None:
+                continue
             try:
                 stage.close()
             except Exception:  # noqa: BLE001 - closing must not raise

@@ -20,15 +20,20 @@ from engine.metrics import TurnMetrics
 
 @dataclass(frozen=True)
 class SpeechStarted:
-    """VAD heard the user start speaking (after the minimum speech duration)."""
+    """VAD heard the user start speaking (after the minimum speech duration).
+
+    ``resumed``: the user went on shortly after their turn was ended (a pause mid-sentence):
+    this speech continues turn ``turn_id`` (the same id), the reply to the first part is
+    cancelled, and a new final transcript of the whole utterance replaces the first one."""
 
     turn_id: str
     audio_start_ms: int
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
 class SpeechStopped:
-    """VAD decided the user's turn ended (after the end-of-turn silence)."""
+    """The user's turn ended (the end-of-turn policy decided, ``engine.turn``)."""
 
     turn_id: str
     audio_end_ms: int

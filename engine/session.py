@@ -51,6 +51,8 @@ from engine.events import (
 from engine.history import ChatHistory
 from engine.metrics import TurnMetrics
 from engine.sentences import SentenceChunker
+from engine.stages.base import Transcript
+from engine.turn import TurnDecision, TurnEvidence, TurnPolicy, script_ok
 from engine.vad import TurnDetector, VADState
 
 if TYPE_CHECKING:
@@ -125,6 +127,21 @@ class _Turn:
     user_text: str | None = None
     response: _Response | None = None
     task: asyncio.Task | None = None
+    evidence: TurnEvidence = field(default_factory=TurnEvidence)
+    predict_task: asyncio.Task | None = None  # the audio turn model, for a held turn
+    known_text: str | None = None  # a partial transcript that already covers the turn's audio
+
+
+@dataclass
+class _Ended:
+    """The last ended turn, kept while the user may still go on with it (``turn.resume_ms``)."""
+
+    turn: _Turn
+    start_sample: int  # where the turn's audio starts in the stream (pre-roll included)
+    end_sample: int  # the sample after its last voiced frame
+    speech_start_ns: int | None
+    history_len: int  # the history's length before the turn's user text joined it
+    parts: int  # 1 + the parts it already continued
 
 
 class Session:
@@ -134,6 +151,8 @@ class Session:
         p = engine.profile
         self.options = replace(p.session)
         self.vad_options = replace(p.vad)
+        self.turn_options = replace(p.turn)
+        self._policy = TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms)
         self.language: str | None = None if p.asr.language in ("", "auto") else p.asr.language
         self.instructions = p.llm.system_prompt
         self.history = ChatHistory()
@@ -141,7 +160,7 @@ class Session:
         self._events: asyncio.Queue[SessionEvent | object] = asyncio.Queue()
         self._input: asyncio.Queue = asyncio.Queue()
         self._resamplers: dict[int, StreamResampler] = {}
-        self._detector = TurnDetector(self.vad_options, engine.vad.frame_samples)
+        self._detector = self._new_detector()
         self._vad_state = engine.vad.new_state()
         self._pending = np.zeros(0, np.float32)  # samples not yet in a full VAD frame
         self._frames_seen = 0
@@ -155,6 +174,10 @@ class Session:
         self._turn_tasks: set[asyncio.Task] = set()
         self._partial_task: asyncio.Task | None = None
         self._spec: _Turn | None = None  # a held turn started at a pause
+        self._ended: _Ended | None = None  # the last ended turn, while the user may go on with it
+        self._parts = 0  # earlier parts of the turn now being spoken (resumed turns)
+        self._half_replies = 0  # replies to those parts whose audio had gone out
+        self._last_partial: tuple[str, int, str] | None = None  # (turn id, audio end sample, text)
         self._last_partial_ns = 0
         self._response: _Response | None = None  # running, or last one while it may still play
         self._input_task: asyncio.Task | None = None
@@ -236,7 +259,7 @@ class Session:
 
     def update(self, *, turn_detection: bool | None = None, auto_response: bool | None = None,
                instructions: str | None = None, language: str | None = None,
-               eot_silence_ms: int | None = None) -> None:
+               eot_silence_ms: int | None = None, turn_policy: str | None = None) -> None:
         if turn_detection is not None:
             self.options.turn_detection = turn_detection
         if auto_response is not None:
@@ -245,13 +268,37 @@ class Session:
             self.instructions = instructions
         if language is not None:
             self.language = None if language in ("", "auto") else language
+        if turn_policy is not None and turn_policy != self._policy.policy:
+            from engine.config import check_turn
+
+            trial = replace(self.turn_options, policy=turn_policy)
+            check_turn(trial, self.vad_options)
+            if TurnPolicy(trial, 0).needs_audio and self.engine.turn_model is None:
+                raise S2SError(f"turn policy {turn_policy!r} needs the audio turn model, which this engine did not "
+                               "load (start it with --set turn.policy=combined)")
+            self.turn_options = trial
         if eot_silence_ms is not None:
             self.vad_options.end_of_turn_silence_ms = int(eot_silence_ms)
-            self._detector = TurnDetector(self.vad_options, self.engine.vad.frame_samples)
+        if turn_policy is not None or eot_silence_ms is not None:
+            self._policy = TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms)
+            self._detector = self._new_detector()
+
+    @property
+    def turn_policy(self) -> str:
+        return self._policy.policy
+
+    def _new_detector(self) -> TurnDetector:
+        """The VAD state machine for the policy: it ends the turn at the policy's longest wait
+        and reports the first short silence, where the turn runs speculatively and the
+        policy's evidence is gathered (adaptive policies always run it there)."""
+        pol, spec = self._policy, self.vad_options.speculative_asr_ms
+        pause = (min(spec, pol.earliest_ms) if spec > 0 else pol.earliest_ms) if pol.adaptive else spec
+        return TurnDetector(self.vad_options, self.engine.vad.frame_samples, end_ms=pol.max_wait_ms, pause_ms=pause)
 
     def reset(self) -> None:
         """Forget the conversation: cancel any reply and any turn still being transcribed."""
         self._drop_spec()
+        self._ended = None
         self._interrupt(barge_in=False)
         for task in list(self._turn_tasks):
             task.cancel()
@@ -377,17 +424,23 @@ class Session:
         frame_arrivals = [times[min(int(np.searchsorted(ends, (i + 1) * fs)), len(times) - 1)] for i in range(n)]
         probs = await loop.run_in_executor(self.engine.vad_pool, self.engine.vad.probabilities, self._vad_state, frames)
         for i, prob in enumerate(probs):
+            silence = self._detector.eot_frames * self._detector.frame_ms
             ev = self._detector.update(self._frames_seen + i, float(prob), frame_arrivals[i])
             if ev is None:
+                if self._policy.adaptive and self._detector.state is VADState.STOPPING:
+                    self._check_turn_end()  # one more frame of silence: enough for the evidence?
                 continue
             if ev.kind == "start":
                 self._on_speech_start(ev.sample, ev.arrival_ns)
             elif ev.kind == "pause":
-                self._speculate(ev.sample)
+                self._on_pause(ev.sample)
             elif ev.kind == "resume":
                 self._drop_spec()
-            else:
-                self._on_turn_end(ev.sample, ev.arrival_ns, now_ns())
+            else:  # the longest wait: the policy's fixed silence, or its maximum
+                spec = self._spec
+                decision = self._policy.decide(silence, spec.evidence if spec else TurnEvidence(text_usable=False))
+                self._on_turn_end(ev.sample, ev.arrival_ns, now_ns(),
+                                  decision or TurnDecision("max-silence", None, silence))
         self._frames_seen += n
         if not self._detector.in_speech and self._detector.state.value == "quiet":
             self._trim_buffer()
@@ -396,6 +449,12 @@ class Session:
 
     def _trim_buffer(self) -> None:
         keep = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
+        e = self._ended
+        if e is not None:
+            if self._buf_start + len(self._buf) - e.end_sample <= self._resume_samples():
+                keep = max(keep, self._buf_start + len(self._buf) - e.start_sample)  # the user may go on
+            else:
+                self._ended = None
         if len(self._buf) > keep and self._turn_start is None:
             drop = len(self._buf) - keep
             self._buf = self._buf[drop:]
@@ -406,6 +465,7 @@ class Session:
             self._buf_start += len(self._buf)
             self._buf = np.zeros(0, np.float32)
             self._turn_start = None
+            self._ended = None
             self._detector.reset()
         elif what == "commit":
             audio = self._buf if self._turn_start is None else self._buf[self._turn_start - self._buf_start:]
@@ -417,42 +477,148 @@ class Session:
                 self._turn_id = f"turn_{self._n_turns + 1}"
                 self._n_turns += 1
             metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns or t,
-                                  speech_end_ns=t, turn_end_ns=t)
+                                  speech_end_ns=t, turn_end_ns=t, turn_policy="commit")
+            self._ended = None
             self._begin_turn(self._turn_id or "turn_?", audio.copy(), metrics)
             self._buf_start += len(self._buf)  # a commit empties the input buffer
             self._buf = np.zeros(0, np.float32)
             self._detector.reset()
 
     def _on_speech_start(self, sample: int, arrival_ns: int) -> None:
+        self._last_partial_ns = now_ns()
+        if self._resumable(sample):
+            self._resume(sample)
+            return
+        self._ended = None
+        self._parts = self._half_replies = 0
         self._n_turns += 1
         self._turn_id = f"turn_{self._n_turns}"
         pre = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
         self._turn_start = max(self._buf_start, sample - pre)
         self._speech_start_ns = arrival_ns
-        self._last_partial_ns = now_ns()
         self._emit(SpeechStarted(self._turn_id, int(1000 * sample / ENGINE_RATE)))
         if self.options.barge_in:
             self._interrupt(barge_in=True)
+
+    def _resume_samples(self) -> int:
+        return int(ENGINE_RATE * self.turn_options.resume_ms / 1000)
+
+    def _resumable(self, sample: int) -> bool:
+        """Does speech starting at ``sample`` go on with the last ended turn? Yes while it
+        starts within ``turn.resume_ms`` of that turn's end of speech and the reply to it is
+        still being made or played (once the agent has finished speaking, it is a new turn)."""
+        e = self._ended
+        if e is None or not self.turn_options.resume_ms or not self.options.turn_detection:
+            return False
+        if sample - e.end_sample > self._resume_samples() or e.start_sample < self._buf_start:
+            return False
+        r = e.turn.response
+        if r is None or not r.done:
+            return True
+        rate = self.output_sample_rate
+        return r.status != "cancelled" and r.played_ms(rate) < r.audio_ms(rate)
+
+    def _resume(self, sample: int) -> None:
+        """The user went on after their turn was ended: cancel the reply to the first part,
+        take both out of the history, and carry on with the same turn from its first sample."""
+        e, self._ended = self._ended, None
+        assert e is not None
+        turn, r = e.turn, e.turn.response
+        if turn.task is not None and not turn.task.done():
+            turn.task.cancel()  # still transcribing (or holding) the first part
+        half = r is not None and r.first_out_ns is not None and r.status != "cancelled"
+        self._emit(SpeechStarted(turn.id, int(1000 * sample / ENGINE_RATE), resumed=True))
+        if r is not None and r is self._response:
+            self._interrupt(barge_in=True)
+        elif r is not None and not r.done:
+            r.cancel.set()
+            if r.task is not None:
+                r.task.cancel()
+        del self.history.messages[e.history_len:]  # the half utterance, and what was heard of its reply
+        self._turn_id = turn.id
+        self._turn_start = e.start_sample
+        self._speech_start_ns = e.speech_start_ns
+        self._parts = e.parts
+        self._half_replies += int(half)
 
     def _turn_audio(self, end_sample: int) -> np.ndarray:
         start = (self._turn_start if self._turn_start is not None else self._buf_start) - self._buf_start
         stop = end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000) - self._buf_start
         return self._buf[max(0, start): max(0, stop)].copy()
 
-    def _speculate(self, end_sample: int) -> None:
-        """The user paused: run the turn now, held back, in case the pause is its end."""
+    def _on_pause(self, end_sample: int) -> None:
+        """The first short silence: run the turn now, held back, in case the pause is its end,
+        and gather the end-of-turn policy's evidence (the audio model, the transcript)."""
+        turn = self._speculate(end_sample)
+        if self._policy.needs_audio and self.engine.turn_model is not None:
+            start = self._turn_start if self._turn_start is not None else self._buf_start
+            audio = self._buf[max(0, start - self._buf_start):].copy()
+            turn.predict_task = asyncio.create_task(self._predict_turn(turn, audio),
+                                                    name=f"{self.id}-{turn.id}-turn-model")
+        else:
+            turn.evidence.audio_usable = False
+        if not self._policy.needs_text:
+            turn.evidence.text_usable = False
+
+    def _speculate(self, end_sample: int) -> _Turn:
         self._drop_spec()
-        metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns)
+        metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns,
+                              spec_start_ns=now_ns(), resumed=self._parts, half_replies=self._half_replies)
         turn = _Turn(self._turn_id or "turn_?", end_sample, metrics, held=True, speculative=True)
+        lp = self._last_partial
+        if lp is not None and lp[0] == turn.id and lp[1] >= end_sample:
+            turn.known_text = lp[2]  # the latest partial already heard all of it
         turn.task = asyncio.create_task(self._run_turn(turn, self._turn_audio(end_sample)),
                                         name=f"{self.id}-{turn.id}-early")
         self._spec = turn
+        return turn
+
+    async def _predict_turn(self, turn: _Turn, audio: np.ndarray) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            p = await loop.run_in_executor(self.engine.turn_pool, self.engine.turn_model.predict, audio)
+        except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides
+            log.exception("turn model")
+            self._emit(ErrorEvent(getattr(exc, "code", "turn_failed"), f"the turn model failed: {exc}", "turn",
+                                  turn.id))
+            p = None
+        turn.metrics.turn_audio_ms = (time.perf_counter() - t0) * 1000
+        turn.metrics.turn_audio_probability = p
+        if self._spec is turn:
+            turn.evidence.audio, turn.evidence.audio_usable = p, p is not None
+            self._check_turn_end()
+
+    def _on_text_evidence(self, turn: _Turn, p: float | None) -> None:
+        """The language model read the speculative transcript (on the event loop)."""
+        turn.metrics.turn_text_probability = p
+        if p is None:
+            turn.evidence.text_usable = False
+        else:
+            turn.evidence.text = p
+        if self._spec is turn:
+            self._check_turn_end()
+
+    def _check_turn_end(self) -> None:
+        """Ask the policy whether the pause so far, with the evidence in, ends the turn."""
+        if self._detector.state is not VADState.STOPPING:
+            return
+        spec = self._spec
+        decision = self._policy.decide(self._detector.silence_ms,
+                                       spec.evidence if spec is not None else TurnEvidence(text_usable=False))
+        if decision is None:
+            return
+        ev = self._detector.end_now()
+        if ev is not None:
+            self._on_turn_end(ev.sample, ev.arrival_ns, now_ns(), decision)
 
     def _drop_spec(self) -> None:
         """The user went on speaking: throw the held turn away (it emitted nothing)."""
         turn, self._spec = self._spec, None
         if turn is None:
             return
+        if turn.predict_task is not None:
+            turn.predict_task.cancel()
         if turn.response is not None:
             turn.response.cancel.set()
             if turn.response.task is not None:
@@ -481,37 +647,57 @@ class Session:
         else:
             self._emit(ev)
 
-    def _on_turn_end(self, end_sample: int, speech_end_ns: int, decided_ns: int) -> None:
+    def _on_turn_end(self, end_sample: int, speech_end_ns: int, decided_ns: int, decision: TurnDecision) -> None:
         turn_id = self._turn_id or "turn_?"
         self._emit(SpeechStopped(turn_id, int(1000 * end_sample / ENGINE_RATE)))
+        start = self._turn_start if self._turn_start is not None else self._buf_start
+        ended = _Ended(_Turn(turn_id, end_sample, TurnMetrics()), start, end_sample, self._speech_start_ns,
+                       len(self.history.messages), self._parts + 1)
         spec = self._spec
         if spec is not None and spec.id == turn_id and spec.end_sample == end_sample and spec.task is not None:
             self._spec = None
+            if spec.predict_task is not None and not spec.predict_task.done():
+                spec.predict_task.cancel()  # decided without it (a fixed or maximum wait)
             spec.metrics.speech_end_ns, spec.metrics.turn_end_ns = speech_end_ns, decided_ns
             spec.metrics.speech_start_ns = spec.metrics.speech_start_ns or self._speech_start_ns
+            self._record_decision(spec.metrics, decision)
             self._start_turn_bookkeeping()
             self._turn_tasks.add(spec.task)
             spec.task.add_done_callback(self._turn_tasks.discard)
+            ended.turn = spec
             self._release(spec)
-            return
-        self._drop_spec()
-        metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
-                              speech_end_ns=speech_end_ns, turn_end_ns=decided_ns)
-        self._begin_turn(turn_id, self._turn_audio(end_sample), metrics, end_sample)
+        else:
+            self._drop_spec()
+            metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
+                                  speech_end_ns=speech_end_ns, turn_end_ns=decided_ns,
+                                  resumed=self._parts, half_replies=self._half_replies)
+            self._record_decision(metrics, decision)
+            ended.turn = self._begin_turn(turn_id, self._turn_audio(end_sample), metrics, end_sample)
+        if self.turn_options.resume_ms > 0:
+            self._ended = ended
+
+    def _record_decision(self, m: TurnMetrics, d: TurnDecision) -> None:
+        m.turn_policy = d.by
+        m.turn_probability = d.probability
 
     def _start_turn_bookkeeping(self) -> None:
         self._turn_start = None
         self._speech_start_ns = None
         self._partial_task = None  # a partial's result is dropped: the final one is here
+        self._last_partial = None
         self._trim_buffer()
 
-    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics, end_sample: int = 0) -> None:
+    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics, end_sample: int = 0) -> _Turn:
         self._drop_spec()
         turn = _Turn(turn_id, end_sample, metrics)
+        lp = self._last_partial
+        if end_sample and lp is not None and lp[0] == turn_id and lp[1] >= end_sample:
+            turn.known_text = lp[2]
         self._start_turn_bookkeeping()
         turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"{self.id}-{turn_id}")
         self._turn_tasks.add(turn.task)
         turn.task.add_done_callback(self._turn_tasks.discard)
+        return turn
 
     def _maybe_partial(self) -> None:
         if self._turn_start is None or (self._partial_task is not None and not self._partial_task.done()):
@@ -523,9 +709,10 @@ class Session:
             return
         self._last_partial_ns = t
         audio = self._buf[self._turn_start - self._buf_start:].copy()
-        self._partial_task = asyncio.create_task(self._partial(self._turn_id, audio))
+        end = self._buf_start + len(self._buf)
+        self._partial_task = asyncio.create_task(self._partial(self._turn_id, audio, end))
 
-    async def _partial(self, turn_id: str | None, audio: np.ndarray) -> None:
+    async def _partial(self, turn_id: str | None, audio: np.ndarray, end_sample: int) -> None:
         loop = asyncio.get_running_loop()
         try:
             tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
@@ -533,6 +720,7 @@ class Session:
             log.exception("partial transcript")
             return
         if turn_id == self._turn_id and self._turn_start is not None and tr.text:
+            self._last_partial = (turn_id, end_sample, tr.text.strip())
             self._emit(TranscriptPartial(turn_id, tr.text))
 
     # --- a turn: final ASR, then the response -------------------------------------------
@@ -543,15 +731,21 @@ class Session:
         metrics.asr_audio_s = len(audio) / ENGINE_RATE
         try:
             t0 = time.perf_counter()
-            self.engine.asr_turns_in_flight += 1
-            try:
-                tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio, self.language)
-            finally:
-                self.engine.asr_turns_in_flight -= 1
+            if turn.known_text:  # a partial transcript already covers all of this audio
+                tr = Transcript(turn.known_text, self.language)
+                metrics.extra["asr_reused_partial"] = 1.0
+            else:
+                self.engine.asr_turns_in_flight += 1
+                try:
+                    tr = await loop.run_in_executor(self.engine.asr_pool, self.engine.asr.transcribe, audio,
+                                                    self.language)
+                finally:
+                    self.engine.asr_turns_in_flight -= 1
             metrics.extra["asr_decode_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         except Exception as exc:  # noqa: BLE001 - report, keep the session alive
             log.exception("ASR")
             if turn.held:
+                self._no_text_evidence(turn)
                 await turn.released.wait()
             self._emit(ErrorEvent(getattr(exc, "code", "asr_failed"), f"speech recognition failed: {exc}",
                                   "asr", turn.id))
@@ -561,6 +755,8 @@ class Session:
             metrics.extra["asr_speculative"] = 1.0
         text = tr.text.strip()
         self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language))
+        if not text or not script_ok(text, self.language):
+            self._no_text_evidence(turn)  # noise, or a transcript the ASR did not understand
         if not text:
             return  # noise or a cough: nothing to answer
         if turn.held:
@@ -571,6 +767,15 @@ class Session:
                 return  # the user is speaking again: their next turn continues this one
         if self.options.auto_response and (self._response is None or self._response.done):
             self._start_response(metrics, turn)
+        else:
+            self._no_text_evidence(turn)
+
+    def _no_text_evidence(self, turn: _Turn) -> None:
+        """The held turn will not give the policy a text signal: stop waiting for one."""
+        if turn.held and turn.evidence.text_usable and turn.evidence.text is None:
+            turn.evidence.text_usable = False
+            if self._spec is turn:
+                self._check_turn_end()
 
     def _start_response(self, metrics: TurnMetrics, turn: _Turn | None = None) -> str:
         self._n_responses += 1
@@ -588,26 +793,40 @@ class Session:
         if turn is None or not turn.held:
             self._response = r
         self._emit_for(turn, ResponseStarted(r.id, r.turn_id))
-        r.task = asyncio.create_task(self._run_response(r, messages), name=f"{self.id}-{r.id}")
+        read_turn = turn is not None and turn.held and turn.evidence.text_usable and turn.evidence.text is None
+        r.task = asyncio.create_task(self._run_response(r, messages, read_turn), name=f"{self.id}-{r.id}")
         return r.id
 
-    async def _run_response(self, r: _Response, messages: list) -> None:
+    async def _run_response(self, r: _Response, messages: list, read_turn: bool = False) -> None:
+        """``read_turn``: the LLM first reads whether the (held) user turn is a finished
+        sentence, for the end-of-turn policy, on the prefill the reply then reuses."""
         loop = asyncio.get_running_loop()
         eng, m = self.engine, r.metrics
         o = eng.profile.llm
         tokens: asyncio.Queue = asyncio.Queue()
+        turn = r.turn
+        reported = threading.Event()
+
+        def turn_end(p: float | None) -> None:
+            reported.set()
+            if turn is not None:
+                loop.call_soon_threadsafe(self._on_text_evidence, turn, p)
 
         def generate() -> None:
             t0, n = time.perf_counter(), 0
             try:
                 if not r.cancel.is_set():
-                    for text in eng.llm.stream(messages, o.max_tokens, r.cancel):
+                    it = (eng.llm.stream_turn(messages, o.max_tokens, r.cancel, turn_end) if read_turn
+                          else eng.llm.stream(messages, o.max_tokens, r.cancel))
+                    for text in it:
                         n += 1
                         loop.call_soon_threadsafe(tokens.put_nowait, (now_ns(), text))
                 loop.call_soon_threadsafe(tokens.put_nowait, (now_ns(), None))
             except BaseException as exc:  # noqa: BLE001 - handed to the event loop
                 loop.call_soon_threadsafe(tokens.put_nowait, (now_ns(), exc))
             finally:
+                if read_turn and not reported.is_set():
+                    turn_end(None)  # the policy must not wait for a signal that will not come
                 m.llm_tokens, m.llm_seconds = n, time.perf_counter() - t0
 
         speak: asyncio.Queue = asyncio.Queue()

@@ -2,7 +2,9 @@
 
 Backends only give probabilities (``VADBackend.probabilities``); this module owns the
 QUIET -> STARTING -> SPEAKING -> STOPPING cycle with hysteresis, the minimum speech
-duration and the end-of-turn silence.
+duration and the longest end-of-turn silence. Whether the turn ends earlier is the turn
+policy's call (``engine.turn``): the session asks it during the silence and, when it says
+so, ends the turn with :meth:`TurnDetector.end_now`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ class VADState(Enum):
 
 @dataclass(frozen=True)
 class VADEvent:
-    """``kind`` is "start", "pause" (silence reached ``speculative_asr_ms``: the turn may be
-    ending), "resume" (speech again after a pause: it was not the end) or "end". ``sample`` is the first voiced sample (start) or the sample after the
-    last voiced frame (pause, end), counted from the stream start; ``arrival_ns`` is when the
-    audio of that frame arrived."""
+    """``kind`` is "start", "pause" (the silence reached ``pause_ms``: the turn may be
+    ending), "resume" (speech again after a pause: it was not the end) or "end". ``sample``
+    is the first voiced sample (start) or the sample after the last voiced frame (pause, end),
+    counted from the stream start; ``arrival_ns`` is when the audio of that frame arrived."""
 
     kind: str
     sample: int
@@ -33,14 +35,20 @@ class VADEvent:
 
 
 class TurnDetector:
-    def __init__(self, options: VADOptions, frame_samples: int = 512, sample_rate: int = 16_000):
+    """``end_ms``: the silence after which the turn ends whatever else (default
+    ``options.end_of_turn_silence_ms``); ``pause_ms``: the silence that reports a "pause"
+    (default ``options.speculative_asr_ms``; 0: none)."""
+
+    def __init__(self, options: VADOptions, frame_samples: int = 512, sample_rate: int = 16_000,
+                 end_ms: int | None = None, pause_ms: int | None = None):
         self.o = options
         self.frame = frame_samples
-        frame_ms = 1000 * frame_samples / sample_rate
+        self.frame_ms = frame_ms = 1000 * frame_samples / sample_rate
+        end_ms = options.end_of_turn_silence_ms if end_ms is None else end_ms
+        spec = options.speculative_asr_ms if pause_ms is None else pause_ms
         self.min_speech_frames = max(1, round(options.min_speech_ms / frame_ms))
-        self.eot_frames = max(1, round(options.end_of_turn_silence_ms / frame_ms))
-        spec = options.speculative_asr_ms
-        self.pause_frames = max(1, round(spec / frame_ms)) if 0 < spec < options.end_of_turn_silence_ms else 0
+        self.eot_frames = max(1, round(end_ms / frame_ms))
+        self.pause_frames = max(1, round(spec / frame_ms)) if 0 < spec < end_ms else 0
         self.reset()
 
     def reset(self) -> None:
@@ -103,6 +111,18 @@ class TurnDetector:
         if self.state is VADState.STOPPING and self.pause_frames and self._silent == self.pause_frames:
             return VADEvent("pause", self._last_voiced_end, self._last_voiced_arrival)
         return None
+
+    @property
+    def silence_ms(self) -> float:
+        """Silence since the last voiced frame, in audio time (0 unless stopping)."""
+        return self._silent * self.frame_ms if self.state is VADState.STOPPING else 0.0
+
+    def end_now(self) -> VADEvent | None:
+        """End the turn at once (the turn policy decided); None if the user is not in a pause."""
+        if self.state is not VADState.STOPPING:
+            return None
+        self.state = VADState.QUIET
+        return VADEvent("end", self._last_voiced_end, self._last_voiced_arrival)
 
     @property
     def in_speech(self) -> bool:

@@ -1,9 +1,10 @@
-"""The four stage interfaces of the cascade, with their named input and output types.
+"""The five stage interfaces of the cascade, with their named input and output types.
 
 =====  ==========================================  ===========================
 stage  input                                       output
 =====  ==========================================  ===========================
 VAD    ``np.ndarray`` frames (16 kHz mono float)   speech probability per frame
+turn   ``np.ndarray`` the turn so far (16 kHz)     ``float`` P(the user's turn is complete)
 ASR    ``np.ndarray`` utterance (16 kHz mono)      :class:`Transcript`
 LLM    ``list[ChatMessage]``                       ``Iterator[str]`` (token texts)
 TTS    ``str`` (a sentence)                        ``np.ndarray`` at ``sample_rate``
@@ -19,7 +20,7 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -73,6 +74,16 @@ class VADBackend(Stage, ABC):
         """``frames`` is (n, frame_samples) float32; returns n probabilities, updating ``state``."""
 
 
+class TurnBackend(Stage, ABC):
+    """An audio end-of-turn model: given the user's turn up to a silence, how likely is it
+    that they are done? The policy that combines it with the transcript lives in
+    ``engine.turn``, not in backends."""
+
+    @abstractmethod
+    def predict(self, audio: np.ndarray) -> float:
+        """P(complete) for ``audio``, the turn so far (16 kHz mono float32, any length)."""
+
+
 class ASRBackend(Stage, ABC):
     @abstractmethod
     def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
@@ -87,6 +98,16 @@ class LLMBackend(Stage, ABC):
         self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event
     ) -> Iterator[str]:
         """Yield token texts as they are generated; stop early once ``cancel`` is set."""
+
+    def stream_turn(
+        self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+        turn_end: Callable[[float | None], None],
+    ) -> Iterator[str]:
+        """``stream``, but first tell ``turn_end`` how likely the user's last message is a
+        finished sentence (the end-of-turn policy's text signal, ``engine.turn``); ``None``
+        when the backend cannot tell, which is the default."""
+        turn_end(None)
+        yield from self.stream(messages, max_tokens, cancel)
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in the prompt (used to trim history). Rough by default."""

@@ -1,0 +1,157 @@
+"""End-of-turn policies: when is the user done speaking?
+
+A fixed silence (the ``silence`` policy) is simple and wrong both ways: it waits the full
+silence after every finished question, and it still cuts in on anyone who pauses longer
+mid-sentence. The adaptive policies gather evidence during the first short silence and end
+the turn as soon as the evidence says "complete", or wait longer when it says "incomplete":
+
+- ``smart-turn``: an audio model (Smart Turn v3.2, ``engine.stages.turn_smart``) hears the
+  prosody of the last 8 s. It knows 23 languages, not Telugu; on flat synthetic speech it
+  calls a cut-off phrase complete.
+- ``transcript``: the language model's probability that the speculative transcript is a
+  finished sentence. Whisper closes a cut-off sentence with a full stop by itself, so the
+  final punctuation is removed first and the model is asked whether a sentence end follows
+  (``LLMBackend.stream_turn``): "what is the weather like in" scores near 0, "what is the
+  weather like in Hyderabad today" near 1, in Telugu as well as English. A transcript in
+  the wrong script (the ASR did not understand) is no evidence and is not used.
+- ``combined``: both must say complete.
+
+:class:`TurnPolicy` is pure: the session feeds it the silence so far and the evidence, and it
+answers "end now" (with what decided it) or "keep waiting". It never waits past
+``max_wait_ms``, where the VAD ends the turn whatever the evidence.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+from engine.config import TurnOptions
+
+AUDIO_POLICIES = ("smart-turn", "combined")
+TEXT_POLICIES = ("transcript", "combined")
+
+
+@dataclass
+class TurnEvidence:
+    """What is known about one pause. ``None``: not known yet.
+
+    Fields:
+        audio: the audio model's P(complete).
+        text: the language model's P(the transcript is a finished sentence).
+        audio_usable: False when the audio model failed: it is not waited for.
+        text_usable: False once the transcript turned out empty or in the wrong script (or
+            no response ran for it): the text signal will not come and is not waited for.
+    """
+
+    audio: float | None = None
+    text: float | None = None
+    audio_usable: bool = True
+    text_usable: bool = True
+
+
+@dataclass(frozen=True)
+class TurnDecision:
+    """The turn ended. ``by`` names what decided: the policy (``silence``, ``smart-turn``,
+    ``transcript``, ``combined``), ``max-silence`` (an adaptive policy that heard
+    "incomplete" and waited its longest) or ``fallback-silence`` (no usable evidence, e.g. a
+    transcript in the wrong script for a text-only policy: the fixed silence decides). ``probability`` is the evidence's
+    P(complete) (the lower of the two for ``combined``), None if there was none."""
+
+    by: str
+    probability: float | None
+    silence_ms: float
+
+
+class TurnPolicy:
+    def __init__(self, options: TurnOptions, fixed_silence_ms: int, policy: str | None = None):
+        self.o = options
+        self.policy = policy or options.policy
+        self.fixed_silence_ms = fixed_silence_ms
+
+    @property
+    def adaptive(self) -> bool:
+        return self.policy != "silence"
+
+    @property
+    def needs_audio(self) -> bool:
+        return self.policy in AUDIO_POLICIES
+
+    @property
+    def needs_text(self) -> bool:
+        return self.policy in TEXT_POLICIES
+
+    @property
+    def max_wait_ms(self) -> int:
+        """The VAD ends the turn after this much silence, whatever the evidence."""
+        if not self.adaptive:
+            return self.fixed_silence_ms
+        return max(self.o.max_silence_ms, self.fallback_ms)
+
+    @property
+    def fallback_ms(self) -> int:
+        """Where a policy with no usable evidence ends: the fixed silence."""
+        return self.fixed_silence_ms
+
+    @property
+    def earliest_ms(self) -> int:
+        """The silence at which evidence is first looked at (and the turn run speculatively)."""
+        return self.o.min_silence_ms if self.adaptive else self.fixed_silence_ms
+
+    def probability(self, ev: TurnEvidence) -> float | None:
+        values = []
+        if self.needs_audio and ev.audio_usable and ev.audio is not None:
+            values.append(ev.audio)
+        if self.needs_text and ev.text_usable and ev.text is not None:
+            values.append(ev.text)
+        return min(values) if values else None
+
+    def decide(self, silence_ms: float, ev: TurnEvidence) -> TurnDecision | None:
+        """End the turn now (a decision) or keep waiting (None)."""
+        if not self.adaptive:
+            return TurnDecision("silence", None, silence_ms) if silence_ms >= self.fixed_silence_ms else None
+        if silence_ms >= self.max_wait_ms:
+            return TurnDecision("max-silence", self.probability(ev), silence_ms)
+        if silence_ms < self.o.min_silence_ms:
+            return None
+        verdicts: list[bool] = []
+        if self.needs_audio and ev.audio_usable:
+            if ev.audio is None:
+                return None  # the audio model is still running
+            verdicts.append(ev.audio >= self.o.audio_threshold)
+        if self.needs_text and ev.text_usable:
+            if ev.text is None:
+                return None  # the transcript (or the model's reading of it) is still coming
+            verdicts.append(ev.text >= self.o.text_threshold)
+        if not verdicts:  # no usable evidence at all: the fixed silence decides
+            return TurnDecision("fallback-silence", None, silence_ms) if silence_ms >= self.fallback_ms else None
+        if all(verdicts):
+            return TurnDecision(self.policy, self.probability(ev), silence_ms)
+        return None
+
+
+# Letters of the scripts a transcript may be written in, by ISO 639-1 language.
+_SCRIPT_OF = {"te": "TELUGU", "hi": "DEVANAGARI", "mr": "DEVANAGARI", "ta": "TAMIL", "kn": "KANNADA",
+              "ml": "MALAYALAM", "bn": "BENGALI", "gu": "GUJARATI", "pa": "GURMUKHI", "ur": "ARABIC",
+              "ar": "ARABIC", "ru": "CYRILLIC", "ja": "", "zh": "CJK", "ko": "HANGUL"}
+
+
+def script_share(text: str, language: str | None) -> float | None:
+    """The share of the letters in ``text`` that belong to ``language``'s script (Latin for
+    languages not listed); None when the text has no letters or the language is unknown."""
+    if not language:
+        return None
+    script = _SCRIPT_OF.get(language, "LATIN")
+    if not script:
+        return None
+    letters = [c for c in text if c.isalpha() or unicodedata.category(c) in ("Mn", "Mc")]
+    if not letters:
+        return None
+    ours = sum(1 for c in letters if unicodedata.name(c, "").startswith(script))
+    return ours / len(letters)
+
+
+def script_ok(text: str, language: str | None, min_share: float = 0.5) -> bool:
+    """Is ``text`` written mostly in ``language``'s script? (True when it cannot be told.)"""
+    share = script_share(text, language)
+    return share is None or share >= min_share
