@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -264,10 +265,12 @@ class StreamTurn:
     errors: list[str] = field(default_factory=list)
 
 
-async def stream_file(engine: Engine, audio: np.ndarray, paced: bool = True) -> list[StreamTurn]:
+async def stream_file(engine: Engine, audio: np.ndarray, paced: bool = True,
+                      turn_policy: str | None = None) -> list[StreamTurn]:
     """Feed ``audio`` to a fresh Session like a microphone (as ``engine.replay`` does) and
     return each turn with the utterance the Session transcribed (exact with :class:`BenchASR`,
-    else cut from the speech start/stop positions the Session reports)."""
+    else cut from the speech start/stop positions the Session reports). ``turn_policy``
+    overrides the profile's end-of-turn policy for this session."""
     from engine.events import (
         ErrorEvent,
         ReplySegment,
@@ -279,9 +282,11 @@ async def stream_file(engine: Engine, audio: np.ndarray, paced: bool = True) -> 
         TurnMetricsEvent,
     )
 
-    eot = engine.profile.vad.end_of_turn_silence_ms
-    stream = np.concatenate([audio, np.zeros(int(ENGINE_RATE * (eot + 1000) / 1000), np.float32)])
     session = engine.new_session()
+    if turn_policy is not None:
+        session.update(turn_policy=turn_policy)
+    eot = session.max_turn_wait_ms
+    stream = np.concatenate([audio, np.zeros(int(ENGINE_RATE * (eot + 1000) / 1000), np.float32)])
     await session.start()
     turns: dict[str, StreamTurn] = {}
     starts: dict[str, int] = {}
@@ -503,7 +508,8 @@ async def run_latency(engine: Engine, files: list[str], turns: int = 3, paced: b
         "engine": engine.describe(),
         "options": {"turns": turns, "paced": paced, "reply": engine.llm.reply,
                     "reply_tokens": engine.llm.reply_tokens, "max_tokens": engine.profile.llm.max_tokens,
-                    "end_of_turn_silence_ms": engine.profile.vad.end_of_turn_silence_ms, "files": files},
+                    "end_of_turn_silence_ms": engine.profile.vad.end_of_turn_silence_ms,
+                    "turn": dataclasses.asdict(engine.profile.turn), "files": files},
         "summary": {
             "streaming": {"after_eot_ms": sa,
                           "voice_to_voice_ms": _dist([r["streaming"].get("voice_to_voice_ms") for r in rows]),
@@ -627,8 +633,17 @@ def register(subparsers: Any) -> None:
                     help="feed audio as fast as VAD takes it (the end-of-turn wait is then not measured)")
     lp.add_argument("--min-sentences", type=int, default=3,
                     help="the (b)/(a) target applies to replies of at least this many chunks (default 3)")
+    lp.add_argument("--turn-policies", metavar="P,P",
+                    help="also compare these end-of-turn policies on the same files (e.g. silence,combined; "
+                         "default: silence and the profile's policy when it is adaptive; 'none': skip)")
+    lp.add_argument("--paused", nargs="+", default=[], metavar="WAV",
+                    help="utterances with a pause mid-sentence, for the policy comparison (bench make-wavs)")
     _common(lp)
     lp.set_defaults(func=cmd_latency)
+
+    from engine import bench_turn
+
+    bench_turn.register(bsub, _common)
 
     wp = bsub.add_parser("wire", help="in-process vs WebSocket on 127.0.0.1; Encodec RTF and bytes/s")
     wp.add_argument("--turns", type=int, default=5, help="text turns each way (default 5)")
@@ -674,15 +689,42 @@ def cmd_latency(args: argparse.Namespace) -> int:
     console.print(f"[dim]loading profile {args.profile!r} ...[/]")
     engine = bench_engine(args.profile, args.set, args.reply)
     try:
+        policies = _turn_policies(args.turn_policies, engine.profile.turn.policy)
+        if any(p in ("smart-turn", "combined") for p in policies):
+            engine.ensure_turn_model()
         for stage, info in engine.describe()["models"].items():
             console.print(f"[dim]  {stage}: {info.get('model')} ({info.get('device', 'cpu')})[/]")
         report = asyncio.run(run_latency(engine, files, args.turns, paced=not args.fast,
                                          min_sentences=args.min_sentences))
+        if policies:
+            from engine.bench_turn import compare_policies
+
+            console.print(f"[dim]comparing end-of-turn policies {', '.join(policies)} ...[/]")
+            report["turn_policies"] = asyncio.run(compare_policies(engine, files, args.paused, policies,
+                                                                   turns=args.turns, paced=not args.fast))
     finally:
         engine.close()
     render_latency(report, console)
+    if report.get("turn_policies"):
+        from engine.bench_turn import render_compare
+
+        render_compare(report["turn_policies"], console)
     _write_json(args.json_path, report, console)
     return 0
+
+
+def _turn_policies(arg: str | None, profile_policy: str) -> list[str]:
+    from engine.config import TURN_POLICIES
+
+    if arg is None:
+        return ["silence", profile_policy] if profile_policy != "silence" else []
+    if arg.strip() == "none":
+        return []
+    policies = [p.strip() for p in arg.split(",") if p.strip()]
+    bad = [p for p in policies if p not in TURN_POLICIES]
+    if bad:
+        raise ConfigError(f"--turn-policies: unknown {', '.join(bad)} (known: {', '.join(TURN_POLICIES)})")
+    return policies
 
 
 def cmd_wire(args: argparse.Namespace) -> int:

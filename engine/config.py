@@ -71,8 +71,8 @@ class TurnOptions:
     Fields:
         policy: "silence" (a fixed wait: ``vad.end_of_turn_silence_ms``), "smart-turn" (the
             audio model below), "transcript" (the language model's probability that the
-            speculative transcript is a finished sentence), or "combined" (both must say
-            complete). The adaptive policies end the turn at ``min_silence_ms`` when the
+            speculative transcript is a finished sentence), or "combined" (both, fused in
+            log-odds). The adaptive policies end the turn at ``min_silence_ms`` when the
             evidence says complete and wait up to ``max_silence_ms`` when it says incomplete.
         backend: the audio turn model's backend: "smart-turn" (ONNX, CPU).
         model: its weights (``pkg:smart-turn-v3.2``: Smart Turn v3.2, BSD-2-Clause, from the
@@ -83,6 +83,8 @@ class TurnOptions:
         audio_threshold: the audio model's P(complete) at or above which it says complete.
         text_threshold: the language model's P(the sentence ends here) at or above which the
             transcript counts as complete.
+        audio_weight: for "combined": the audio model's weight against the transcript's (1.0),
+            on each signal's log-odds from its threshold.
         resume_ms: speech that starts within this long after the end of a turn's speech,
             while its reply is being made or played, continues that turn: the reply is
             cancelled and both parts are answered as one utterance. 0 turns it off.
@@ -96,6 +98,7 @@ class TurnOptions:
     max_silence_ms: int = 1500
     audio_threshold: float = 0.5
     text_threshold: float = 0.2
+    audio_weight: float = 0.5
     resume_ms: int = 1500
 
 
@@ -310,8 +313,10 @@ def check_turn(turn: TurnOptions, vad: VADOptions) -> None:
     if vad.end_of_turn_silence_ms < 1:
         raise ConfigError(f"vad.end_of_turn_silence_ms must be at least 1, got {vad.end_of_turn_silence_ms}")
     for name in ("audio_threshold", "text_threshold"):
-        if not 0.0 <= getattr(turn, name) <= 1.0:
-            raise ConfigError(f"turn.{name} must be between 0 and 1, got {getattr(turn, name)}")
+        if not 0.0 < getattr(turn, name) < 1.0:
+            raise ConfigError(f"turn.{name} must be above 0 and below 1, got {getattr(turn, name)}")
+    if turn.audio_weight < 0:
+        raise ConfigError(f"turn.audio_weight must be 0 or more, got {turn.audio_weight}")
     if turn.resume_ms < 0:
         raise ConfigError(f"turn.resume_ms must be 0 (off) or more, got {turn.resume_ms}")
 

@@ -95,6 +95,18 @@ class Engine:
         engine.gpu_memory()  # the first reading, so turn metrics never wait for one
         return engine
 
+    def ensure_turn_model(self) -> TurnBackend:
+        """Load the audio end-of-turn model if the profile's policy did not (blocking: call it
+        at start-up, not on the event loop), so sessions can switch to a policy that uses it."""
+        if self.turn_model is None:
+            t0 = time.perf_counter()
+            o = self.profile.turn
+            model = backend_class("turn", o.backend)(o, resolve("turn", o.model, self.profile.name))
+            model.setup()
+            self.turn_model = model
+            self.load_times_ms["turn"] = (time.perf_counter() - t0) * 1000
+        return self.turn_model
+
     def new_session(self, session_id: str | None = None) -> Session:
         from engine.session import Session
 

@@ -46,6 +46,8 @@ class TurnReport:
     status: str | None = None
     interrupted: bool = False
     played_ms: int | None = None
+    resumed: int = 0  # times the turn was ended and the user went on (its parts answered as one)
+    turn_policy: str | None = None  # what ended the turn (engine.turn)
     metrics: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ async def replay_file(engine: Engine, path: str | Path, out_dir: str | Path | No
             elif isinstance(ev, ResponseStarted):
                 t = turn(ev.turn_id)
                 t.response_id = ev.response_id
+                t.interrupted, t.played_ms, t.heard_text = False, None, ""  # a resumed turn's new reply
                 by_response[ev.response_id] = t
             elif isinstance(ev, ReplyAudio):
                 audio_out.setdefault(ev.response_id, []).append(ev.samples)
@@ -115,11 +118,12 @@ async def replay_file(engine: Engine, path: str | Path, out_dir: str | Path | No
                 if t:
                     t.metrics = ev.metrics.to_dict()
                     t.interrupted = t.interrupted or ev.metrics.interrupted
+                    t.resumed, t.turn_policy = ev.metrics.resumed, ev.metrics.turn_policy
             elif isinstance(ev, ErrorEvent):
                 turn(ev.turn_id).errors.append(f"{ev.stage or 'engine'}: {ev.message}")
 
     collector = asyncio.create_task(collect())
-    eot = engine.profile.vad.end_of_turn_silence_ms
+    eot = session.max_turn_wait_ms
     tail = np.zeros(int(ENGINE_RATE * (trailing_ms if trailing_ms is not None else eot + 1000) / 1000), np.float32)
     stream = np.concatenate([audio, tail])
     step = int(ENGINE_RATE * chunk_ms / 1000)
@@ -153,6 +157,20 @@ async def replay_file(engine: Engine, path: str | Path, out_dir: str | Path | No
     if not report.turns:
         report.error = "no speech detected"
     return report
+
+
+def turn_line(m: dict[str, Any]) -> str:
+    """How the turn ended, in words: "end of turn: combined (p 0.91) after 230 ms of silence"."""
+    by = m.get("turn_policy") or "—"
+    probs = [f"{name} {m[key]:.2f}" for name, key in (("audio", "turn_audio_probability"),
+                                                     ("text", "turn_text_probability")) if m.get(key) is not None]
+    wait = m.get("eot_wait_ms")
+    detail = f" ({', '.join(probs)})" if probs else ""
+    line = f"end of turn: {by}{detail}"
+    line += f" after {wait:.0f} ms of silence" if wait is not None else ""
+    if m.get("resumed"):
+        line += f"; resumed {m['resumed']}x (the user went on after an end of turn)"
+    return line
 
 
 def report_json(reports: list[FileReport], engine: Engine) -> dict[str, Any]:
@@ -202,5 +220,6 @@ def render(report: FileReport, console: Any) -> None:
             table.add_row("[bold]voice-to-voice[/]", "[bold]—[/]" if v2v is None else f"[bold]{v2v:.0f}[/]")
             tps, rtf = t.metrics.get("llm_tokens_per_s"), t.metrics.get("tts_rtf")
             console.print(table)
+            console.print(f"           {turn_line(t.metrics)}")
             console.print(f"           LLM {t.metrics.get('llm_tokens')} tokens"
                           f"{f' at {tps:.0f} tok/s' if tps else ''}; TTS RTF {rtf if rtf is not None else '—'}")

@@ -287,6 +287,11 @@ class Session:
     def turn_policy(self) -> str:
         return self._policy.policy
 
+    @property
+    def max_turn_wait_ms(self) -> int:
+        """The longest silence before a turn ends, whatever the evidence."""
+        return self._policy.max_wait_ms
+
     def _new_detector(self) -> TurnDetector:
         """The VAD state machine for the policy: it ends the turn at the policy's longest wait
         and reports the first short silence, where the turn runs speculatively and the

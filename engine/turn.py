@@ -14,7 +14,10 @@ the turn as soon as the evidence says "complete", or wait longer when it says "i
   (``LLMBackend.stream_turn``): "what is the weather like in" scores near 0, "what is the
   weather like in Hyderabad today" near 1, in Telugu as well as English. A transcript in
   the wrong script (the ASR did not understand) is no evidence and is not used.
-- ``combined``: both must say complete.
+- ``combined``: both, fused in log-odds: each signal's logit measured from its own threshold,
+  the audio model's weighted by ``audio_weight`` (0.5: the transcript counts double), and the
+  turn is complete when the sum is at or above 0. A signal that is not usable (a transcript in
+  the wrong script, a failed model) is left out.
 
 :class:`TurnPolicy` is pure: the session feeds it the silence so far and the evidence, and it
 answers "end now" (with what decided it) or "keep waiting". It never waits past
@@ -23,6 +26,7 @@ answers "end now" (with what decided it) or "keep waiting". It never waits past
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass
 
@@ -98,13 +102,25 @@ class TurnPolicy:
         """The silence at which evidence is first looked at (and the turn run speculatively)."""
         return self.o.min_silence_ms if self.adaptive else self.fixed_silence_ms
 
-    def probability(self, ev: TurnEvidence) -> float | None:
-        values = []
+    def score(self, ev: TurnEvidence) -> float | None:
+        """The evidence in log-odds from the decision point: >= 0 says complete (None: none)."""
+        terms = []
         if self.needs_audio and ev.audio_usable and ev.audio is not None:
-            values.append(ev.audio)
+            weight = self.o.audio_weight if self.policy == "combined" else 1.0
+            terms.append(weight * (_logit(ev.audio) - _logit(self.o.audio_threshold)))
         if self.needs_text and ev.text_usable and ev.text is not None:
-            values.append(ev.text)
-        return min(values) if values else None
+            terms.append(_logit(ev.text) - _logit(self.o.text_threshold))
+        return sum(terms) if terms else None
+
+    def probability(self, ev: TurnEvidence) -> float | None:
+        """The evidence as one P(complete): the single signal's own, or for ``combined`` the
+        fused score mapped back to a probability (0.5 at the decision point)."""
+        if self.policy == "smart-turn":
+            return ev.audio if ev.audio_usable else None
+        if self.policy == "transcript":
+            return ev.text if ev.text_usable else None
+        z = self.score(ev)
+        return None if z is None else 1.0 / (1.0 + math.exp(-z))
 
     def decide(self, silence_ms: float, ev: TurnEvidence) -> TurnDecision | None:
         """End the turn now (a decision) or keep waiting (None)."""
@@ -114,20 +130,21 @@ class TurnPolicy:
             return TurnDecision("max-silence", self.probability(ev), silence_ms)
         if silence_ms < self.o.min_silence_ms:
             return None
-        verdicts: list[bool] = []
-        if self.needs_audio and ev.audio_usable:
-            if ev.audio is None:
-                return None  # the audio model is still running
-            verdicts.append(ev.audio >= self.o.audio_threshold)
-        if self.needs_text and ev.text_usable:
-            if ev.text is None:
-                return None  # the transcript (or the model's reading of it) is still coming
-            verdicts.append(ev.text >= self.o.text_threshold)
-        if not verdicts:  # no usable evidence at all: the fixed silence decides
+        if self.needs_audio and ev.audio_usable and ev.audio is None:
+            return None  # the audio model is still running
+        if self.needs_text and ev.text_usable and ev.text is None:
+            return None  # the transcript (or the model's reading of it) is still coming
+        z = self.score(ev)
+        if z is None:  # no usable evidence at all: the fixed silence decides
             return TurnDecision("fallback-silence", None, silence_ms) if silence_ms >= self.fallback_ms else None
-        if all(verdicts):
+        if z >= 0:
             return TurnDecision(self.policy, self.probability(ev), silence_ms)
         return None
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
 
 
 # Letters of the scripts a transcript may be written in, by ISO 639-1 language.

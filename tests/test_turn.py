@@ -43,24 +43,33 @@ def test_silence_policy_is_the_fixed_wait_whatever_the_evidence():
     assert d is not None and d.by == "silence" and p.max_wait_ms == 600
 
 
-def test_combined_ends_at_min_silence_only_when_both_say_complete():
-    p = policy("combined", min_silence_ms=200, max_silence_ms=1500)
+def test_combined_fuses_both_signals_and_waits_for_them():
+    p = policy("combined", min_silence_ms=200, max_silence_ms=1500, audio_threshold=0.5, text_threshold=0.2,
+               audio_weight=0.5)
     assert p.decide(150, TurnEvidence(audio=0.9, text=0.9)) is None  # too early
     d = p.decide(200, TurnEvidence(audio=0.9, text=0.6))
-    assert d is not None and d.by == "combined" and d.probability == 0.6
+    assert d is not None and d.by == "combined" and d.probability > 0.5
     assert p.decide(400, TurnEvidence(audio=0.9, text=None)) is None  # the transcript is still coming
     assert p.decide(400, TurnEvidence(audio=None, text=0.9)) is None  # the audio model is still running
-    assert p.decide(1000, TurnEvidence(audio=0.9, text=0.05)) is None  # "incomplete": keep waiting
-    assert p.decide(1000, TurnEvidence(audio=0.2, text=0.9)) is None
-    d = p.decide(1500, TurnEvidence(audio=0.9, text=0.05))
-    assert d is not None and d.by == "max-silence" and d.probability == 0.05
+    # a transcript that clearly stops mid-sentence outweighs an audio model that hears an end
+    assert p.decide(1000, TurnEvidence(audio=0.9, text=0.002)) is None
+    # both unsure the same way: incomplete
+    assert p.decide(1000, TurnEvidence(audio=0.2, text=0.1)) is None
+    # a clear sentence end outweighs an audio model that is unsure (flat synthetic prosody)
+    assert p.decide(300, TurnEvidence(audio=0.2, text=0.97)).by == "combined"
+    d = p.decide(1500, TurnEvidence(audio=0.9, text=0.002))
+    assert d is not None and d.by == "max-silence" and d.probability < 0.5
+    # each signal counts from its own threshold: at both thresholds the score is 0 (complete)
+    at = TurnEvidence(audio=0.5, text=0.2)
+    assert p.score(at) == pytest.approx(0.0, abs=1e-9) and p.decide(200, at) is not None
 
 
 def test_unusable_evidence_is_not_waited_for():
     p = policy("combined", min_silence_ms=200)
     # the transcript is in the wrong script: the audio model alone decides
     d = p.decide(250, TurnEvidence(audio=0.8, text_usable=False))
-    assert d is not None and d.by == "combined" and d.probability == 0.8
+    assert d is not None and d.by == "combined" and d.probability > 0.5
+    assert p.decide(250, TurnEvidence(audio=0.3, text_usable=False)) is None
     # a text-only policy with no usable transcript falls back to the fixed silence
     t = policy("transcript", min_silence_ms=200)
     assert t.decide(590, TurnEvidence(text_usable=False)) is None
@@ -76,7 +85,8 @@ def test_thresholds_come_from_the_profile_and_bad_values_are_refused():
     assert p.decide(300, TurnEvidence(audio=0.9)) is None
     assert p.decide(300, TurnEvidence(audio=0.96)).by == "smart-turn"
     for bad in (["turn.policy=psychic"], ["turn.min_silence_ms=900", "turn.max_silence_ms=800"],
-                ["turn.text_threshold=1.5"], ["turn.resume_ms=-1"]):
+                ["turn.text_threshold=1.5"], ["turn.audio_threshold=0"], ["turn.resume_ms=-1"],
+                ["turn.audio_weight=-1"]):
         with pytest.raises(ConfigError):
             load_profile("offline", bad)
 
@@ -113,8 +123,8 @@ class LengthASR(FakeASR):
         return Transcript(f"{len(audio) // 1600} పదాలు విన్నాను", language)
 
 
-@pytest.mark.parametrize("text_p, audio_p, by", [(0.9, 0.9, "combined"), (0.02, 0.9, "max-silence"),
-                                                  (0.9, 0.1, "max-silence")])
+@pytest.mark.parametrize("text_p, audio_p, by", [(0.9, 0.9, "combined"), (0.01, 0.9, "max-silence"),
+                                                  (0.3, 0.02, "max-silence")])
 async def test_the_policy_ends_the_turn_early_on_complete_and_waits_on_incomplete(text_p, audio_p, by):
     llm, turn_model = FakeLLM(delay=0.0, eou=text_p), FakeTurnModel(audio_p)
     engine = fake_engine(llm=llm, turn_model=turn_model,
@@ -129,7 +139,7 @@ async def test_the_policy_ends_the_turn_early_on_complete_and_waits_on_incomplet
     assert m.turn_audio_probability == audio_p and m.turn_text_probability == text_p
     assert turn_model.calls and llm.turn_reads == 1
     if by == "combined":
-        assert m.turn_probability == min(text_p, audio_p)
+        assert m.turn_probability > 0.5
         assert m.stages_ms()["eot_wait_ms"] < 600  # under the fixed silence it replaces
     else:
         assert m.stages_ms()["eot_wait_ms"] >= 1100  # waited (about) the maximum, in real time
@@ -231,7 +241,7 @@ async def test_wrong_script_transcript_is_no_text_evidence():
     await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
     await paced(s, tail_silence(1.6))
     m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
-    assert m.turn_policy == "combined" and m.turn_probability == 0.9  # the audio model decided alone
+    assert m.turn_policy == "combined" and m.turn_text_probability is None  # the audio model decided alone
     assert engine.llm.turn_reads == 0  # the language model was not asked
     await s.close()
     engine.close()
