@@ -224,14 +224,14 @@ def render_compare(report: dict[str, Any], console: Any) -> None:
 def turn_signals(engine: Engine, audio: np.ndarray, language: str | None) -> dict[str, Any]:
     """The audio model's and the transcript's P(complete) for one clip, as the Session would
     get them at the first short silence (the clip up to 150 ms after its last voiced sample)."""
-    from engine.turn import script_ok
+    from engine.turn import text_usable
 
     voiced = np.nonzero(np.abs(audio) > 1e-3)[0]
     clip = audio[: (voiced[-1] + int(0.15 * ENGINE_RATE)) if len(voiced) else len(audio)]
     audio_p = engine.turn_model.predict(clip) if engine.turn_model is not None else None
     text = engine.asr.transcribe(clip, language).text.strip()
     text_p = None
-    if text and script_ok(text, language):
+    if text_usable(text, language):
         got: list[float | None] = []
         messages = [{"role": "system", "content": engine.profile.llm.system_prompt}, {"role": "user", "content": text}]
         for _ in engine.llm.stream_turn(messages, 1, threading.Event(), got.append):

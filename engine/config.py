@@ -206,11 +206,14 @@ class SentenceOptions:
         min_chars: a chunk is not cut before it has this many characters.
         max_wait_ms: if no sentence end came this long after the chunk began, cut at the
             last space (a clause) so speech can start.
+        first_max_wait_ms: the same for the first chunk of a reply, which the user is waiting
+            for (at most max_wait_ms).
         max_chars: never let a chunk grow past this; cut at the last space.
     """
 
     min_chars: int = 8
     max_wait_ms: int = 600
+    first_max_wait_ms: int = 600
     max_chars: int = 220
 
 
@@ -224,6 +227,10 @@ class SessionOptions:
         auto_response: start a response when a turn ends.
         barge_in: user speech during a reply cancels it.
         audio_chunk_ms: size of reply audio chunks handed out.
+        max_input_backlog_s: audio waiting for VAD beyond this is refused (the engine cannot
+            keep up); the chunk is dropped with an error, the session goes on.
+        max_events: events waiting for the consumer; past this the running reply is cancelled
+            and audio, text deltas and partials are dropped until it has caught up to half.
     """
 
     output_sample_rate: int = 24_000
@@ -231,6 +238,8 @@ class SessionOptions:
     auto_response: bool = True
     barge_in: bool = True
     audio_chunk_ms: int = 100
+    max_input_backlog_s: int = 30
+    max_events: int = 4096
 
 
 SECTIONS: dict[str, type] = {

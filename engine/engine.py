@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,8 @@ class Engine:
         self._next_session = 0
         self._gpu_cache: tuple[float, dict[str, float | None]] = (0.0, {"used_mb": None, "total_mb": None})
         self._gpu_lock = threading.Lock()
+        self._stats_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-stats")
+        self._gpu_refresh: Future | None = None
         self.load_times_ms: dict[str, float] = {}
 
     # --- construction -------------------------------------------------------------------
@@ -154,13 +156,22 @@ class Engine:
             self._gpu_cache = (time.monotonic(), value)
             return dict(value)
 
+    def refresh_gpu_memory(self) -> None:
+        """Measure GPU memory in the background (at most one measurement at a time); the
+        engine owns the future and logs a failure. Safe to call from the event loop."""
+        with self._gpu_lock:
+            if self._gpu_refresh is not None and not self._gpu_refresh.done():
+                return
+            self._gpu_refresh = self._stats_pool.submit(self.gpu_memory)
+        self._gpu_refresh.add_done_callback(_log_failure)
+
     def gpu_memory_cached(self) -> dict[str, float | None]:
         """The last GPU memory reading, without measuring (safe on the event loop)."""
         with self._gpu_lock:
             return dict(self._gpu_cache[1])
 
     def close(self) -> None:
-        for pool in (self.vad_pool, self.turn_pool, self.asr_pool, self.llm_pool, self.tts_pool):
+        for pool in (self.vad_pool, self.turn_pool, self.asr_pool, self.llm_pool, self.tts_pool, self._stats_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         for stage in (self.vad, self.turn_model, self.asr, self.llm, self.tts):
             if stage is None:
@@ -169,6 +180,11 @@ class Engine:
                 stage.close()
             except Exception:  # noqa: BLE001 - closing must not raise
                 log.exception("closing %s", stage.name)
+
+
+def _log_failure(future: Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("GPU memory reading failed: %s", future.exception())
 
 
 def _query_gpu_memory() -> dict[str, float | None]:

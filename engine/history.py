@@ -1,4 +1,9 @@
-"""Per-session chat history, trimmed oldest-first to fit the context."""
+"""Per-session chat history, trimmed oldest-first to fit the context.
+
+Bounded twice: the history keeps at most ``MAX_MESSAGES`` messages (the oldest go first), and a
+run of same-role messages merged into one prompt message keeps only its newest
+``MAX_MERGED_CHARS`` characters (a user who talks turn after turn with no reply in between
+does not grow one message without end)."""
 
 from __future__ import annotations
 
@@ -7,15 +12,31 @@ from dataclasses import dataclass, field
 
 from engine.stages.base import ChatMessage
 
+MAX_MESSAGES = 256
+MAX_MERGED_CHARS = 4000
+
 
 @dataclass
 class ChatHistory:
     messages: list[ChatMessage] = field(default_factory=list)
+    dropped: int = 0  # messages trimmed off the front so far (keeps marks valid)
 
     def add(self, role: str, content: str) -> None:
         content = content.strip()
         if content:
             self.messages.append({"role": role, "content": content})
+            over = len(self.messages) - MAX_MESSAGES
+            if over > 0:
+                del self.messages[:over]
+                self.dropped += over
+
+    def mark(self) -> int:
+        """A position to go back to with :meth:`drop_since`."""
+        return self.dropped + len(self.messages)
+
+    def drop_since(self, mark: int) -> None:
+        """Forget every message added after ``mark``."""
+        del self.messages[max(0, mark - self.dropped):]
 
     def replace_last_assistant(self, content: str) -> None:
         """Keep only what the user heard of the last reply (drop it if nothing was heard)."""
@@ -28,6 +49,7 @@ class ChatHistory:
                 return
 
     def clear(self) -> None:
+        self.dropped += len(self.messages)
         self.messages.clear()
 
     def build(
@@ -41,7 +63,8 @@ class ChatHistory:
         merged: list[ChatMessage] = []
         for m in self.messages:
             if merged and merged[-1]["role"] == m["role"]:
-                merged[-1] = {"role": m["role"], "content": merged[-1]["content"] + " " + m["content"]}
+                joined = (merged[-1]["content"] + " " + m["content"])[-MAX_MERGED_CHARS:]
+                merged[-1] = {"role": m["role"], "content": joined}
             else:
                 merged.append(dict(m))  # type: ignore[arg-type]
         while merged and merged[0]["role"] != "user":

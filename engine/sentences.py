@@ -2,7 +2,8 @@
 
 A chunk ends at a sentence end (``. ? ! । ॥``, a newline) once it has ``min_chars``
 characters; if no sentence end comes within ``max_wait_ms`` of the chunk's first token it
-is cut at the last space (a clause), and it never grows past ``max_chars``.
+is cut at the last space (a clause), and it never grows past ``max_chars``. The first chunk
+of a reply can have a shorter wait (``first_max_wait_ms``): the user is waiting for it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class SentenceChunker:
         self.o = options
         self.buf = ""
         self.started_ns: int | None = None
+        self.cut = 0  # chunks handed out so far
 
     def push(self, text: str, now_ns: int) -> list[str]:
         """Add streamed text; return the chunks that are ready to speak."""
@@ -37,16 +39,20 @@ class SentenceChunker:
         while len(self.buf) > self.o.max_chars:
             out.append(self._cut_at_space(self.o.max_chars))
             self.started_ns = now_ns if self.buf.strip() else None
-        return [c for c in out if c]
+        out = [c for c in out if c]
+        self.cut += len(out)
+        return out
 
     def poll(self, now_ns: int) -> list[str]:
         """Cut at a clause boundary if the current chunk waited too long for a sentence end."""
         if self.started_ns is None or len(self.buf.strip()) < self.o.min_chars:
             return []
-        if (now_ns - self.started_ns) / 1e6 < self.o.max_wait_ms or " " not in self.buf.strip():
+        wait = self.o.max_wait_ms if self.cut else min(self.o.first_max_wait_ms, self.o.max_wait_ms)
+        if (now_ns - self.started_ns) / 1e6 < wait or " " not in self.buf.strip():
             return []
         chunk = self._cut_at_space(len(self.buf))
         self.started_ns = now_ns if self.buf.strip() else None
+        self.cut += int(bool(chunk))
         return [chunk] if chunk else []
 
     def flush(self) -> list[str]:

@@ -52,7 +52,7 @@ from engine.history import ChatHistory
 from engine.metrics import TurnMetrics
 from engine.sentences import SentenceChunker
 from engine.stages.base import Transcript
-from engine.turn import TurnDecision, TurnEvidence, TurnPolicy, script_ok
+from engine.turn import TurnDecision, TurnEvidence, TurnPolicy, text_usable
 from engine.vad import TurnDetector, VADState
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 _END = object()
 TRAILING_PAD_MS = 200
 MAX_BUFFER_S = 600  # the longest user turn kept (10 minutes)
+_BULK = (ReplyAudio, ReplyTextDelta, TranscriptPartial)  # what a stalled consumer loses first
 
 
 @dataclass
@@ -140,7 +141,7 @@ class _Ended:
     start_sample: int  # where the turn's audio starts in the stream (pre-roll included)
     end_sample: int  # the sample after its last voiced frame
     speech_start_ns: int | None
-    history_len: int  # the history's length before the turn's user text joined it
+    history_mark: int  # the history's position before the turn's user text joined it
     parts: int  # 1 + the parts it already continued
 
 
@@ -157,8 +158,14 @@ class Session:
         self.instructions = p.llm.system_prompt
         self.history = ChatHistory()
         self.partials = engine.partials_enabled()
+        # Both queues are bounded by policy rather than maxsize (put_nowait must not raise where
+        # events are made): input past session.max_input_backlog_s of audio is refused in
+        # push_audio, and a consumer session.max_events behind gets the reply cancelled and
+        # bulk events dropped (_put).
         self._events: asyncio.Queue[SessionEvent | object] = asyncio.Queue()
         self._input: asyncio.Queue = asyncio.Queue()
+        self._input_samples = 0  # audio samples queued for VAD
+        self._overflowing = False
         self._resamplers: dict[int, StreamResampler] = {}
         self._detector = self._new_detector()
         self._vad_state = engine.vad.new_state()
@@ -200,12 +207,17 @@ class Session:
             raise S2SError("session is closed")
         if not 8_000 <= int(sample_rate) <= 48_000:
             raise S2SError(f"input sample rate {sample_rate} Hz is outside 8-48 kHz")
+        backlog = self.options.max_input_backlog_s
+        if self._input_samples > backlog * ENGINE_RATE:
+            raise S2SError(f"the engine is more than {backlog} s of audio behind the microphone: "
+                           "this chunk was dropped")
         x = to_float32(samples)
         if sample_rate != ENGINE_RATE:
             rs = self._resamplers.get(sample_rate)
             if rs is None:
                 rs = self._resamplers[sample_rate] = StreamResampler(sample_rate, ENGINE_RATE)
             x = rs.process(x)
+        self._input_samples += len(x)
         self._input.put_nowait((x, now_ns()))
 
     async def input_processed(self) -> None:
@@ -375,8 +387,27 @@ class Session:
     # --- input: VAD, turns, partials ------------------------------------------------------
 
     def _emit(self, ev: SessionEvent) -> None:
-        if not self._closed or isinstance(ev, ResponseDone | Interruption):
-            self._events.put_nowait(ev)
+        if self._closed and not isinstance(ev, ResponseDone | Interruption):
+            return
+        self._put(ev)
+
+    def _put(self, ev: SessionEvent) -> None:
+        """Queue an event for the consumer. A consumer ``session.max_events`` behind (stalled:
+        a frozen client, a full socket) does not grow memory without bound: the running reply
+        is cancelled once, with an error saying why, and bulk events (audio, text deltas,
+        partials) are dropped until it has caught up to half; control events always go."""
+        n, limit = self._events.qsize(), self.options.max_events
+        if n >= limit and not self._overflowing:
+            self._overflowing = True
+            log.warning("%s: the event consumer is %d events behind; cancelling the reply", self.id, n)
+            self._events.put_nowait(ErrorEvent("consumer_too_slow", f"the client is {n} events behind: "
+                                               "the reply was cancelled and its audio dropped", "session"))
+            self._interrupt(barge_in=False)
+        elif self._overflowing and n <= limit // 2:
+            self._overflowing = False
+        if self._overflowing and isinstance(ev, _BULK):
+            return
+        self._events.put_nowait(ev)
 
     async def _input_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -400,7 +431,9 @@ class Session:
                 log.exception("input loop")
                 self._emit(ErrorEvent("vad_failed", f"voice activity detection failed: {exc}", "vad"))
             finally:
-                for _ in items:
+                for data, _ in items:
+                    if not isinstance(data, str):
+                        self._input_samples -= len(data)
                     self._input.task_done()
 
     async def _run_vad(self, loop: asyncio.AbstractEventLoop, audio: list[np.ndarray],
@@ -539,7 +572,7 @@ class Session:
             r.cancel.set()
             if r.task is not None:
                 r.task.cancel()
-        del self.history.messages[e.history_len:]  # the half utterance, and what was heard of its reply
+        self.history.drop_since(e.history_mark)  # the half utterance, and what was heard of its reply
         self._turn_id = turn.id
         self._turn_start = e.start_sample
         self._speech_start_ns = e.speech_start_ns
@@ -642,7 +675,7 @@ class Session:
         for ev in turn.held_events:
             if isinstance(ev, ReplyAudio) and turn.response is not None and turn.response.first_out_ns is None:
                 turn.response.first_out_ns = turn.metrics.first_audio_out_ns = t
-            self._events.put_nowait(ev)
+            self._put(ev)
         turn.held_events.clear()
         turn.released.set()
 
@@ -657,7 +690,7 @@ class Session:
         self._emit(SpeechStopped(turn_id, int(1000 * end_sample / ENGINE_RATE)))
         start = self._turn_start if self._turn_start is not None else self._buf_start
         ended = _Ended(_Turn(turn_id, end_sample, TurnMetrics()), start, end_sample, self._speech_start_ns,
-                       len(self.history.messages), self._parts + 1)
+                       self.history.mark(), self._parts + 1)
         self._ended = ended if self.turn_options.resume_ms > 0 else None  # before the buffer is trimmed
         spec = self._spec
         if spec is not None and spec.id == turn_id and spec.end_sample == end_sample and spec.task is not None:
@@ -759,7 +792,7 @@ class Session:
             metrics.extra["asr_speculative"] = 1.0
         text = tr.text.strip()
         self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language))
-        if not text or not script_ok(text, self.language):
+        if not text_usable(text, self.language):
             self._no_text_evidence(turn)  # noise, or a transcript the ASR did not understand
         if not text:
             return  # noise or a cough: nothing to answer
@@ -881,8 +914,13 @@ class Session:
             with contextlib.suppress(BaseException):
                 await llm_future  # the LLM thread sees cancel and stops within a token
             raise
-        with contextlib.suppress(BaseException):
-            await llm_future
+        try:
+            await llm_future  # generate() reports its own errors through the queue
+        except asyncio.CancelledError:
+            r.cancel.set()  # cancelled here: the LLM thread stops within a token, and so do we
+            raise
+        except Exception:  # noqa: BLE001 - already handed over as ``error``
+            pass
         if r.status == "cancelled":
             return
         if error is not None or (r.text.strip() == "" and n_chunks == 0):
@@ -895,7 +933,8 @@ class Session:
         self._finish(r, "completed")
 
     async def _released(self, r: _Response) -> None:
-        """A held response finishes only once its turn is confirmed."""
+        """A held response finishes only once its turn is confirmed (a dropped turn cancels
+        this task, so the wait cannot outlive it)."""
         if r.turn is not None and r.turn.held:
             await r.turn.released.wait()
 
@@ -955,7 +994,7 @@ class Session:
         r.metrics.interrupted = status == "cancelled"
         gpu = self.engine.gpu_memory_cached()  # measuring may run nvidia-smi: never on the loop
         r.metrics.gpu_mem_used_mb, r.metrics.gpu_mem_total_mb = gpu["used_mb"], gpu["total_mb"]
-        asyncio.get_running_loop().run_in_executor(None, self.engine.gpu_memory)  # fresh for next time
+        self.engine.refresh_gpu_memory()  # fresh for next time, in the engine's own worker
         self._emit(TurnMetricsEvent(r.metrics))
 
     def _samples(self, ms: int) -> int:

@@ -168,6 +168,15 @@ def script_share(text: str, language: str | None) -> float | None:
     return ours / len(letters)
 
 
+def text_usable(text: str, language: str | None, min_share: float = 0.5) -> bool:
+    """Is ``text`` evidence of what was said? It needs letters, mostly of ``language``'s script
+    (any letters when the language is not known): digits or symbols alone ("2. 2") are not."""
+    if not any(c.isalpha() for c in text):
+        return False
+    share = script_share(text, language)
+    return share is None or share >= min_share
+
+
 def script_ok(text: str, language: str | None, min_share: float = 0.5) -> bool:
     """Is ``text`` written mostly in ``language``'s script? (True when it cannot be told.)"""
     share = script_share(text, language)

@@ -185,7 +185,9 @@ class InProcessLink(AgentLink):
             mt = e.metrics
             post(m.TurnLatency(mt.turn_id, mt.stages_ms(), mt.voice_to_voice_ms, None, mt.interrupted,
                                asr_decode_ms=mt.extra.get("asr_decode_ms"),
-                               speculative=bool(mt.extra.get("asr_speculative"))))
+                               speculative=bool(mt.extra.get("asr_speculative")),
+                               turn_policy=mt.turn_policy, turn_probability=mt.turn_probability,
+                               resumed=mt.resumed))
         elif isinstance(e, ev.ErrorEvent):
             post(m.Problem("engine", f"{e.stage or 'engine'}: {e.message}", "warning"))
 

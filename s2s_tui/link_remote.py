@@ -183,7 +183,9 @@ class RemoteLink(AgentLink):
             post(m.TurnLatency(self._id(str(d.get("turn_id") or "")) or None, stages, d.get("voice_to_voice_ms"),
                                nt.total_ms if nt else None, bool(d.get("interrupted")),
                                network_up_ms=nt.up_ms if nt else None, network_down_ms=nt.down_ms if nt else None,
-                               asr_decode_ms=d.get("asr_decode_ms"), speculative=bool(d.get("asr_speculative"))))
+                               asr_decode_ms=d.get("asr_decode_ms"), speculative=bool(d.get("asr_speculative")),
+                               turn_policy=d.get("turn_policy"), turn_probability=d.get("turn_probability"),
+                               resumed=int(d.get("resumed") or 0)))
         elif isinstance(e, p.S2SStats):
             gpu = e.gpu or {}
             self._last_gpu = (gpu.get("used_mb"), gpu.get("total_mb"))

@@ -170,6 +170,11 @@ class TurnLatency(_Msg):
         speculative: the turn ran during the end-of-turn silence, so ``asr_decode_ms`` (and
             possibly the LLM's first token) is hidden there and the after-silence stages are
             only what was left.
+        turn_policy: what ended the turn (``engine.turn``: silence, smart-turn, transcript,
+            combined, max-silence, fallback-silence, commit); the silence it waited is the
+            ``eot_wait_ms`` stage.
+        turn_probability: the evidence's P(complete) when it ended (None: no evidence).
+        resumed: times the turn was ended and the user went on (answered as one).
     """
 
     turn_id: str | None
@@ -181,6 +186,9 @@ class TurnLatency(_Msg):
     network_down_ms: float | None = None
     asr_decode_ms: float | None = None
     speculative: bool = False
+    turn_policy: str | None = None
+    turn_probability: float | None = None
+    resumed: int = 0
 
     @property
     def total_ms(self) -> float | None:

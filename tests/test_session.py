@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engine.audio import load_wav
+from engine.errors import S2SError
 from engine.events import (
     ErrorEvent,
     Interruption,
@@ -427,5 +428,92 @@ async def test_no_partial_starts_while_a_turn_decode_is_running():
     engine.asr_turns_in_flight = 0
     await speak_for(1.0)
     assert engine.asr.calls > 0  # partials again once the decode is done
+    await s.close()
+    engine.close()
+
+
+# --- bounds (every queue and buffer has one, with a defined behaviour at the limit) ---------
+
+
+async def test_input_backlog_is_bounded_and_the_session_goes_on():
+    engine = fake_engine(overrides=["session.max_input_backlog_s=2"])
+    s = engine.new_session()  # not started: nothing consumes the input yet
+    chunk = np.zeros(1600, np.float32)
+    for _ in range(20):  # 2 s of audio
+        s.push_audio(chunk)
+    s.push_audio(chunk)  # at the limit: still taken
+    with pytest.raises(S2SError, match="behind the microphone"):
+        s.push_audio(chunk)
+    await s.start()
+    await s.input_processed()  # the backlog drains ...
+    s.push_audio(chunk)  # ... and audio is taken again
+    await s.input_processed()
+    await s.close()
+    engine.close()
+
+
+async def test_a_stalled_consumer_gets_the_reply_cancelled_not_unbounded_memory():
+    # a long reply (about 60 s of audio = 600 chunks) and a consumer that reads nothing
+    engine = fake_engine(llm=FakeLLM(reply=" ".join(["ఒకటి."] * 200), delay=0.0), tts=FakeTTS(ms_per_char=50),
+                         overrides=["session.max_events=200"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    await asyncio.wait_for(s.wait_idle(), 30)
+    assert s._events.qsize() <= 200 + 20  # bounded: the bulk stopped at the limit
+    events = []
+    while (e := s.next_event_nowait()) is not None:
+        events.append(e)
+    assert any(isinstance(e, ErrorEvent) and e.code == "consumer_too_slow" for e in events)
+    done = [e for e in events if isinstance(e, ResponseDone)]
+    assert done and done[-1].status == "cancelled"
+    await s.close()
+    engine.close()
+
+
+def test_chat_history_is_bounded_and_merged_messages_are_capped():
+    from engine.history import MAX_MERGED_CHARS, MAX_MESSAGES, ChatHistory
+
+    h = ChatHistory()
+    mark = h.mark()
+    for i in range(MAX_MESSAGES + 50):
+        h.add("user", f"message {i} " + "పదం " * 40)
+    assert len(h.messages) == MAX_MESSAGES and h.messages[-1]["content"].startswith(f"message {MAX_MESSAGES + 49}")
+    built = h.build("system", lambda t: 1, 10**9, 10**6)
+    assert len(built) == 2 and len(built[1]["content"]) <= MAX_MERGED_CHARS
+    assert built[1]["content"].rstrip().endswith("పదం")  # the newest words are the ones kept
+    later = h.mark()
+    h.add("assistant", "reply")
+    h.drop_since(later)
+    assert h.messages[-1]["role"] == "user" and h.mark() == later
+    h.drop_since(mark)  # a mark from before the trim: everything after it goes
+    assert h.messages == []
+
+
+async def test_gpu_memory_refresh_is_owned_and_single():
+    engine = fake_engine()
+    engine.refresh_gpu_memory()
+    first = engine._gpu_refresh
+    engine.refresh_gpu_memory()  # one at a time: no second measurement while the first runs
+    assert first is not None and (engine._gpu_refresh is first or first.done())
+    assert first.result(timeout=10) == {"used_mb": None, "total_mb": None}  # no GPU here
+    engine.close()
+
+
+async def test_a_dropped_speculative_turn_leaves_no_task_behind():
+    llm = FakeLLM(delay=0.0)
+    engine = fake_engine(llm=llm, overrides=["vad.end_of_turn_silence_ms=900"])
+    s = engine.new_session()
+    await s.start()
+    first = np.concatenate([tail_silence(0.3), CORE, tail_silence(0.5)])  # a pause: a speculative turn runs
+    for i in range(0, len(first), 320):
+        s.push_audio(first[i: i + 320])
+        await asyncio.sleep(0.02 if i > len(first) - 8000 else 0)
+    await push_fast(s, np.concatenate([CORE, tail_silence(1.5)]))  # the user went on: it is dropped
+    await asyncio.wait_for(s.wait_idle(), 20)
+    await asyncio.sleep(0.2)
+    left = [t for t in asyncio.all_tasks() if t.get_name().startswith(s.id) and not t.get_name().endswith("input")
+            and not t.done()]
+    assert left == []
     await s.close()
     engine.close()

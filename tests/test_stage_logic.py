@@ -50,6 +50,17 @@ def test_chunker_cuts_at_a_space_after_max_wait():
     assert c.flush() == ["కానీ"]
 
 
+def test_chunker_first_chunk_has_its_own_shorter_wait():
+    c = SentenceChunker(SentenceOptions(min_chars=4, max_wait_ms=600, first_max_wait_ms=150))
+    ms = 1_000_000
+    assert c.push("ఈ రోజు వాతావరణం", 0) == []
+    assert c.poll(100 * ms) == []  # not yet
+    assert c.poll(160 * ms) == ["ఈ రోజు"]  # the user is waiting: cut at the last space
+    c.push(" చాలా బాగుంది ఇంకా", 170 * ms)
+    assert c.poll(400 * ms) == []  # later chunks wait the full max_wait_ms
+    assert c.poll(800 * ms) == ["వాతావరణం చాలా బాగుంది"]
+
+
 def test_chunker_never_exceeds_max_chars():
     c = SentenceChunker(SentenceOptions(min_chars=4, max_chars=30))
     chunks = c.push("పదం " * 40, 0) + c.flush()

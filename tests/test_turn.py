@@ -24,7 +24,7 @@ from engine.events import (
     TurnMetricsEvent,
 )
 from engine.stages.base import Transcript
-from engine.turn import TurnEvidence, TurnPolicy, script_ok, script_share
+from engine.turn import TurnEvidence, TurnPolicy, script_ok, script_share, text_usable
 from tests.fakes import FakeASR, FakeLLM, FakeTTS, FakeTurnModel, fake_engine
 from tests.test_session import CORE, collect_until, push_fast, tail_silence
 
@@ -97,6 +97,8 @@ def test_script_check_tells_telugu_from_what_whisper_base_writes():
     assert not script_ok("Namaskaram, meeru ela unnaru", "te")
     assert script_ok("What is the weather like?", "en") and not script_ok("नमस्ते", "en")
     assert script_share("123 ...", "te") is None and script_ok("", "te")
+    assert text_usable("What is the weather like", "en") and not text_usable("2. 2", "en")
+    assert not text_usable("", None) and text_usable("bonjour", None)
 
 
 # --- the Session with evidence at the stage interfaces --------------------------------------

@@ -6,7 +6,8 @@ audio that ended the turn, client -> server) plus down (the first reply audio, s
 The sum does not depend on the clock offset estimate; the two legs do, so they are marked ≈.
 A leg that could not be measured shows "—", never a guess. When a turn ran speculatively
 (during the end-of-turn silence), the ASR decode it hid there is shown dimmed under "ASR final",
-which counts only what was left after the silence."""
+which counts only what was left after the silence. Under "end-of-turn wait" (the silence the
+turn really waited), a dimmed line says what ended the turn and how sure it was."""
 
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ class LatencyPanel(Widget):
         table.add_row(Text(title, style="bold"), "", "")
         for label, v, colour in rows:
             table.add_row(label, Text(_bar(v, scale), style=colour), "—" if v is None else f"{v:.0f} ms")
+            if label == "end-of-turn wait" and lt.turn_policy:
+                table.add_row(Text(f" ↳ {lt.turn_policy}", style="dim"), Text(_decided(lt), style="dim"), "")
             if label == "ASR final" and lt.speculative and lt.asr_decode_ms:
                 # the decode ran while the end-of-turn silence was still being waited for
                 table.add_row(Text(" ↳ in the silence", style="dim"),
@@ -100,6 +103,16 @@ class LatencyPanel(Widget):
         table.add_row(Text("voice-to-voice", style="bold"),
                       _pp([h.total_ms for h in self.history if h.total_ms is not None]), "")
         return table
+
+
+def _decided(lt: TurnLatency) -> str:
+    """What ended the turn, e.g. "p(complete) 0.91" or "resumed ×1"."""
+    parts = []
+    if lt.turn_probability is not None:
+        parts.append(f"p(complete) {lt.turn_probability:.2f}")
+    if lt.resumed:
+        parts.append(f"resumed ×{lt.resumed}")
+    return "  ".join(parts)
 
 
 def _pp(values: list[float]) -> Text:
