@@ -37,6 +37,13 @@ def test_register_adds_the_bench_commands():
     assert args.func is bench.cmd_make_models and args.small
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "latency", "--reply", "lots"])
+    args = parser.parse_args(["bench", "latency", "--turn-policies", "silence,combined", "a.wav", "--paused", "b.wav"])
+    assert args.turn_policies == "silence,combined" and args.paused == ["b.wav"]
+    assert parser.parse_args(["bench", "make-wavs", "--out", "x"]).func.__name__ == "cmd_make_wavs"
+    assert bench._turn_policies(None, "combined") == ["silence", "combined"]
+    assert bench._turn_policies(None, "silence") == [] and bench._turn_policies("none", "combined") == []
+    with pytest.raises(bench.ConfigError):
+        bench._turn_policies("silence,psychic", "silence")
 
 
 def test_scripted_reply_is_four_chunks():
@@ -103,3 +110,48 @@ def test_make_models_small_builds_and_loads(tmp_path):
     assert ids["<|yue|>"] == 50358 and ids["<|notimestamps|>"] == 50364 and ids["<|nospeech|>"] == 50363
     assert any(o.startswith("llm.model=") for o in summary["overrides"])
     shutil.rmtree(tmp_path / "shape")
+
+
+def test_make_wavs_writes_a_labelled_set(tmp_path):
+    from engine.bench_turn import SENTENCES, make_wavs
+
+    m = make_wavs(tmp_path / "wavs", languages=("en",))
+    kinds = {(f["kind"], f["voice"]) for f in m["files"]}
+    assert {k for k, _ in kinds} == {"complete", "paused", "incomplete"}
+    per = [f for f in m["files"] if f["voice"] == "espeak-en-us"]
+    assert len(per) == 3 * len(SENTENCES["en"])
+    from engine.audio import load_wav
+
+    paused = load_wav(tmp_path / "wavs" / per[1]["path"])[0]
+    whole = load_wav(tmp_path / "wavs" / per[0]["path"])[0]
+    assert len(paused) > len(whole) + 0.6 * 16_000  # the pause is really in the audio
+    assert json.loads((tmp_path / "wavs" / "manifest.json").read_text(encoding="utf-8"))["files"] == m["files"]
+
+
+def test_latency_compares_fixed_and_adaptive_end_of_turn(tmp_path):
+    """Fixed 600 ms vs combined on one complete and one paused English utterance (English:
+    Whisper base understands it, so the transcript signal is real)."""
+    from engine.bench_turn import make_wavs
+
+    m = make_wavs(tmp_path / "wavs", languages=("en",))
+    pick = {f["kind"]: str(tmp_path / "wavs" / f["path"]) for f in m["files"]
+            if f["voice"] == "espeak-en-us" and f["path"].endswith("_02.wav")}  # "What is the weather like in ..."
+    out = tmp_path / "r.json"
+    args = _parser().parse_args(["bench", "latency", "--turns", "1", "--turn-policies", "silence,combined",
+                                 "--set", "asr.language=en", "--json", str(out), pick["complete"],
+                                 "--paused", pick["paused"]])
+    assert args.func(args) == 0
+    r = json.loads(out.read_text(encoding="utf-8"))["turn_policies"]
+    assert set(r) == {"silence", "combined"}
+    fixed, adaptive = r["silence"], r["combined"]
+    assert fixed["complete"]["voice_to_voice_ms"]["n"] == adaptive["complete"]["voice_to_voice_ms"]["n"] == 1
+    assert fixed["complete"]["eot_wait_ms"]["p50"] >= 500  # the fixed 600 ms silence, in real time
+    complete = [f for f in adaptive["files"] if f["kind"] == "complete"][0]
+    assert complete["turn_policy"] == ["combined"]  # decided by the evidence, not by the maximum wait
+    assert complete["probabilities"][0][1] > 0.5  # the transcript reads as a finished sentence
+    # the 700-800 ms pause: the fixed policy ends the turn in it; the adaptive one hears that
+    # "what is the weather like in" is not finished and waits for the rest
+    assert fixed["paused"]["resumed"] + fixed["paused"]["replies_to_half"] >= 1
+    assert adaptive["paused"]["resumed"] == 0 and adaptive["paused"]["replies_to_half"] == 0
+    paused = [f for f in adaptive["files"] if f["kind"] == "paused"][0]
+    assert paused["turns"] == 1 and "Hyderabad" in paused["transcripts"][0]
