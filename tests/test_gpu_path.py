@@ -110,7 +110,7 @@ def test_doctor_on_the_offline_profile_runs_every_stage_and_reports_devices(tmp_
     assert main(["doctor", "--json", str(out)]) == 0
     report = json.loads(out.read_text(encoding="utf-8"))
     stages = report["engine"]["stages"]
-    assert set(stages) == {"vad", "asr", "llm", "tts"}
+    assert set(stages) == {"vad", "turn", "asr", "llm", "tts"}  # the offline profile's combined policy loads Smart Turn
     assert all(s["device"] == "cpu" and s["load_ms"] > 0 for s in stages.values())
     assert report["engine"]["wants_gpu"] == {"asr": False, "llm": False, "tts": False}
     assert set(report["environment"]["cuda_libraries"]) == set(cuda.SONAMES)

@@ -169,7 +169,7 @@ async def test_healthz(server):
     status, ctype, body = await asyncio.to_thread(get)
     assert status == 200 and ctype.startswith("application/json")
     assert body["status"] == "ok" and body["profile"] == "offline"
-    assert set(body["models"]) == {"vad", "asr", "llm", "tts"}
+    assert set(body["models"]) == {"vad", "turn", "asr", "llm", "tts"}
     assert "path" not in body["models"]["asr"]
     assert body["sessions"]["active"] == 0 and body["sessions"]["max"] == 8
 
@@ -524,7 +524,7 @@ async def test_stats_and_ping(server):
         stats = await client.wait_for(p.S2SStats, limit_s=5)
         assert stats.gpu == {"used_mb": None, "total_mb": None}
         assert stats.sessions["active"] >= 1 and stats.session["state"] == "listening"
-        assert set(stats.models) == {"vad", "asr", "llm", "tts"}
+        assert set(stats.models) == {"vad", "turn", "asr", "llm", "tts"}
         await client.wait_for(p.S2SPong)
         rtt = await client.ping()
         assert 0 <= rtt < 200
