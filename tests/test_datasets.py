@@ -238,3 +238,18 @@ def test_scorecard_clips_stop_reading_at_the_limit(hf_data):
     kept, dropped = load_test_clips(dataset_clips(source)[0])
     assert len(kept) == GOOD - 3 and sorted(d["reason"].split(" (")[0] for d in dropped) == [
         "empty text", "silent", "unreadable audio"]
+
+
+def test_prepare_add_joins_sources_and_keeps_earlier_splits(hf_data, tmp_path, capsys):
+    out = tmp_path / "joined"
+    assert run("prepare", hf_data / "saved", "--out", out, "--val-fraction", "0.34", "--no-progress") == 0
+    val_before = (out / "validation.jsonl").read_text()
+    assert run("prepare", hf_data / "arrays", "--out", out, "--add", "--audio-column", "speech",
+               "--text-column", "words", "--no-progress") == 0
+    assert f"with {GOOD} earlier clips" in capsys.readouterr().out
+    assert (out / "validation.jsonl").read_text() == val_before  # one new clip: it goes to train
+    report = report_of(out)
+    assert report["train"] + report["validation"] == GOOD + 1 and report["earlier"] == GOOD
+    assert [Path(s.split(" [")[0]).name for s in report["sources"]] == ["saved", "arrays"]
+    ids = [json.loads(x)["id"] for x in (out / "train.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) and all((out / "wavs" / f"{i}.wav").exists() for i in ids)

@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--no-trim", action="store_true", help="keep leading/trailing silence")
     p.add_argument("--keep-digits", action="store_true", help="do not spell numbers as Telugu words")
+    p.add_argument("--add", action="store_true",
+                   help="add to the clips already prepared in --out (e.g. IndicTTS after FLEURS)")
     _add_dataset_args(p, split="train")
 
     p = sub.add_parser("asr", help="fine-tune Whisper for Telugu; export CTranslate2 int8 + float16")
@@ -279,9 +281,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         from training.hfdata import dataset_clips
 
         clips, total = dataset_clips(source)
-        report = prepare_clips(clips, args.out, opts, source.describe(), total, not args.no_progress)
+        report = prepare_clips(clips, args.out, opts, source.describe(), total, not args.no_progress, args.add)
     else:
-        report = prepare(args.data_dir, args.out, opts, manifest=args.manifest, progress=not args.no_progress)
+        report = prepare(args.data_dir, args.out, opts, args.manifest, not args.no_progress, args.add)
     print(report.summary())
     return 0 if report.clips_kept else 1
 

@@ -89,18 +89,23 @@ class PrepareReport:
     dropped: list[dict[str, Any]] = field(default_factory=list)
     drop_reasons: dict[str, int] = field(default_factory=dict)
     mostly_not_telugu: int = 0
+    earlier: int = 0
+    sources: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
+    def summary(self, max_dropped: int = 20) -> str:
+        folder = f" (with {self.earlier} earlier clips: the folder's totals)" if self.earlier else ""
         lines = [
-            f"prepared {self.clips_kept} of {self.clips_in} clips, {self.hours * 60:.1f} min "
+            f"prepared {self.clips_kept} of {self.clips_in} clips; {self.hours * 60:.1f} min "
             f"({self.hours:.3f} h), {len(self.speakers)} speaker(s): "
-            + ", ".join(f"{k} ({v})" for k, v in sorted(self.speakers.items())),
+            + ", ".join(f"{k} ({v})" for k, v in sorted(self.speakers.items())) + folder,
             f"split: {self.train} train, {self.validation} validation",
         ]
         if self.dropped:
-            lines.append(f"dropped {len(self.dropped)}:")
-            for d in self.dropped:
+            lines.append(f"dropped {len(self.dropped)}: " + ", ".join(f"{k} {v}" for k, v in self.drop_reasons.items()))
+            for d in self.dropped[:max_dropped]:
                 lines.append(f"  {d['audio'] or '(line ' + str(d['line']) + ')'}: {d['reason']}")
+            if len(self.dropped) > max_dropped:
+                lines.append(f"  ... and {len(self.dropped) - max_dropped} more (report.json)")
         if self.mostly_not_telugu:
             lines.append(f"note: {self.mostly_not_telugu} kept clip(s) have mostly non-Telugu text")
         lines.append(f"written to {self.out_dir}")
@@ -291,13 +296,15 @@ def prepare(
     options: PrepareOptions | None = None,
     manifest: str | Path | None = None,
     progress: bool = False,
+    add: bool = False,
 ) -> PrepareReport:
-    """Read, check, resample and split a dataset folder; returns (and writes) the report."""
+    """Read, check, resample and split a dataset folder; returns (and writes) the report
+    (``add``: see :func:`prepare_clips`)."""
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise DataError(f"dataset folder not found: {data_dir}")
     rows = read_metadata(data_dir, Path(manifest) if manifest else None)
-    return prepare_clips(folder_clips(data_dir, rows), out_dir, options, str(data_dir), len(rows), progress)
+    return prepare_clips(folder_clips(data_dir, rows), out_dir, options, str(data_dir), len(rows), progress, add)
 
 
 def prepare_clips(
@@ -307,16 +314,27 @@ def prepare_clips(
     source: str = "",
     total: int | None = None,
     progress: bool = False,
+    add: bool = False,
 ) -> PrepareReport:
     """Check every clip (:func:`check_clip`), write the kept ones as 16 kHz WAVs, split them and
-    write ``train.jsonl``, ``validation.jsonl`` and ``report.json``. ``total`` sizes the progress bar."""
+    write ``train.jsonl``, ``validation.jsonl`` and ``report.json``. ``total`` sizes the progress bar.
+
+    ``add``: keep the clips already prepared in ``out_dir`` (each stays in its split, so nothing
+    trained on moves to validation) and add these, split by ``val_fraction`` among themselves:
+    one folder from several sources (FLEURS + IndicTTS)."""
     from tqdm import tqdm
 
     opts = options or PrepareOptions()
     out_dir = Path(out_dir).expanduser()
     report = PrepareReport(source, str(out_dir))
+    earlier = {split: _read_prepared(out_dir, split) for split in ("train", "validation")} if add else {}
+    report.earlier = sum(len(v) for v in earlier.values())
+    if report.earlier:
+        old = json.loads((out_dir / "report.json").read_text(encoding="utf-8")) if (out_dir / "report.json").exists() else {}
+        report.sources = list(old.get("sources") or [old.get("data_dir", "")])
+    report.sources.append(source)
     kept: list[dict[str, Any]] = []
-    used_ids: set[str] = set()
+    used_ids: set[str] = {c["id"] for items in earlier.values() for c in items}
     seen: set[str] = set()
 
     def drop(row: Row, reason: str) -> None:
@@ -362,15 +380,15 @@ def prepare_clips(
     if len(kept) >= 2:
         n_val = min(len(kept) - 1, max(1, round(len(kept) * opts.val_fraction)))
     val_idx = set(order[:n_val])
-    train = [c for i, c in enumerate(kept) if i not in val_idx]
-    val = [c for i, c in enumerate(kept) if i in val_idx]
+    train = earlier.get("train", []) + [c for i, c in enumerate(kept) if i not in val_idx]
+    val = earlier.get("validation", []) + [c for i, c in enumerate(kept) if i in val_idx]
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "validation.jsonl", val)
 
     report.clips_kept, report.train, report.validation = len(kept), len(train), len(val)
-    report.hours = round(sum(c["duration"] for c in kept) / 3600, 5)
+    report.hours = round(sum(c["duration"] for c in train + val) / 3600, 5)
     report.train_hours = round(sum(c["duration"] for c in train) / 3600, 5)
-    report.speakers = dict(Counter(c["speaker"] for c in kept))
+    report.speakers = dict(Counter(c["speaker"] for c in train + val))
     report_dict = asdict(report)
     report_dict["options"] = asdict(opts)
     (out_dir / "report.json").write_text(
@@ -383,6 +401,13 @@ def write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for item in items:
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+
+def _read_prepared(out_dir: Path, split: str) -> list[dict[str, Any]]:
+    path = out_dir / f"{split}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load_split(prepared: str | Path, split: str) -> list[dict[str, Any]]:
