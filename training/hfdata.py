@@ -157,11 +157,13 @@ def _open_hub(datasets: Any, src: DatasetSource, cache: str | None) -> Any:
             return datasets.load_dataset(
                 src.hub_id, revision=PARQUET_EXPORT, data_dir=src.config or None, **kwargs
             )
-    except Exception as exc:  # noqa: BLE001 - mapped to one line below; anything else re-raised
-        raise _hub_error(datasets, src, exc) from None
+    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one line (S2S_DEBUG=1: the traceback)
+        if os.environ.get("S2S_DEBUG"):
+            raise
+        raise _hub_error(src, exc) from None
 
 
-def _hub_error(datasets: Any, src: DatasetSource, exc: Exception) -> Exception:
+def _hub_error(src: DatasetSource, exc: Exception) -> DataError:
     """One line that says what went wrong on the Hub and what to do about it."""
     from datasets.exceptions import DatasetNotFoundError
 
@@ -184,7 +186,7 @@ def _hub_error(datasets: Any, src: DatasetSource, exc: Exception) -> Exception:
         return DataError(f"{name}: {message} (--hf-config / --split)")
     if isinstance(exc, RuntimeError) and "scripts are no longer supported" in message:
         return DataError(f"{name} is a script dataset, which datasets>=4 cannot run: try --hf-revision {PARQUET_EXPORT}")
-    return exc if not isinstance(exc, OSError | ValueError) else DataError(f"{name}: {message}")
+    return DataError(f"{name} could not be loaded ({type(exc).__name__}: {message}); S2S_DEBUG=1 shows the traceback")
 
 
 def _first_line(exc: BaseException) -> str:
