@@ -123,6 +123,8 @@ def test_prepare_maps_columns_and_says_which_exist(hf_data, tmp_path, capsys):
     assert "no text column 'nope': the columns are audio, transcription, gender, path" in capsys.readouterr().err
     assert run("prepare", hf_data / "saved", "--out", tmp_path / "b", "--split", "dev") == 2
     assert "has no split 'dev': use --split with one of train, test" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="give DATA_DIR .* or --hf-dataset ID"):
+        run("prepare", "--out", tmp_path / "c")
 
 
 class FakeHub(http.server.BaseHTTPRequestHandler):

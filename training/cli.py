@@ -222,6 +222,8 @@ def _dataset_source(args: argparse.Namespace, default_hub: str = ""):
     if not args.hf_dataset and args.data_dir and not is_dataset_path(args.data_dir):
         return None
     hub = args.hf_dataset or ("" if args.data_dir else default_hub)
+    if not hub and not args.data_dir:
+        return None
     return DatasetSource(
         hub_id=hub, config=args.hf_config or ("te_in" if hub == "google/fleurs" else ""), split=args.split,
         revision=args.hf_revision, path="" if hub else args.data_dir, audio_column=args.audio_column,
