@@ -70,27 +70,15 @@ class Engine:
         notes: list[str] = []
         times: dict[str, float] = {}
 
-        def build(stage: str, options: Any) -> Any:
+        def build(stage: str) -> Any:
             t0 = time.perf_counter()
-            path = None if stage == "tts" and options.backend == "espeak-ng" else resolve(
-                stage, options.model, profile.name, getattr(options, "compute_type", None))
-            backend = backend_class(stage, options.backend)(options, path)
-            backend.setup()
+            backend = load_stage(profile, stage, notes)
             times[stage] = (time.perf_counter() - t0) * 1000
             return backend
 
-        vad = build("vad", profile.vad)
-        turn = build("turn", profile.turn) if profile.turn.policy in AUDIO_POLICIES else None
-        asr = build("asr", profile.asr)
-        llm = build("llm", profile.llm)
-        try:
-            tts = build("tts", profile.tts)
-        except (ModelError, BackendUnavailable) as exc:
-            if not profile.tts.fallback:
-                raise
-            notes.append(f"TTS {profile.tts.backend} failed to load ({exc}); using {profile.tts.fallback}")
-            log.warning(notes[-1])
-            tts = build("tts", replace(profile.tts, backend=profile.tts.fallback, model="te"))
+        vad = build("vad")
+        turn = build("turn") if profile.turn.policy in AUDIO_POLICIES else None
+        asr, llm, tts = build("asr"), build("llm"), build("tts")
         notes += [n for n in (getattr(b, "note", None) for b in (asr, llm)) if n]
         engine = cls(profile, vad, asr, llm, tts, notes, turn_model=turn)
         engine.load_times_ms = times
@@ -185,6 +173,35 @@ class Engine:
 def _log_failure(future: Future) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("GPU memory reading failed: %s", future.exception())
+
+
+def load_stage(profile: Profile, stage: str, notes: list[str] | None = None) -> Any:
+    """Resolve, construct and ``setup()`` one stage's backend as the profile names it (blocking).
+
+    A TTS that fails to load falls back to ``tts.fallback`` when the profile names one; the
+    reason is appended to ``notes``. Raises ModelError/S2SError otherwise.
+    """
+    options = getattr(profile, stage)
+
+    def build(options: Any) -> Any:
+        path = None if stage == "tts" and options.backend == "espeak-ng" else resolve(
+            stage, options.model, profile.name, getattr(options, "compute_type", None))
+        backend = backend_class(stage, options.backend)(options, path)
+        backend.setup()
+        return backend
+
+    if stage != "tts":
+        return build(options)
+    try:
+        return build(options)
+    except (ModelError, BackendUnavailable) as exc:
+        if not options.fallback:
+            raise
+        note = f"TTS {options.backend} failed to load ({exc}); using {options.fallback}"
+        log.warning(note)
+        if notes is not None:
+            notes.append(note)
+        return build(replace(options, backend=options.fallback, model="te"))
 
 
 def _query_gpu_memory() -> dict[str, float | None]:

@@ -1,17 +1,24 @@
 """Audio helpers for training: the engine's reader, resampler and writer (``engine.audio``:
 soundfile + soxr, every libsndfile format, clear errors for broken files), plus silence
-trimming and peak level.
+trimming and peak level, and the decoding of in-memory audio from ``datasets`` rows
+(:func:`decode_audio`: soundfile first, then PyAV through faster-whisper for what libsndfile
+cannot read, e.g. M4A/Opus).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from engine.audio import load_wav, resample, write_wav
+from engine.errors import AudioError
 
-__all__ = ["SAMPLE_RATE", "load_audio", "peak_dbfs", "resample", "trim_silence", "write_wav"]
+__all__ = [
+    "SAMPLE_RATE", "array_audio", "decode_audio", "load_audio", "peak_dbfs", "resample", "trim_silence",
+    "write_wav",
+]
 
 SAMPLE_RATE = 16_000
 
@@ -48,3 +55,40 @@ def trim_silence(
 def peak_dbfs(audio: np.ndarray) -> float:
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     return -120.0 if peak <= 1e-6 else 20 * float(np.log10(peak))
+
+
+def decode_audio(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Encoded audio bytes (WAV, FLAC, OGG, MP3, or anything FFmpeg reads) -> mono float32 at
+    ``sample_rate``. Raises :class:`AudioError` with the reason when it cannot be decoded."""
+    import soundfile as sf
+
+    if not data:
+        raise AudioError("empty audio (0 bytes)")
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        try:  # libsndfile lacks some containers (M4A, WebM/Opus): PyAV, bundled with faster-whisper
+            from faster_whisper.audio import decode_audio as av_decode
+
+            audio = av_decode(io.BytesIO(data), sampling_rate=sample_rate)
+        except Exception:  # noqa: BLE001 - PyAV raises many types; soundfile's reason is the clearer one
+            raise AudioError(f"not a readable audio file ({str(exc).strip().splitlines()[0][:160]})") from None
+        return array_audio(audio, sample_rate, sample_rate)
+    return array_audio(samples, rate, sample_rate)
+
+
+def array_audio(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decoded samples ((n,), or (n, channels)) at ``rate`` -> mono float32 at ``sample_rate``,
+    with the same checks as a file: some samples, all finite, a plausible rate."""
+    a = np.asarray(samples, dtype=np.float32)
+    if a.ndim == 2:
+        a = a.mean(axis=1) if a.shape[1] <= 8 else a.mean(axis=0)
+    if a.ndim != 1:
+        raise AudioError(f"audio must be 1-D or (samples, channels), got shape {a.shape}")
+    if a.size == 0:
+        raise AudioError("holds no audio samples")
+    if not np.all(np.isfinite(a)):
+        raise AudioError("holds NaN or infinite samples")
+    if not 1000 <= int(rate) <= 384_000:
+        raise AudioError(f"implausible sample rate {rate} Hz")
+    return resample(np.clip(a, -1.0, 1.0), int(rate), sample_rate)

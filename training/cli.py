@@ -3,11 +3,13 @@
 Subcommands::
 
     s2s-train prepare DATA_DIR --out PREPARED
+    s2s-train prepare --hf-dataset google/fleurs --hf-config te_in --split train --out PREPARED
     s2s-train asr PREPARED --base openai/whisper-small --out runs/asr
     s2s-train tts PREPARED --base microsoft/speecht5_tts --out runs/tts
     s2s-train eval PREPARED --asr runs/asr/ct2-int8 --tts runs/tts/export
     s2s-train tiny-models --out tiny          # tiny random base models, offline
     s2s-train synth-data --out data/synth     # espeak-ng Telugu clips + metadata.csv
+    s2s-train scorecard --profile gpu         # Telugu figures per stage on FLEURS te test
 
 Training defaults suit a 24 GB L4 (see docs/training.md); every training option is a flag.
 Errors the user can fix print one line and exit 2, not a traceback (``S2S_DEBUG=1`` shows it). torch and
@@ -98,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="check, resample (16 kHz mono), normalise and split a dataset")
     p.add_argument(
-        "data_dir", help="folder with audio and metadata.csv (file,text[,speaker]) or a JSONL manifest"
+        "data_dir", nargs="?", default="",
+        help="folder with audio and metadata.csv (file,text[,speaker]) or a JSONL manifest; "
+        "or a datasets save_to_disk folder, parquet file(s) or glob",
     )
     p.add_argument("--out", required=True, help="the prepared folder to write")
     p.add_argument("--manifest", help="a metadata.csv / .jsonl elsewhere (paths relative to DATA_DIR)")
@@ -109,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--no-trim", action="store_true", help="keep leading/trailing silence")
     p.add_argument("--keep-digits", action="store_true", help="do not spell numbers as Telugu words")
+    p.add_argument("--add", action="store_true",
+                   help="add to the clips already prepared in --out (e.g. IndicTTS after FLEURS)")
+    _add_dataset_args(p, split="train")
 
     p = sub.add_parser("asr", help="fine-tune Whisper for Telugu; export CTranslate2 int8 + float16")
     p.add_argument("prepared")
@@ -174,7 +181,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--with-bad", action="store_true", help="add rows prepare must drop (missing, silent, ...)"
     )
+    # --- public datasets and the Telugu scorecard (issue 14) ---
+    p = sub.add_parser("scorecard", help="Telugu figures per stage of a profile: ASR WER/CER + script, "
+                       "TTS round trip, LLM replies in Telugu; JSON + table")
+    p.add_argument("data_dir", nargs="?", default="",
+                   help="test clips: a folder with metadata.csv, a save_to_disk folder or parquet "
+                   "(default: --hf-dataset google/fleurs --hf-config te_in --split test)")
+    p.add_argument("--profile", default="gpu", help="engine profile name or .toml path")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="profile override, e.g. asr.model=runs/asr/ct2-float16 (repeatable)")
+    p.add_argument("--stages", default="asr,tts,llm", help="comma separated subset of asr,tts,llm")
+    p.add_argument("--manifest", help="a metadata.csv / .jsonl elsewhere (e.g. PREPARED/validation.jsonl)")
+    p.add_argument("--limit", type=int, default=0, help="at most this many test clips (0: all)")
+    p.add_argument("--tts-limit", type=int, default=50, help="texts for the TTS round trip (0: as ASR)")
+    p.add_argument("--llm-prompts", type=int, default=0, help="how many of the fixed Telugu prompts (0: all 20)")
+    p.add_argument("--out", help="report path (default: scorecard-PROFILE.json)")
+    _add_dataset_args(p, split="test")
     return parser
+
+
+def _add_dataset_args(p: argparse.ArgumentParser, split: str) -> None:
+    g = p.add_argument_group("Hugging Face datasets (hub id, save_to_disk folder or parquet as DATA_DIR)")
+    g.add_argument("--hf-dataset", default="", metavar="ID", help="a Hub dataset id, e.g. google/fleurs")
+    g.add_argument("--hf-config", default="", help="its configuration, e.g. te_in")
+    g.add_argument("--hf-revision", default="", help="a Hub branch, tag or commit")
+    g.add_argument("--split", default=split, help=f"the split to read (default: {split})")
+    g.add_argument("--audio-column", default="", help="default: the Audio-typed column, or audio/path")
+    g.add_argument("--text-column", default="", help="default: text, sentence, transcription, ...")
+    g.add_argument("--speaker-column", default="", help="default: speaker_id, speaker, client_id (else none)")
+    g.add_argument("--streaming", action="store_true", help="read rows as they download")
+    g.add_argument("--max-rows", type=int, default=0, help="read at most this many rows (0: all)")
+    g.add_argument("--cache-dir", default="", help="the datasets cache (default: ~/.cache/huggingface)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _dataset_source(args: argparse.Namespace, default_hub: str = ""):
+    """A DatasetSource when the arguments name a datasets source, else None (a WAV folder)."""
+    from training.hfdata import DatasetSource, is_dataset_path
+
+    if not args.hf_dataset and args.data_dir and not is_dataset_path(args.data_dir):
+        return None
+    hub = args.hf_dataset or ("" if args.data_dir else default_hub)
+    if not hub and not args.data_dir:
+        return None
+    return DatasetSource(
+        hub_id=hub, config=args.hf_config or ("te_in" if hub == "google/fleurs" else ""), split=args.split,
+        revision=args.hf_revision, path="" if hub else args.data_dir, audio_column=args.audio_column,
+        text_column=args.text_column, speaker_column=args.speaker_column, streaming=args.streaming,
+        limit=args.max_rows, cache_dir=args.cache_dir,
+    )
+
+
+def _cmd_scorecard(args: argparse.Namespace) -> int:
+    from engine.config import load_profile
+    from training.data import folder_clips, read_metadata
+    from training.hfdata import dataset_clips
+    from training.scorecard import STAGES, ScorecardOptions, format_table, run_scorecard, write_report
+
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if not stages or set(stages) - set(STAGES):
+        raise SystemExit(f"s2s-train scorecard: --stages takes a comma separated subset of {','.join(STAGES)}")
+    profile = load_profile(args.profile, args.set)
+    source = _dataset_source(args, default_hub="google/fleurs") if "asr" in stages or "tts" in stages else None
+    if source is not None:
+        clips, _ = dataset_clips(source)
+        name = source.describe()
+    elif "asr" in stages or "tts" in stages:
+        data_dir = Path(args.data_dir).expanduser()
+        clips = folder_clips(data_dir, read_metadata(data_dir, Path(args.manifest) if args.manifest else None))
+        name = str(args.manifest or data_dir)
+    else:
+        clips, name = iter(()), ""
+    opts = ScorecardOptions(stages=stages, limit=args.limit, tts_limit=args.tts_limit,
+                            llm_prompts=args.llm_prompts, dataset=name, progress=not args.no_progress,
+                            extra={"overrides": list(args.set)})
+    report = run_scorecard(profile, clips, opts)
+    path = write_report(report, args.out or f"scorecard-{profile.name}.json")
+    print(format_table(report))
+    print(f"report: {path}")
+    return 0
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -189,7 +274,18 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         trim=not args.no_trim,
         spell_numbers=not args.keep_digits,
     )
-    report = prepare(args.data_dir, args.out, opts, manifest=args.manifest)
+    source = _dataset_source(args)
+    if source is None and not args.data_dir:
+        raise SystemExit("s2s-train prepare: give DATA_DIR (a folder, save_to_disk folder or parquet) "
+                         "or --hf-dataset ID")
+    if source is not None:
+        from training.data import prepare_clips
+        from training.hfdata import dataset_clips
+
+        clips, total = dataset_clips(source)
+        report = prepare_clips(clips, args.out, opts, source.describe(), total, not args.no_progress, args.add)
+    else:
+        report = prepare(args.data_dir, args.out, opts, args.manifest, not args.no_progress, args.add)
     print(report.summary())
     return 0 if report.clips_kept else 1
 
@@ -293,6 +389,7 @@ COMMANDS = {
     "eval": _cmd_eval,
     "tiny-models": _cmd_tiny,
     "synth-data": _cmd_synth,
+    "scorecard": _cmd_scorecard,
 }
 
 

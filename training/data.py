@@ -22,13 +22,17 @@ text than the audio could hold.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from engine.errors import S2SError
 from training.audio import SAMPLE_RATE, load_audio, peak_dbfs, trim_silence, write_wav
@@ -85,18 +89,23 @@ class PrepareReport:
     dropped: list[dict[str, Any]] = field(default_factory=list)
     drop_reasons: dict[str, int] = field(default_factory=dict)
     mostly_not_telugu: int = 0
+    earlier: int = 0
+    sources: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
+    def summary(self, max_dropped: int = 20) -> str:
+        folder = f" (with {self.earlier} earlier clips: the folder's totals)" if self.earlier else ""
         lines = [
-            f"prepared {self.clips_kept} of {self.clips_in} clips, {self.hours * 60:.1f} min "
+            f"prepared {self.clips_kept} of {self.clips_in} clips; {self.hours * 60:.1f} min "
             f"({self.hours:.3f} h), {len(self.speakers)} speaker(s): "
-            + ", ".join(f"{k} ({v})" for k, v in sorted(self.speakers.items())),
+            + ", ".join(f"{k} ({v})" for k, v in sorted(self.speakers.items())) + folder,
             f"split: {self.train} train, {self.validation} validation",
         ]
         if self.dropped:
-            lines.append(f"dropped {len(self.dropped)}:")
-            for d in self.dropped:
+            lines.append(f"dropped {len(self.dropped)}: " + ", ".join(f"{k} {v}" for k, v in self.drop_reasons.items()))
+            for d in self.dropped[:max_dropped]:
                 lines.append(f"  {d['audio'] or '(line ' + str(d['line']) + ')'}: {d['reason']}")
+            if len(self.dropped) > max_dropped:
+                lines.append(f"  ... and {len(self.dropped) - max_dropped} more (report.json)")
         if self.mostly_not_telugu:
             lines.append(f"note: {self.mostly_not_telugu} kept clip(s) have mostly non-Telugu text")
         lines.append(f"written to {self.out_dir}")
@@ -197,21 +206,135 @@ def _clip_id(path: Path, used: set[str]) -> str:
     return cid
 
 
+class Drop(Exception):
+    """A clip that cannot be used; the message is the reason shown to the user."""
+
+
+@dataclass
+class Clip:
+    """One candidate clip from any source (a folder's metadata row, a ``datasets`` row).
+
+    Fields:
+        row: where it came from (``audio`` names it in the report, ``line`` is its row number).
+        load: reads the audio as 16 kHz mono float32; raises :class:`Drop`, or
+            :class:`engine.errors.AudioError` (reported as unreadable audio).
+        key: two clips with the same non-empty key are duplicates (the folder path: the file).
+        stem: the name the output id is made from.
+    """
+
+    row: Row
+    load: Callable[[], np.ndarray]
+    key: str = ""
+    stem: str = "clip"
+
+
+def check_clip(clip: Clip, opts: PrepareOptions) -> tuple[np.ndarray, str]:
+    """The checks every clip passes, whatever its source: :func:`check_text`, then
+    :func:`check_audio`. Returns (16 kHz audio, normalised text); raises :class:`Drop`."""
+    text = check_text(clip.row, opts)
+    return check_audio(clip, text, opts), text
+
+
+def check_text(row: Row, opts: PrepareOptions) -> str:
+    """The normalised text; :class:`Drop` when no letters are left."""
+    text = normalize_telugu(row.text, spell_numbers=opts.spell_numbers)
+    if not text or not has_letters(text):
+        raise Drop("empty text")
+    return text
+
+
+def check_audio(clip: Clip, text: str, opts: PrepareOptions) -> np.ndarray:
+    """Readable, not silent (then trimmed), a duration in range and a plausible amount of
+    ``text`` for it; returns the 16 kHz audio or raises :class:`Drop` with the reason."""
+    try:
+        audio = clip.load()
+    except S2SError as exc:
+        raise Drop(f"unreadable audio ({str(exc)[:120]})") from None
+    if audio.size == 0 or peak_dbfs(audio) < opts.silence_dbfs:
+        raise Drop(f"silent (peak {peak_dbfs(audio):.0f} dBFS < {opts.silence_dbfs:.0f})")
+    if opts.trim:
+        audio = trim_silence(audio, SAMPLE_RATE)
+    seconds = audio.size / SAMPLE_RATE
+    if seconds < opts.min_seconds:
+        raise Drop(f"too short ({seconds:.2f} s < {opts.min_seconds} s)")
+    if seconds > opts.max_seconds:
+        raise Drop(f"too long ({seconds:.1f} s > {opts.max_seconds} s)")
+    if len(text) / seconds > opts.max_chars_per_second:
+        raise Drop(f"text too long for the audio ({len(text)} chars in {seconds:.1f} s)")
+    return audio
+
+
+def folder_clips(data_dir: Path, rows: list[Row]) -> Iterator[Clip]:
+    """Clips for the rows of a folder's metadata: audio paths relative to ``data_dir``."""
+    for row in rows:
+        if not row.audio:
+            yield Clip(row, _raiser(Drop("no audio file named")))
+            continue
+        path = _resolve(data_dir, row.audio)
+        yield Clip(row, functools.partial(_load_file, path), key=str(path), stem=path.stem)
+
+
+def _raiser(exc: Exception) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        raise exc
+
+    return load
+
+
+def _load_file(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise Drop(f"missing file ({path})")
+    try:
+        return load_audio(path, SAMPLE_RATE)
+    except S2SError as exc:
+        raise Drop(f"unreadable audio ({str(exc).removeprefix(f'{path}: ')[:120]})") from None
+
+
 def prepare(
     data_dir: str | Path,
     out_dir: str | Path,
     options: PrepareOptions | None = None,
     manifest: str | Path | None = None,
+    progress: bool = False,
+    add: bool = False,
 ) -> PrepareReport:
-    """Read, check, resample and split a dataset; returns (and writes) the report."""
-    opts = options or PrepareOptions()
-    data_dir, out_dir = Path(data_dir).expanduser(), Path(out_dir).expanduser()
+    """Read, check, resample and split a dataset folder; returns (and writes) the report
+    (``add``: see :func:`prepare_clips`)."""
+    data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise DataError(f"dataset folder not found: {data_dir}")
     rows = read_metadata(data_dir, Path(manifest) if manifest else None)
-    report = PrepareReport(str(data_dir), str(out_dir), clips_in=len(rows))
+    return prepare_clips(folder_clips(data_dir, rows), out_dir, options, str(data_dir), len(rows), progress, add)
+
+
+def prepare_clips(
+    clips: Iterable[Clip],
+    out_dir: str | Path,
+    options: PrepareOptions | None = None,
+    source: str = "",
+    total: int | None = None,
+    progress: bool = False,
+    add: bool = False,
+) -> PrepareReport:
+    """Check every clip (:func:`check_clip`), write the kept ones as 16 kHz WAVs, split them and
+    write ``train.jsonl``, ``validation.jsonl`` and ``report.json``. ``total`` sizes the progress bar.
+
+    ``add``: keep the clips already prepared in ``out_dir`` (each stays in its split, so nothing
+    trained on moves to validation) and add these, split by ``val_fraction`` among themselves:
+    one folder from several sources (FLEURS + IndicTTS)."""
+    from tqdm import tqdm
+
+    opts = options or PrepareOptions()
+    out_dir = Path(out_dir).expanduser()
+    report = PrepareReport(source, str(out_dir))
+    earlier = {split: _read_prepared(out_dir, split) for split in ("train", "validation")} if add else {}
+    report.earlier = sum(len(v) for v in earlier.values())
+    if report.earlier:
+        old = json.loads((out_dir / "report.json").read_text(encoding="utf-8")) if (out_dir / "report.json").exists() else {}
+        report.sources = list(old.get("sources") or [old.get("data_dir", "")])
+    report.sources.append(source)
     kept: list[dict[str, Any]] = []
-    used_ids: set[str] = set()
+    used_ids: set[str] = {c["id"] for items in earlier.values() for c in items}
     seen: set[str] = set()
 
     def drop(row: Row, reason: str) -> None:
@@ -219,45 +342,23 @@ def prepare(
         report.drop_reasons[reason.split(" (")[0]] = report.drop_reasons.get(reason.split(" (")[0], 0) + 1
 
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
-    for row in rows:
-        if not row.audio:
-            drop(row, "no audio file named")
-            continue
-        text = normalize_telugu(row.text, spell_numbers=opts.spell_numbers)
-        if not text or not has_letters(text):
-            drop(row, "empty text")
-            continue
-        path = _resolve(data_dir, row.audio)
-        if str(path) in seen:
-            drop(row, "duplicate (the same file is listed twice)")
-            continue
-        seen.add(str(path))
-        if not path.exists():
-            drop(row, f"missing file ({path})")
-            continue
+    bar = tqdm(clips, total=total, disable=not progress, unit="clip", desc="prepare", dynamic_ncols=True)
+    for clip in bar:
+        report.clips_in += 1
+        row = clip.row
         try:
-            audio = load_audio(path, SAMPLE_RATE)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means the clip is unusable
-            why = str(exc).removeprefix(f"{path}: ") if isinstance(exc, S2SError) else f"{type(exc).__name__}: {exc}"
-            drop(row, f"unreadable audio ({why[:120]})")
+            text = check_text(row, opts)
+            if clip.key in seen:
+                raise Drop("duplicate (the same file is listed twice)")
+            if clip.key:
+                seen.add(clip.key)
+            audio = check_audio(clip, text, opts)
+        except Drop as exc:
+            drop(row, str(exc))
             continue
-        if audio.size == 0 or peak_dbfs(audio) < opts.silence_dbfs:
-            drop(row, f"silent (peak {peak_dbfs(audio):.0f} dBFS < {opts.silence_dbfs:.0f})")
-            continue
-        if opts.trim:
-            audio = trim_silence(audio, SAMPLE_RATE)
-        seconds = audio.size / SAMPLE_RATE
-        if seconds < opts.min_seconds:
-            drop(row, f"too short ({seconds:.2f} s < {opts.min_seconds} s)")
-            continue
-        if seconds > opts.max_seconds:
-            drop(row, f"too long ({seconds:.1f} s > {opts.max_seconds} s)")
-            continue
-        if len(text) / seconds > opts.max_chars_per_second:
-            drop(row, f"text too long for the audio ({len(text)} chars in {seconds:.1f} s)")
-            continue
-        cid = _clip_id(path, used_ids)
+        cid = _clip_id(Path(clip.stem), used_ids)
         write_wav(out_dir / "wavs" / f"{cid}.wav", audio, SAMPLE_RATE)
+        seconds = audio.size / SAMPLE_RATE
         if telugu_fraction(text) < 0.5:
             report.mostly_not_telugu += 1
         kept.append(
@@ -269,6 +370,8 @@ def prepare(
                 "duration": round(seconds, 3),
             }
         )
+        bar.set_postfix(kept=len(kept), dropped=len(report.dropped), refresh=False)
+    bar.close()
 
     rng = random.Random(opts.seed)
     order = list(range(len(kept)))
@@ -277,15 +380,15 @@ def prepare(
     if len(kept) >= 2:
         n_val = min(len(kept) - 1, max(1, round(len(kept) * opts.val_fraction)))
     val_idx = set(order[:n_val])
-    train = [c for i, c in enumerate(kept) if i not in val_idx]
-    val = [c for i, c in enumerate(kept) if i in val_idx]
+    train = earlier.get("train", []) + [c for i, c in enumerate(kept) if i not in val_idx]
+    val = earlier.get("validation", []) + [c for i, c in enumerate(kept) if i in val_idx]
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "validation.jsonl", val)
 
     report.clips_kept, report.train, report.validation = len(kept), len(train), len(val)
-    report.hours = round(sum(c["duration"] for c in kept) / 3600, 5)
+    report.hours = round(sum(c["duration"] for c in train + val) / 3600, 5)
     report.train_hours = round(sum(c["duration"] for c in train) / 3600, 5)
-    report.speakers = dict(Counter(c["speaker"] for c in kept))
+    report.speakers = dict(Counter(c["speaker"] for c in train + val))
     report_dict = asdict(report)
     report_dict["options"] = asdict(opts)
     (out_dir / "report.json").write_text(
@@ -298,6 +401,13 @@ def write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for item in items:
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+
+def _read_prepared(out_dir: Path, split: str) -> list[dict[str, Any]]:
+    path = out_dir / f"{split}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load_split(prepared: str | Path, split: str) -> list[dict[str, Any]]:
