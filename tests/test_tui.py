@@ -154,6 +154,24 @@ async def test_latency_panel_shows_measured_network_legs():
         assert "≈" not in panel.split("last 2")[0] and "—" in panel
 
 
+async def test_latency_panel_says_what_ended_the_turn():
+    from tests.test_tui_live import rendered
+
+    app = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        app.main.latency.show(m.TurnLatency("turn_4", {**STAGES, "eot_wait_ms": 230.0}, 420.0,
+                                            turn_policy="combined", turn_probability=0.93, resumed=1))
+        await pilot.pause(0.1)
+        panel = rendered(app.main.latency)
+        assert "↳ combined" in panel and "p(complete) 0.93" in panel and "resumed ×1" in panel
+        assert "230 ms" in panel  # the silence the turn really waited
+        app.main.latency.show(m.TurnLatency("turn_5", STAGES, 900.0, turn_policy="max-silence"))
+        await pilot.pause(0.1)
+        panel = rendered(app.main.latency)
+        assert "↳ max-silence" in panel and "p(complete)" not in panel.split("last ")[1].split("voice")[0]
+
+
 async def test_push_to_talk_commits():
     app = scripted_app(SCRIPT[:3], "--push-to-talk")
     async with app.run_test(size=SIZE) as pilot:
