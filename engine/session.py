@@ -238,6 +238,7 @@ class Session:
             raise S2SError("the message is empty")
         self._n_turns += 1
         turn_id = f"turn_{self._n_turns}"
+        self._ended = None  # a typed message closes whatever the user was saying before
         self.history.add("user", text)
         self._emit(TranscriptFinal(turn_id, text.strip(), None))
         self._turn_id = turn_id
@@ -546,7 +547,8 @@ class Session:
         starts within ``turn.resume_ms`` of that turn's end of speech and the reply to it is
         still being made or played (once the agent has finished speaking, it is a new turn)."""
         e = self._ended
-        if e is None or not self.turn_options.resume_ms or not self.options.turn_detection:
+        if (e is None or not self.turn_options.resume_ms or not self.options.turn_detection
+                or not self.options.barge_in):
             return False
         if sample - e.end_sample > self._resume_samples() or e.start_sample < self._buf_start:
             return False
