@@ -894,7 +894,10 @@ class Session:
                         m.llm_first_token_ns = t
                     r.text += item
                     self._emit_for(r.turn, ReplyTextDelta(r.id, item))
-                    ready = chunker.push(item, now_ns())
+                    t_now = now_ns()
+                    # a waiting chunk may be due (first_max_wait_ms): tokens can come faster than
+                    # the 50 ms poll, so the timer is checked on every token too
+                    ready = chunker.push(item, t_now) or chunker.poll(t_now)
                 for chunk in ready:
                     if n_chunks == 0:
                         m.first_sentence_ns = now_ns()
