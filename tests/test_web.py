@@ -84,7 +84,7 @@ def mic_wav(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(mic_wav) -> Iterator[Browser]:
-    b = Browser(mic_wav, window=(1280, 900))
+    b = Browser(mic_wav, window=(1280, 1000))
     yield b
     b.close()
 
@@ -215,11 +215,9 @@ def test_spoken_turn_shows_transcript_reply_latency_and_plays_audio(page, tmp_pa
     assert not errors, errors
     shot = page.screenshot(tmp_path / "web.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("S2S_WEB_SCREENSHOT"):  # docs/web.png is made this way
-        shutil.copy(shot, os.environ["S2S_WEB_SCREENSHOT"])
 
 
-def test_barge_in_flushes_playback(page):
+def test_barge_in_flushes_playback(page, tmp_path):
     """Speaking while the reply plays: speech_started empties the jitter buffer at once."""
     for _attempt in range(3):
         before = page.wait_for(
@@ -237,6 +235,10 @@ def test_barge_in_flushes_playback(page):
         # nothing of the cut reply plays any more; the reply is marked where it was cut
         page.wait_for("the reply marked as interrupted", lambda s: page.count(".turn.agent.interrupted") >= 1, 10)
         assert "interrupted at" in page.text(".turn.agent.interrupted .mark")
+        if os.environ.get("S2S_WEB_SCREENSHOT"):  # docs/web.png: the next turn, after the barge-in
+            page.wait_for("the next reply", lambda s, k=cut["id"]: s["turns"] and s["turns"][-1]["key"] != k
+                          and s["turns"][-1]["pageV2V"] and s["state"] == "speaking", 60)
+            shutil.copy(page.screenshot(tmp_path / "web.png"), os.environ["S2S_WEB_SCREENSHOT"])
         return
     pytest.fail("three replies ended before the user's speech was detected; no barge-in to check")
 
@@ -250,12 +252,41 @@ def test_interrupt_key_stops_the_reply(page):
     page.wait_for("listening again", lambda s: s["state"] == "listening", 30)
 
 
+def test_push_to_talk_and_reset_from_the_keyboard(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    page.wait_for("listening", lambda s: s["state"] == "listening", 60)
+    updates = page.snapshot()["eventCounts"].get("session.updated", 0)
+    page.press("t")
+    page.wait_for("push-to-talk mode", lambda s: s["state"] == "ptt" and
+                  s["eventCounts"].get("session.updated", 0) > updates, 10)
+    before = page.snapshot()
+    speak_again(page)  # the file plays; nothing is sent until space is held
+    keys = ActionChains(page.driver)
+    keys.key_down(Keys.SPACE).perform()
+    page.wait_for("recording", lambda s: s["state"] in ("recording", "user"), 5)
+    # hold space for the whole sentence (the file is about 3 s long)
+    page.wait_for("the sentence sent", lambda s: s["sentSamples"] - before["sentSamples"] >= 24000 * 3, 15)
+    keys.key_up(Keys.SPACE).perform()
+    snap = page.wait_for("the push-to-talk turn", lambda s: s if len(s["turns"]) > len(before["turns"]) else None, 60)
+    assert len(snap["transcripts"]) > len(before["transcripts"])
+    assert snap["micOpen"]  # space did not press the focused Start button
+    assert not snap["eventCounts"].get("input_audio_buffer.speech_started", 0) > \
+        before["eventCounts"].get("input_audio_buffer.speech_started", 0)  # no server VAD in this mode
+    page.press("r")
+    page.wait_for("the reset", lambda s: s["eventCounts"].get("s2s.session.reset_done", 0) >= 1, 10)
+    page.wait_for("an empty conversation", lambda s: page.count(".turn") == 0, 5)
+    page.press("t")
+    page.wait_for("hands-free again", lambda s: s["state"] in ("listening", "speaking", "thinking"), 10)
+
+
 def test_killed_server_shows_reconnecting_and_recovers(page, page_server):
     gen = page.snapshot()["gen"]
     page_server.kill()
     page.wait_for("'reconnecting'", lambda s: s["conn"] in ("reconnecting", "connecting") and s["gen"] == gen, 15)
-    page.wait_for("the reconnecting notice", lambda s: "reconnecting" in page.text("#conn"), 15)
-    assert "reconnecting" in (page.snapshot()["problem"] or "").lower()
+    snap = page.wait_for("the reconnecting notice", lambda s: s if "reconnecting in" in s["connText"] else None, 15)
+    assert "reconnecting" in snap["problem"].lower()
     page_server.start()  # the same port
     page.wait_for("a new connection", lambda s: s["conn"] == "open" and s["gen"] > gen, 30)
     n = len(page.snapshot()["transcripts"])
@@ -294,7 +325,7 @@ def test_full_server_says_so_and_the_page_gets_in_when_a_seat_frees(browser, off
         with connect(f"ws://127.0.0.1:{srv.port}/v1/realtime") as held:
             held.recv(timeout=10)  # session.created: the only seat is taken
             browser.open(srv.url)
-            snap = browser.wait_for("'server full'", lambda s: s if "server full" in browser.text("#conn") else None, 30)
+            snap = browser.wait_for("'server full'", lambda s: s if "server full" in s["connText"] else None, 30)
             assert "the server is full" in snap["problem"].lower()
             # the backoff grows while the server stays full (a refused session is no success)
             browser.wait_for("a second refusal", lambda s: (s.get("connAttempt") or 0) >= 2, 15)

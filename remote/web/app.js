@@ -154,7 +154,7 @@ function bytesFromB64(b64) {
 }
 
 function onChunk({ pcm, rms }) {
-  const db = rms > 0 ? 20 * Math.log10(rms) : -Infinity;
+  const db = rms > 1e-5 ? 20 * Math.log10(rms) : -Infinity; // below -100 dBFS: silence
   $('level').style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
   $('level-db').textContent = Number.isFinite(db) ? `${db.toFixed(0)} dB` : '–∞ dB';
   if (!conn.open || (S.ptt && !S.recording)) return;
@@ -682,6 +682,7 @@ window.s2sTest = {
       conn: conn.state.status,
       connReason: conn.state.reason || null,
       connAttempt: conn.state.attempt || 0,
+      connText: $('conn').textContent,
       state,
       stateText: $('state').textContent,
       problem: $('problem').hidden ? null : $('problem').textContent,
@@ -689,6 +690,8 @@ window.s2sTest = {
       micSettings: T.micSettings,
       micErrors: T.micErrors,
       contextRate: audio.ctx ? audio.ctx.sampleRate : null,
+      baseLatencyMs: audio.ctx ? audio.ctx.baseLatency * 1000 : null,
+      outputLatencyMs: audio.ctx && audio.ctx.outputLatency !== undefined ? audio.ctx.outputLatency * 1000 : null,
       samplesPlayed: st.played,
       bufferedSamples: st.buffered,
       playing: st.playing,

@@ -3,19 +3,22 @@
 // turn, and the page's own voice-to-voice; p50 / p95 of each row over the session.
 
 export const STAGES = [
-  ['eot_wait_ms', 'end-of-turn wait'],
-  ['asr_ms', 'ASR final'],
-  ['llm_first_token_ms', 'LLM first token'],
-  ['first_sentence_ms', 'first sentence'],
-  ['tts_ms', 'TTS first audio'],
-  ['out_ms', 'audio out'],
+  ['eot_wait_ms', 'end-of-turn wait', 'end of your speech → the engine decides your turn ended (the silence it waits for)'],
+  ['asr_ms', 'ASR final', 'end of turn → the final transcript'],
+  ['llm_first_token_ms', 'LLM first token', 'transcript → the first token of the reply'],
+  ['first_sentence_ms', 'first sentence', 'first token → the first piece of text to speak'],
+  ['tts_ms', 'TTS first audio', 'that text → its first synthesised audio'],
+  ['out_ms', 'audio out', 'first synthesised audio → handed to the network'],
 ];
 const ROWS = [
-  ...STAGES.map(([key, label]) => ({ key, label, kind: 'stage' })),
-  { key: 'net_up_ms', label: '≈ ↑ mic → engine', kind: 'net' },
-  { key: 'net_down_ms', label: '≈ ↓ engine → page', kind: 'net' },
-  { key: 'voice_to_voice_ms', label: 'voice-to-voice (engine)', kind: 'total' },
-  { key: 'page_v2v_ms', label: 'voice-to-voice (this page)', kind: 'total page' },
+  ...STAGES.map(([key, label, title]) => ({ key, label, title, kind: 'stage' })),
+  { key: 'net_up_ms', label: '≈ ↑ mic → engine', kind: 'net',
+    title: 'the audio that ended your turn, page → engine (one way: the clock offset comes from s2s.ping)' },
+  { key: 'net_down_ms', label: '≈ ↓ engine → page', kind: 'net', title: 'the first reply audio, engine → page (one way)' },
+  { key: 'voice_to_voice_ms', label: 'voice-to-voice, engine', kind: 'total',
+    title: "end of your speech → first reply audio out of the engine (the engine's clock)" },
+  { key: 'page_v2v_ms', label: 'voice-to-voice, this page', kind: 'total page',
+    title: "end of your speech leaving this page's microphone worklet → first reply sample at the speaker (this page's clock)" },
 ];
 const HISTORY = 200; // turns kept for the percentiles
 
@@ -47,6 +50,7 @@ export class LatencyPanel {
       const label = document.createElement('td');
       label.className = 'label';
       label.textContent = r.label;
+      label.title = r.title;
       const barCell = document.createElement('td');
       barCell.className = 'bar-cell';
       const bar = document.createElement('div');
@@ -92,7 +96,7 @@ export class LatencyPanel {
       c.p95.textContent = fmt(percentile(h, 0.95));
       c.bar.style.width = typeof v === 'number' ? `${Math.max(0.5, (100 * v) / scale)}%` : '0';
     }
-    this.countEl.textContent = String(this.turns);
+    this.countEl.textContent = `${this.turns} turn${this.turns === 1 ? '' : 's'}`;
   }
 
   /** The figures, for tests and the benchmark. */
