@@ -18,18 +18,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-# Every resource the page loads comes from this origin; 'self' in connect-src covers ws:// and
-# wss:// to the same host and port (CSP level 3). No inline script or style, no eval, no frames.
+# Every resource the page loads comes from this origin. 'self' in connect-src covers ws:// and
+# wss:// to the same host and port in CSP level 3; older engines need them named, so the page's own
+# host (from the request) is added for the WebSocket. No inline script or style, no eval, no frames.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -78,8 +81,12 @@ def page_response(request: Request) -> Response:
     """The file the request asks for, with the security headers (call after :func:`is_page_request`)."""
     path = request.path.split("?", 1)[0].split("#", 1)[0]
     f = web_files()["/index.html" if path in INDEX_PATHS else path]
+    csp = CONTENT_SECURITY_POLICY
+    host = request.headers.get("Host", "")
+    if _HOST.fullmatch(host):
+        csp = csp.replace("connect-src 'self'", f"connect-src 'self' ws://{host} wss://{host}")
     headers = Headers([
-        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        ("Content-Security-Policy", csp),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("X-Frame-Options", "DENY"),
@@ -87,6 +94,7 @@ def page_response(request: Request) -> Response:
         ("Permissions-Policy", "microphone=(self), camera=(), geolocation=()"),
         ("Cache-Control", "no-cache"),  # revalidate: a new engine version serves new files at once
         ("ETag", f.etag),
+        ("Connection", "close"),  # the server answers one plain HTTP request per connection
     ])
     if f.etag in request.headers.get("If-None-Match", ""):
         headers["Content-Length"] = "0"

@@ -134,6 +134,14 @@ def test_page_is_served_with_a_strict_csp_and_no_web_turns_it_off(page_server, o
     for rule in ("default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"):
         assert rule in csp
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert f"ws://127.0.0.1:{page_server.port}" in csp  # the page's own WebSocket, named for older engines
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", page_server.port, timeout=10)
+    c.request("GET", "/", headers={"Host": "x; script-src *"})  # a Host header is never pasted into the policy
+    r = c.getresponse()
+    assert r.status == 200 and "script-src *" not in r.getheader("Content-Security-Policy")
+    c.close()
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert b"<script" in body and b"app.js" in body
     assert b"token" not in body.split(b"<body>")[0]  # no token in the page's head

@@ -238,6 +238,16 @@ async function startAudio() {
 }
 
 async function openMic() {
+  if (S.opening) return; // a second click while the browser asks for the microphone
+  S.opening = true;
+  try {
+    await openMicNow();
+  } finally {
+    S.opening = false;
+  }
+}
+
+async function openMicNow() {
   if (!(await startAudio())) return;
   try {
     T.micSettings = await audio.openMic({
@@ -319,7 +329,8 @@ async function interrupt(reason = 'key') {
   const active = S.activeResponse;
   const before = { ...audio.status };
   const f = await audio.flush();
-  if (active) conn.send({ type: 'response.cancel' });
+  // on barge-in the engine cancels by itself (it heard the speech too); a key or a button asks it
+  if (active && reason !== 'barge-in') conn.send({ type: 'response.cancel' });
   if (f.id && S.itemOf.has(f.id)) {
     conn.send({ type: 'conversation.item.truncate', item_id: S.itemOf.get(f.id), content_index: 0, audio_end_ms: Math.round(f.playedMs) });
   }
