@@ -219,6 +219,9 @@ def test_spoken_turn_shows_transcript_reply_latency_and_plays_audio(page, tmp_pa
                            lambda s: s["samplesPlayed"] >= rate // 2 and s["samplesPlayed"], 30)
     page.wait_for("more reply audio played", lambda s: s["samplesPlayed"] > played or s["state"] == "listening", 10)
     assert page.text("#gpu") == "CPU (no GPU)"  # s2s.stats without CUDA
+    # the browser's own processing was asked for (the switches' default) and is on
+    assert {k: snap["micSettings"].get(k) for k in ("echoCancellation", "noiseSuppression", "autoGainControl")} == \
+        {"echoCancellation": True, "noiseSuppression": True, "autoGainControl": True}, snap["micSettings"]
     errors = [c for c in page.console() if c.startswith("SEVERE")]
     assert not errors, errors
     shot = page.screenshot(tmp_path / "web.png")
