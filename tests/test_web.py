@@ -210,6 +210,7 @@ def test_spoken_turn_shows_transcript_reply_latency_and_plays_audio(page, tmp_pa
     for k in ("eot_wait_ms", "asr_ms", "llm_first_token_ms", "tts_ms", "voice_to_voice_ms", "page_v2v_ms"):
         assert figures[k][0] != "—", (k, figures)
     assert figures["voice_to_voice_ms"][1].endswith("%")
+    assert "turn ended by" in page.text("#turn-end")  # what ended the turn, as the TUI shows it
     # the page's voice-to-voice holds the engine's (capture and playback come on top of it)
     assert turn["engineV2V"] > 0
     assert turn["engineV2V"] < turn["pageV2V"] < turn["engineV2V"] + 3000, turn

@@ -492,6 +492,7 @@ function onEvent(e, t) {
       values.net_up_ms = legs ? legs.up : null;
       values.net_down_ms = legs ? legs.down : null;
       latency.show(values);
+      $('turn-end').textContent = turnEndCaption(m);
       Object.assign(r, { metricsShown: true, engineV2V: m.voice_to_voice_ms ?? null, network: legs, stages: values });
       if (S.replies.has(k)) recordTurn(k);
       break;
@@ -517,6 +518,19 @@ function onEvent(e, t) {
       break;
   }
   renderState();
+}
+
+/** What ended the turn and what ran inside the silence (as the TUI's dimmed lines). */
+function turnEndCaption(m) {
+  const parts = [];
+  if (m.turn_policy) {
+    let p = `turn ended by ${m.turn_policy}`;
+    if (typeof m.turn_probability === 'number') p += `, p(complete) ${m.turn_probability.toFixed(2)}`;
+    if (m.resumed) p += `, resumed ×${m.resumed}`;
+    parts.push(p);
+  }
+  if (m.asr_speculative && m.asr_decode_ms) parts.push(`ASR decoded in the silence: ${Math.round(m.asr_decode_ms)} ms`);
+  return parts.join(' · ');
 }
 
 function renderStats(e) {
