@@ -115,6 +115,23 @@ def speak_again(b: Browser) -> None:
     b.wait_for("the microphone to open", lambda s: s.get("micOpen"), 10)
 
 
+def reply_playing(b: Browser, min_buffered_s: float, tries: int = 4) -> dict:
+    """A reply playing with at least ``min_buffered_s`` still to play. If the agent is back to
+    listening first (a short reply, or nothing recognised), speak again for another reply."""
+    for _ in range(tries):
+        snap = b.wait_for(
+            "a reply playing, or the agent listening",
+            lambda s: s if (s["state"] == "speaking" and s["bufferedSamples"] > min_buffered_s * s["contextRate"])
+            or s["state"] == "listening" else None, 90)
+        if snap["state"] == "speaking":
+            return snap
+        n = snap["eventCounts"].get("input_audio_buffer.speech_started", 0)
+        speak_again(b)
+        b.wait_for("the user's speech", lambda s, n=n: s["eventCounts"].get("input_audio_buffer.speech_started", 0) > n,
+                   30)
+    pytest.fail(f"no reply with {min_buffered_s} s of audio to play in {tries} tries")
+
+
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url)
     try:
@@ -232,9 +249,7 @@ def test_spoken_turn_shows_transcript_reply_latency_and_plays_audio(page, tmp_pa
 def test_barge_in_flushes_playback(page, tmp_path):
     """Speaking while the reply plays: speech_started empties the jitter buffer at once."""
     for _attempt in range(3):
-        before = page.wait_for(
-            "a reply playing with audio buffered",
-            lambda s: s if (s["state"] == "speaking" and s["bufferedSamples"] > s["contextRate"]) else None, 90)
+        before = reply_playing(page, 1.0)
         n = len(before["bargeIns"])
         speak_again(page)  # the user talks over the agent
         snap = page.wait_for("the barge-in", lambda s, n=n: s if len(s["bargeIns"]) > n else None, 30)
@@ -256,7 +271,7 @@ def test_barge_in_flushes_playback(page, tmp_path):
 
 
 def test_interrupt_key_stops_the_reply(page):
-    page.wait_for("a reply playing", lambda s: s["state"] == "speaking" and s["bufferedSamples"] > 0, 90)
+    reply_playing(page, 0.3)
     page.press("i")
     snap = page.wait_for("the interrupt", lambda s: s if s["interrupts"] else None, 10)
     assert snap["interrupts"][-1]["id"] is not None
