@@ -301,12 +301,13 @@ function togglePtt() {
   renderState();
 }
 
-async function talkDown() {
+function talkDown() {
   if (!S.ptt || S.recording) return;
-  await interrupt();
-  conn.send({ type: 'input_audio_buffer.clear' });
-  S.pttStartSamples = S.sentSamples;
+  // recording from now (a quick tap must find it on release), after a clean input buffer
   S.recording = true;
+  S.pttStartSamples = S.sentSamples;
+  conn.send({ type: 'input_audio_buffer.clear' });
+  interrupt(); // talking over the agent stops it
   renderState();
 }
 
