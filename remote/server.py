@@ -7,6 +7,8 @@ shared by every connection; each connection gets its own session.
 - ``ws://HOST:PORT/v1/realtime`` (``?model=`` accepted and ignored): the Realtime endpoint, so a
   client with base URL ``http://HOST:PORT/v1`` connects.
 - ``GET /healthz``: JSON with status, profile, loaded models and the session count.
+- ``GET /``: the browser client (``remote/web/``, served by :mod:`remote.web` with a strict
+  Content-Security-Policy); ``--no-web`` turns it off.
 - A token, when set, is checked before any session starts, from ``Authorization: Bearer T`` (what
   OpenAI SDKs send) or the ``openai-insecure-api-key.T`` subprotocol (what browsers send).
   Binding to a non-loopback address without a token is refused.
@@ -48,6 +50,7 @@ from engine import events as ev
 from engine.clock import now_ns
 from engine.errors import ConfigError, ResponseInProgress, S2SError
 from remote import protocol as p
+from remote import web
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.codec import EncodecCodec
@@ -80,6 +83,7 @@ class ServerOptions:
         codec_random_weights: TESTS ONLY: use Encodec's architecture with random weights (the sound
             is meaningless; framing and bitrate are real).
         codec_factory: tests: a callable returning the codec (overrides the two above).
+        web: serve the browser client at ``/`` (:mod:`remote.web`).
     """
 
     host: str = "127.0.0.1"
@@ -94,6 +98,7 @@ class ServerOptions:
     codec_model: str = "facebook/encodec_24khz"
     codec_random_weights: bool = False
     codec_factory: Callable[[], EncodecCodec] | None = field(default=None, repr=False)
+    web: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -238,6 +243,8 @@ class RealtimeServer:
         path = request.path.split("?", 1)[0]
         if path in HEALTH_PATHS:
             return _json_response(HTTPStatus.SERVICE_UNAVAILABLE if self.closing else HTTPStatus.OK, self.health())
+        if self.options.web and web.is_page_request(request):
+            return web.page_response(request)
         if path.rstrip("/") not in REALTIME_PATHS:
             return _http_error(HTTPStatus.NOT_FOUND, "not_found", f"no endpoint at {path}; use /v1/realtime")
         if self.closing:
@@ -816,6 +823,8 @@ def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: 
                    help="Encodec weights for the s2s.encodec audio format (folder or cached hub id)")
     g.add_argument("--codec-random-weights", action="store_true",
                    help="TESTS ONLY: Encodec with random weights (the audio is noise; framing and bitrate are real)")
+    g.add_argument("--no-web", action="store_true",
+                   help="do not serve the browser client at / (only /v1/realtime and /healthz)")
     if include_profile:
         g.add_argument("--profile", default=os.environ.get("S2S_PROFILE", "offline"),
                        help="profile name (offline, gpu) or path to a .toml file (default: offline)")
@@ -837,6 +846,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         grace_s=getattr(args, "grace", d.grace_s),
         codec_model=getattr(args, "codec_model", d.codec_model),
         codec_random_weights=getattr(args, "codec_random_weights", False),
+        web=not getattr(args, "no_web", False),
     )
 
 
@@ -873,8 +883,12 @@ async def _serve_until_signal(engine: Engine, opts: ServerOptions) -> int:
             loop.add_signal_handler(sig, stop.set)
     server = RealtimeServer(engine, opts)
     await server.start()
-    print(f"s2s-engine: serving {server.url}  (health: http://{opts.host}:{server.port}/healthz"
+    http = "http://" + server.url.removeprefix("ws://").split("/", 1)[0]
+    print(f"s2s-engine: serving {server.url}  (health: {http}/healthz"
           f"{', token required' if opts.token else ''})", file=sys.stderr, flush=True)
+    if opts.web:
+        print(f"s2s-engine: browser client at {http}/  (through an SSH tunnel: http://localhost:{server.port}/)",
+              file=sys.stderr, flush=True)
     await stop.wait()
     print("s2s-engine: shutting down ...", file=sys.stderr, flush=True)
     await server.close()

@@ -59,9 +59,11 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 pip_() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 SECONDS=0
 
-# 1. System packages: espeak-ng (Telugu TTS), libportaudio2 (sounddevice), sox (test audio).
+# 1. System packages: espeak-ng (Telugu TTS), libportaudio2 (sounddevice), sox (test audio),
+#    chromium + chromium-driver (the browser client's tests; WebDriver from Debian, nothing downloaded),
+#    fonts-lohit-telu (Telugu glyphs in the page's screenshots).
 need=()
-for pkg in espeak-ng libportaudio2 sox; do
+for pkg in espeak-ng libportaudio2 sox chromium chromium-driver fonts-lohit-telu; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
