@@ -16,8 +16,8 @@ from engine.audio import load_wav, resample, write_wav
 from engine.errors import AudioError
 
 __all__ = [
-    "SAMPLE_RATE", "array_audio", "decode_audio", "load_audio", "peak_dbfs", "resample", "trim_silence",
-    "write_wav",
+    "SAMPLE_RATE", "array_audio", "decode_audio", "load_audio", "peak_dbfs", "resample", "trim_bounds",
+    "trim_silence", "write_wav",
 ]
 
 SAMPLE_RATE = 16_000
@@ -32,24 +32,31 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 def trim_silence(
     audio: np.ndarray, sample_rate: int = SAMPLE_RATE, threshold_db: float = -40.0, margin_ms: int = 100
 ) -> np.ndarray:
-    """Cut leading and trailing stretches quieter than ``threshold_db`` below the peak.
+    """Cut leading and trailing stretches quieter than ``threshold_db`` below the peak
+    (:func:`trim_bounds`). Returns ``audio`` unchanged when nothing is voiced."""
+    start, end = trim_bounds(audio, sample_rate, threshold_db, margin_ms)
+    return audio[start:end]
+
+
+def trim_bounds(
+    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, threshold_db: float = -40.0, margin_ms: int = 100
+) -> tuple[int, int]:
+    """The (start, end) samples :func:`trim_silence` keeps.
 
     Frame energy in 20 ms windows; ``margin_ms`` of the quiet part is kept at both ends so
-    that onsets and releases survive. Returns ``audio`` unchanged when nothing is voiced.
+    that onsets and releases survive. The whole clip when nothing is voiced.
     """
     frame = max(1, sample_rate // 50)
     n = audio.size // frame
     if n == 0:
-        return audio
+        return 0, audio.size
     rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
     level = 20 * np.log10(rms / (rms.max() + 1e-12) + 1e-12)
     voiced = np.flatnonzero(level > threshold_db)
     if voiced.size == 0:
-        return audio
+        return 0, audio.size
     margin = int(sample_rate * margin_ms / 1000)
-    start = max(0, voiced[0] * frame - margin)
-    end = min(audio.size, (voiced[-1] + 1) * frame + margin)
-    return audio[start:end]
+    return max(0, voiced[0] * frame - margin), min(audio.size, (voiced[-1] + 1) * frame + margin)
 
 
 def peak_dbfs(audio: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""``s2s-train``: prepare data, fine-tune Telugu ASR (Whisper) and TTS (SpeechT5), evaluate.
+"""``s2s-train``: prepare data, fine-tune Telugu ASR (Whisper), TTS (SpeechT5) and turn end (Smart Turn), evaluate.
 
 Subcommands::
 
@@ -6,7 +6,8 @@ Subcommands::
     s2s-train prepare --hf-dataset google/fleurs --hf-config te_in --split train --out PREPARED
     s2s-train asr PREPARED --base openai/whisper-small --out runs/asr
     s2s-train tts PREPARED --base microsoft/speecht5_tts --out runs/tts
-    s2s-train eval PREPARED --asr runs/asr/ct2-int8 --tts runs/tts/export
+    s2s-train turn PREPARED --out runs/turn   # the end-of-turn model (Smart Turn v3), ONNX
+    s2s-train eval PREPARED --asr runs/asr/ct2-int8 --tts runs/tts/export --turn runs/turn/smart-turn-te.onnx
     s2s-train tiny-models --out tiny          # tiny random base models, offline
     s2s-train synth-data --out data/synth     # espeak-ng Telugu clips + metadata.csv
     s2s-train scorecard --profile gpu         # Telugu figures per stage on FLEURS te test
@@ -59,6 +60,24 @@ def _add_train_args(p: argparse.ArgumentParser, lr: float, steps: int) -> None:
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to loss.csv)")
+
+
+def _add_turn_example_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("turn examples (complete clips, and clips cut at a word boundary)")
+    g.add_argument("--words", choices=["auto", "data", "asr"], default="auto",
+                   help="word times: the prepared rows' 'words', or faster-whisper word_timestamps (auto: data if all have it)")
+    g.add_argument("--words-asr", default="", help="ASR model for --words asr (default: the profile's asr.model)")
+    g.add_argument("--profile", default="offline", help="engine profile whose ASR gives word times")
+    g.add_argument("--tail-ms", type=int, default=200, help="silence after each example (the engine's first pause)")
+    g.add_argument("--cuts-per-clip", type=int, default=1, help="incomplete examples cut from each clip")
+
+
+def _turn_examples(args: argparse.Namespace):
+    from training.turn import TurnExamplesOptions
+
+    return TurnExamplesOptions(words=args.words, words_asr=args.words_asr, profile=args.profile,
+                               tail_ms=args.tail_ms, cuts_per_clip=args.cuts_per_clip,
+                               seed=getattr(args, "seed", 1234))
 
 
 def _train_config(args: argparse.Namespace):
@@ -153,7 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_args(p, lr=1e-5, steps=4000)
 
-    p = sub.add_parser("eval", help="ASR CER/WER and TTS round-trip CER; JSON report + table")
+    p = sub.add_parser("turn", help="fine-tune the Smart Turn v3 end-of-turn model on Telugu; export ONNX")
+    p.add_argument("prepared")
+    p.add_argument("--base", default="pkg:smart-turn-v3.2",
+                   help="Smart Turn ONNX (pkg:smart-turn-v3.2, offline), Whisper checkpoint (openai/whisper-tiny) "
+                        "or an earlier OUT/model")
+    p.add_argument("--out", required=True)
+    p.add_argument("--freeze-encoder", action="store_true", help="train the pooling and classifier only")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(complete) that counts as complete")
+    p.add_argument("--int8", action="store_true", help="also export static int8 (onnxruntime.quantization)")
+    _add_turn_example_args(p)
+    _add_train_args(p, lr=5e-5, steps=600)
+    p.set_defaults(batch_size=32, grad_accum=1, warmup_steps=60, weight_decay=0.01, save_every=200, eval_every=100)
+
+    p = sub.add_parser("eval", help="ASR CER/WER, TTS round-trip CER, turn accuracy; JSON report + table")
     p.add_argument("prepared")
     p.add_argument("--asr", help="CTranslate2 Whisper folder (e.g. runs/asr/ct2-int8)")
     p.add_argument("--tts", help="TTS folder (runs/tts/export, or a VITS folder)")
@@ -165,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="at most this many clips")
     p.add_argument("--window-s", type=int, default=30,
                    help="ASR encoder window in seconds (30: Whisper's own; 10: as the offline profile)")
+    p.add_argument("--turn", nargs="?", const="pkg:smart-turn-v3.2",
+                   help="turn accuracy of a Smart Turn ONNX (default pkg:smart-turn-v3.2) on the split, or on "
+                        "PREPARED/complete/ + incomplete/ WAVs")
+    p.add_argument("--turn-threshold", type=float, default=0.5, help="P(complete) that counts as complete")
+    _add_turn_example_args(p)
 
     p = sub.add_parser(
         "tiny-models", help="build tiny random Whisper, SpeechT5 + HiFi-GAN and VITS models offline"
@@ -326,6 +363,22 @@ def _cmd_tts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_turn(args: argparse.Namespace) -> int:
+    from training.turn import TurnTrainOptions, train_turn
+
+    opts = TurnTrainOptions(base=args.base, freeze_encoder=args.freeze_encoder, threshold=args.threshold,
+                            int8=args.int8)
+    summary = train_turn(args.prepared, args.out, opts, _turn_examples(args), _train_config(args))
+    _print_summary(summary)
+    for name, m in summary["heldout"].items():
+        print(f"held-out {name}: accuracy {m['accuracy']}, incomplete precision {m['precision_incomplete']} "
+              f"recall {m['recall_incomplete']} ({m['n']} clips, threshold {m['threshold']})")
+    print(f"summary: {Path(args.out) / 'summary.json'}")
+    print(f"engine: --set turn.model={summary['exports'].get('int8', summary['exports']['fp32'])} "
+          "--set turn.policy=combined")
+    return 0
+
+
 def _print_summary(summary: dict) -> None:
     first, last = summary.get("first_loss"), summary.get("last_loss")
     resumed = f" (resumed at {summary['resumed_from']})" if summary.get("resumed_from") is not None else ""
@@ -340,8 +393,8 @@ def _print_summary(summary: dict) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from training.evaluate import EvalOptions, evaluate, format_table, write_report
 
-    if not args.asr and not args.tts:
-        raise SystemExit("s2s-train eval: give --asr DIR and/or --tts DIR")
+    if not args.asr and not args.tts and not args.turn:
+        raise SystemExit("s2s-train eval: give --asr DIR, --tts DIR and/or --turn [MODEL]")
     if args.window_s < 1:
         raise SystemExit("s2s-train eval: --window-s must be at least 1 second (30: Whisper's own window)")
     opts = EvalOptions(
@@ -352,7 +405,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         window_s=args.window_s,
     )
-    report = evaluate(args.prepared, args.asr, args.tts, opts)
+    report = evaluate(args.prepared, args.asr, args.tts, opts) if args.asr or args.tts else {
+        "prepared": str(args.prepared), "split": args.split}
+    if args.turn:
+        from training.turn import evaluate_turn
+
+        report["turn"] = evaluate_turn(args.prepared, args.turn, _turn_examples(args), args.split,
+                                       args.turn_threshold, args.limit)
     path = write_report(report, args.out or Path(args.prepared) / "eval.json")
     print(format_table(report))
     print(f"report: {path}")
@@ -386,6 +445,7 @@ COMMANDS = {
     "prepare": _cmd_prepare,
     "asr": _cmd_asr,
     "tts": _cmd_tts,
+    "turn": _cmd_turn,
     "eval": _cmd_eval,
     "tiny-models": _cmd_tiny,
     "synth-data": _cmd_synth,

@@ -5,12 +5,14 @@ Input: ``DATA_DIR/metadata.csv`` (``file,text``; a header row naming the columns
 first comma is the text;
 ``|`` or tab separated files such as LJSpeech's are accepted too) or a JSONL manifest
 (``{"audio": ..., "text": ..., "speaker": ...}`` per line; ``file``/``path`` work for
-``audio``). Audio paths are relative to DATA_DIR; a name without an extension gets ``.wav``.
+``audio``; an optional ``words`` alignment, ``[{"word", "start", "end"}, ...]`` in seconds, is
+kept, shifted by the trimmed silence: ``s2s-train turn`` cuts clips at those word ends).
+Audio paths are relative to DATA_DIR; a name without an extension gets ``.wav``.
 
 Output (``PREPARED``)::
 
     wavs/<id>.wav        16 kHz mono PCM16, silence trimmed at both ends
-    train.jsonl          {"id", "audio" (relative), "text", "speaker", "duration"}
+    train.jsonl          {"id", "audio" (relative), "text", "speaker", "duration"[, "words"]}
     validation.jsonl
     report.json          counts, hours, speakers, and every dropped clip with its reason
 
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import S2SError
-from training.audio import SAMPLE_RATE, load_audio, peak_dbfs, trim_silence, write_wav
+from training.audio import SAMPLE_RATE, load_audio, peak_dbfs, trim_bounds, write_wav
 from training.text import has_letters, normalize_telugu, telugu_fraction
 
 
@@ -73,6 +75,7 @@ class Row:
     text: str
     speaker: str = "default"
     line: int = 0
+    words: list[Any] | None = None
 
 
 @dataclass
@@ -139,7 +142,8 @@ def _read_jsonl(path: Path) -> list[Row]:
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{i}: not JSON ({exc})") from None
         audio = obj.get("audio") or obj.get("file") or obj.get("path") or obj.get("audio_filepath") or ""
-        rows.append(Row(str(audio), str(obj.get("text", "")), str(obj.get("speaker") or "default"), i))
+        words = obj.get("words") if isinstance(obj.get("words"), list) else None
+        rows.append(Row(str(audio), str(obj.get("text", "")), str(obj.get("speaker") or "default"), i, words))
     return rows
 
 
@@ -220,12 +224,14 @@ class Clip:
             :class:`engine.errors.AudioError` (reported as unreadable audio).
         key: two clips with the same non-empty key are duplicates (the folder path: the file).
         stem: the name the output id is made from.
+        trim_start: samples :func:`check_audio` trimmed from the start (word times move by it).
     """
 
     row: Row
     load: Callable[[], np.ndarray]
     key: str = ""
     stem: str = "clip"
+    trim_start: int = 0
 
 
 def check_clip(clip: Clip, opts: PrepareOptions) -> tuple[np.ndarray, str]:
@@ -253,7 +259,8 @@ def check_audio(clip: Clip, text: str, opts: PrepareOptions) -> np.ndarray:
     if audio.size == 0 or peak_dbfs(audio) < opts.silence_dbfs:
         raise Drop(f"silent (peak {peak_dbfs(audio):.0f} dBFS < {opts.silence_dbfs:.0f})")
     if opts.trim:
-        audio = trim_silence(audio, SAMPLE_RATE)
+        clip.trim_start, end = trim_bounds(audio, SAMPLE_RATE)
+        audio = audio[clip.trim_start : end]
     seconds = audio.size / SAMPLE_RATE
     if seconds < opts.min_seconds:
         raise Drop(f"too short ({seconds:.2f} s < {opts.min_seconds} s)")
@@ -370,6 +377,8 @@ def prepare_clips(
                 "duration": round(seconds, 3),
             }
         )
+        if row.words is not None:
+            kept[-1]["words"] = shift_words(row.words, clip.trim_start / SAMPLE_RATE, seconds)
         bar.set_postfix(kept=len(kept), dropped=len(report.dropped), refresh=False)
     bar.close()
 
@@ -395,6 +404,21 @@ def prepare_clips(
         json.dumps(report_dict, ensure_ascii=False, indent=2), encoding="utf-8"
     )
     return report
+
+
+def shift_words(words: list[Any], offset: float, seconds: float) -> list[dict[str, Any]]:
+    """Word times moved ``offset`` s earlier (the trimmed lead) and kept inside the clip; entries
+    without numeric ``start``/``end`` are left out."""
+    out = []
+    for w in words:
+        try:
+            start, end = float(w["start"]) - offset, float(w["end"]) - offset
+        except (KeyError, TypeError, ValueError):
+            continue
+        start, end = max(0.0, start), min(seconds, end)
+        if end > start:
+            out.append({**({"word": w["word"]} if "word" in w else {}), "start": round(start, 3), "end": round(end, 3)})
+    return out
 
 
 def write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:

@@ -201,6 +201,14 @@ def format_table(report: dict[str, Any]) -> str:
             ("TTS RTF", f"{t['rtf']:.3f}"),
             ("TTS audio (s)", f"{t['audio_seconds']:.2f}"),
         ]
+    if "turn" in report:
+        t, fmt = report["turn"], (lambda v: "n/a" if v is None else f"{v:.4f}")
+        n = t["examples"]
+        rows += [
+            (f"turn accuracy (P(complete) >= {t['threshold']})", fmt(t["accuracy"])),
+            ("turn incomplete precision / recall", f"{fmt(t['precision_incomplete'])} / {fmt(t['recall_incomplete'])}"),
+            ("turn examples (complete / incomplete)", f"{n['complete']} / {n['incomplete']}"),
+        ]
     rows.append(("clips", str(report.get("clips", 0))))
     width = max(len(r[0]) for r in rows)
     lines = [f"{rows[0][0]:<{width}}  {rows[0][1]}", "-" * (width + 12)]
