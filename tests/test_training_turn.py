@@ -2,8 +2,8 @@
 word boundaries, a tiny random Whisper encoder trained a few steps, exported to ONNX and run
 through the engine's own Smart Turn backend; the stock Smart Turn v3.2 scored on the same set.
 
-espeak-ng speaks each word on its own and the words are joined with short gaps, so the word
-times are known exactly and travel through ``prepare`` in the JSONL manifest (``words``).
+``synth-data --words`` has espeak-ng speak each word on its own, joined with short gaps, so
+the word times are known exactly; they travel through ``prepare`` in the JSONL manifest.
 What this proves is the plumbing and the numbers' consistency, not Telugu accuracy: espeak's
 prosody is flat, and a few steps of a random model learn nothing worth a figure.
 """
@@ -21,11 +21,10 @@ pytest.importorskip("transformers")
 pytest.importorskip("onnx")
 
 from tests.conftest import speak  # noqa: E402
-from training.audio import SAMPLE_RATE, load_audio, trim_silence, write_wav  # noqa: E402
+from training.audio import SAMPLE_RATE, load_audio, write_wav  # noqa: E402
 from training.cli import main  # noqa: E402
-from training.synth import SENTENCES  # noqa: E402
+from training.synth import speak_words  # noqa: E402
 
-GAP_S = 0.08
 # one batch holds the 16 training examples: every step is a full-batch step, so the loss can be compared
 TRAIN_FAST = ["--device", "cpu", "--batch-size", "16", "--warmup-steps", "1", "--no-progress", "--eval-every", "0",
               "--save-every", "0"]
@@ -35,18 +34,6 @@ def run(*argv: object) -> int:
     return main([str(a) for a in argv])
 
 
-def spoken_words(text: str, path: Path, tmp: Path, voice: str = "te") -> list[dict]:
-    """``text`` spoken word by word into ``path`` (16 kHz, 0.2 s lead-in); the words' times."""
-    parts, words, t = [np.zeros(int(0.2 * SAMPLE_RATE), np.float32)], [], 0.2
-    for i, word in enumerate(text.split()):
-        audio = trim_silence(load_audio(speak(word, tmp / f"w{i}.wav", voice), SAMPLE_RATE), margin_ms=0)
-        words.append({"word": word, "start": round(t, 3), "end": round(t + len(audio) / SAMPLE_RATE, 3)})
-        parts += [audio, np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)]
-        t += len(audio) / SAMPLE_RATE + GAP_S
-    write_wav(path, np.concatenate(parts + [np.zeros(int(0.3 * SAMPLE_RATE), np.float32)]), SAMPLE_RATE)
-    return words
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("turn")
@@ -54,19 +41,9 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(work) -> Path:
-    """10 clips (8 train, 2 validation) with their word alignment in a JSONL manifest."""
-    data, tmp = work / "data", work / "tmp"
-    (data / "wavs").mkdir(parents=True)
-    tmp.mkdir()
-    rows = []
-    for i, text in enumerate(s for s in SENTENCES if len(s.split()) >= 3):
-        if i == 10:
-            break
-        name = f"wavs/clip{i:02d}.wav"
-        words = spoken_words(text, data / name, tmp, "te" if i % 2 else "te+f3")
-        rows.append({"audio": name, "text": text, "words": words})
-    (data / "manifest.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
-    assert run("prepare", data, "--out", work / "prep", "--val-fraction", "0.2") == 0
+    """10 clips (8 train, 2 validation) spoken word by word, their word times in metadata.jsonl."""
+    assert run("synth-data", "--out", work / "data", "-n", "10", "--words") == 0
+    assert run("prepare", work / "data", "--out", work / "prep", "--val-fraction", "0.2") == 0
     return work / "prep"
 
 
@@ -93,12 +70,12 @@ def trained(work, prepared, tiny_whisper) -> tuple[Path, dict]:
 
 def test_prepare_keeps_the_word_alignment_shifted_by_the_trim(prepared, work):
     rows = [json.loads(line) for line in (prepared / "train.jsonl").read_text().splitlines()]
-    first = json.loads((work / "data" / "manifest.jsonl").read_text().splitlines()[0])
+    first = json.loads((work / "data" / "metadata.jsonl").read_text().splitlines()[0])
     assert all(len(r["words"]) >= 3 for r in rows)
     for r in rows:
         starts = [w["start"] for w in r["words"]]
         assert starts == sorted(starts) and r["words"][-1]["end"] <= r["duration"]
-        assert r["words"][0]["start"] < 0.15  # the 0.2 s lead-in was trimmed to the 0.1 s margin
+        assert r["words"][0]["start"] < 0.15  # synth-data's 0.2 s lead-in, trimmed to prepare's 0.1 s margin
     kept = next(r for r in rows + [json.loads(x) for x in (prepared / "validation.jsonl").read_text().splitlines()]
                 if r["text"] == first["text"])
     lead = first["words"][0]["start"] - kept["words"][0]["start"]
@@ -242,7 +219,7 @@ def test_turn_errors_are_one_line_with_the_fix(prepared, tiny_whisper, work, tmp
     (one_word / "wavs").mkdir(parents=True)
     rows = []
     for i, word in enumerate(["నమస్కారం", "ధన్యవాదాలు"]):
-        words = spoken_words(word, one_word / "wavs" / f"{i}.wav", tmp_path)
+        words = speak_words(word, one_word / "wavs" / f"{i}.wav")
         rows.append({"audio": f"wavs/{i}.wav", "text": word, "words": words})
     (one_word / "m.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     assert run("prepare", one_word, "--out", tmp_path / "one-prep", "--manifest", one_word / "m.jsonl") == 0

@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--with-bad", action="store_true", help="add rows prepare must drop (missing, silent, ...)"
     )
+    p.add_argument("--words", action="store_true",
+                   help="speak word by word; metadata.jsonl with word times (for s2s-train turn)")
+
     # --- public datasets and the Telugu scorecard (issue 14) ---
     p = sub.add_parser("scorecard", help="Telugu figures per stage of a profile: ASR WER/CER + script, "
                        "TTS round trip, LLM replies in Telugu; JSON + table")
@@ -436,8 +439,9 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from training.synth import make_dataset
 
-    out = make_dataset(args.out, n=args.n, with_bad=args.with_bad)
-    print(f"wrote {args.n} clips{' and bad rows' if args.with_bad else ''} to {out} (metadata.csv)")
+    out = make_dataset(args.out, n=args.n, with_bad=args.with_bad, words=args.words)
+    print(f"wrote {args.n} clips{' and bad rows' if args.with_bad else ''} to {out} "
+          f"({'metadata.jsonl, with word times' if args.words else 'metadata.csv'})")
     return 0
 
 
