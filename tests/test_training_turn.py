@@ -148,6 +148,7 @@ def test_eval_reports_turn_accuracy_of_the_export_and_of_the_stock_model(trained
     assert turn["examples"] == {"complete": 2, "incomplete": 2} and turn["word_times"] == "data"
     assert turn["accuracy"] == summary["heldout"]["after_onnx_fp32"]["accuracy"]  # same clips, same engine
     assert {"precision_incomplete", "recall_incomplete", "threshold"} <= set(turn)
+    assert 0 < turn["predict_ms"]["median"] <= turn["predict_ms"]["max"]
 
     assert run("eval", prepared, "--turn", "--out", tmp_path / "stock.json", "--turn-threshold", "0.6") == 0
     stock = json.loads((tmp_path / "stock.json").read_text())["turn"]

@@ -377,8 +377,9 @@ def _cmd_turn(args: argparse.Namespace) -> int:
         print(f"held-out {name}: accuracy {m['accuracy']}, incomplete precision {m['precision_incomplete']} "
               f"recall {m['recall_incomplete']} ({m['n']} clips, threshold {m['threshold']})")
     print(f"summary: {Path(args.out) / 'summary.json'}")
-    print(f"engine: --set turn.model={summary['exports'].get('int8', summary['exports']['fp32'])} "
-          "--set turn.policy=combined")
+    held = summary["heldout"]  # the export that scored best on the held-out clips (int8 on a tie: faster)
+    best = max(summary["exports"], key=lambda k: ((held.get(f"after_onnx_{k}") or {}).get("accuracy") or 0, k == "int8"))
+    print(f"engine: --set turn.model={summary['exports'][best]} --set turn.policy=combined")
     return 0
 
 

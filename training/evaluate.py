@@ -208,8 +208,10 @@ def format_table(report: dict[str, Any]) -> str:
             (f"turn accuracy (P(complete) >= {t['threshold']})", fmt(t["accuracy"])),
             ("turn incomplete precision / recall", f"{fmt(t['precision_incomplete'])} / {fmt(t['recall_incomplete'])}"),
             ("turn examples (complete / incomplete)", f"{n['complete']} / {n['incomplete']}"),
+            ("turn predict ms (median, 1 thread)", f"{t['predict_ms']['median']:.1f}"),
         ]
-    rows.append(("clips", str(report.get("clips", 0))))
+    if "clips" in report:
+        rows.append(("clips", str(report["clips"])))
     width = max(len(r[0]) for r in rows)
     lines = [f"{rows[0][0]:<{width}}  {rows[0][1]}", "-" * (width + 12)]
     lines += [f"{k:<{width}}  {v}" for k, v in rows[1:]]

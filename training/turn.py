@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from training.data import DataError, load_split
 
 COMPLETE, INCOMPLETE = 1, 0
 WORDS_CACHE = "turn_words.json"
-FEATURE_CACHE = 2048  # examples whose features are computed once and kept (256 KB each)
+FEATURE_CACHE = 4096  # examples whose features are computed once and kept (256 KB each: 1 GB)
 
 
 @dataclass
@@ -289,10 +290,20 @@ def engine_model(path: str | Path, threads: int = 1) -> Any:
     return backend
 
 
-def score_engine(path: str | Path, examples: list[TurnExample], tail_ms: int) -> list[float]:
+def score_engine(path: str | Path, examples: list[TurnExample], tail_ms: int,
+                 times: list[float] | None = None) -> list[float]:
+    """P(complete) of each example from the engine's backend (one thread, as the engine runs
+    it); each ``predict``'s milliseconds are appended to ``times`` if given."""
     backend = engine_model(path)
+    probs = []
     try:
-        return [backend.predict(example_audio(ex, tail_ms)) for ex in examples]
+        for ex in examples:
+            audio = example_audio(ex, tail_ms)
+            t0 = time.perf_counter()
+            probs.append(backend.predict(audio))
+            if times is not None:
+                times.append((time.perf_counter() - t0) * 1000)
+        return probs
     finally:
         backend.close()
 
@@ -311,12 +322,18 @@ def evaluate_turn(prepared: str | Path, model: str, opts: TurnExamplesOptions | 
     if not examples:
         raise DataError(f"no turn examples in {prepared} ({split}): run `s2s-train prepare` first, or give a "
                         "folder with complete/ and incomplete/ WAVs")
-    probs = score_engine(path, examples, opts.tail_ms)
+    times: list[float] = []
+    probs = score_engine(path, examples, opts.tail_ms, times)
     return {"model": model, "path": path, **made, "tail_ms": opts.tail_ms,
-            **metrics(probs, [e.label for e in examples], threshold)}
+            **metrics(probs, [e.label for e in examples], threshold),
+            "predict_ms": {"median": round(float(np.median(times)), 1), "max": round(max(times), 1), "threads": 1}}
 
 
 # ----------------------------------------------------------------------------- training
+def _identity(item: Any) -> Any:
+    return item
+
+
 def train_turn(prepared: str | Path, out_dir: str | Path, options: TurnTrainOptions,
                example_opts: TurnExamplesOptions, config: Any) -> dict[str, Any]:
     """Fine-tune, export, score; returns the summary (also written to OUT/summary.json)."""
@@ -351,6 +368,7 @@ def train_turn(prepared: str | Path, out_dir: str | Path, options: TurnTrainOpti
     from faster_whisper.feature_extractor import FeatureExtractor
 
     extractor = FeatureExtractor(feature_size=80, chunk_length=8)  # the engine's, made once
+    workers = config.num_workers if resolve_device(config.device).type == "cuda" else 0  # as the Trainer
 
     class Examples(Dataset):
         """Features on the fly, or computed once up front for a set that fits in memory."""
@@ -358,10 +376,12 @@ def train_turn(prepared: str | Path, out_dir: str | Path, options: TurnTrainOpti
         def __init__(self, examples: list[TurnExample], name: str):
             self.examples, self.cached = examples, None
             if len(examples) <= FEATURE_CACHE:
+                from torch.utils.data import DataLoader
                 from tqdm.auto import tqdm
 
-                self.cached = [self.compute(i) for i in tqdm(range(len(examples)), desc=f"features ({name})",
-                                                                unit="clip", disable=not config.progress)]
+                loader = DataLoader(self, batch_size=None, num_workers=workers, collate_fn=_identity)
+                self.cached = [item["x"] for item in tqdm(loader, total=len(examples), desc=f"features ({name})",
+                                                          unit="clip", disable=not config.progress)]
 
         def compute(self, i: int) -> np.ndarray:
             return features(example_audio(self.examples[i], example_opts.tail_ms), extractor)
