@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also export static int8 (onnxruntime.quantization)")
     _add_turn_example_args(p)
     _add_train_args(p, lr=5e-5, steps=600)
-    p.set_defaults(batch_size=32, grad_accum=1, warmup_steps=60, weight_decay=0.01, save_every=200, eval_every=100)
+    p.set_defaults(batch_size=32, grad_accum=1, warmup_steps=60, weight_decay=0.01, save_every=200, eval_every=100,
+                   gradient_checkpointing="off")
 
     p = sub.add_parser("eval", help="ASR CER/WER, TTS round-trip CER, turn accuracy; JSON report + table")
     p.add_argument("prepared")

@@ -175,12 +175,11 @@ def word_times(prepared: str | Path, items: list[dict[str, Any]],
                             "(a 'words' list in the JSONL manifest before prepare): use --words asr")
         return {k: v for k, v in own.items() if v is not None}, "data"
     cache_path = Path(prepared).expanduser() / WORDS_CACHE
-    model, ref, lang = None, opts.words_asr, None
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.exists() else {}
     except (OSError, json.JSONDecodeError):
         cache = {}
-    if not ref:
+    if not (ref := opts.words_asr):
         from engine.config import load_profile
 
         ref = load_profile(opts.profile).asr.model
@@ -191,9 +190,15 @@ def word_times(prepared: str | Path, items: list[dict[str, Any]],
 
         model, ref, lang = _load_asr(opts)
         print(f"word times: {len(todo)} clip(s) through {ref} (word_timestamps; cached in {cache_path})")
-        for it in tqdm(todo, desc="word times", unit="clip", dynamic_ncols=True):
+
+        def save() -> None:  # as it goes: an interrupted pass keeps what it did
+            cache_path.write_text(json.dumps({"asr": ref, "clips": clips}, ensure_ascii=False), encoding="utf-8")
+
+        for n, it in enumerate(tqdm(todo, desc="word times", unit="clip", dynamic_ncols=True), 1):
             clips[it["id"]] = asr_words(model, load_audio(it["audio"], SAMPLE_RATE), lang)
-        cache_path.write_text(json.dumps({"asr": ref, "clips": clips}, ensure_ascii=False), encoding="utf-8")
+            if n % 200 == 0:
+                save()
+        save()
     return {it["id"]: [tuple(w) for w in clips[it["id"]]] for it in items}, f"asr:{ref}"
 
 
@@ -353,6 +358,8 @@ def train_turn(prepared: str | Path, out_dir: str | Path, options: TurnTrainOpti
     model, kind = load_base(options.base)
     if options.freeze_encoder:
         model.encoder.requires_grad_(False)
+    if config.gradient_checkpointing:  # off by default for this 8 M-parameter model (cli.py)
+        model.encoder.gradient_checkpointing_enable()
     words, source = word_times(prepared, items + val_items, example_opts)
     train, uncut = make_examples(items, words, example_opts)
     val, val_uncut = make_examples(val_items, words, example_opts)
