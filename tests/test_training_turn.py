@@ -18,7 +18,6 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-pytest.importorskip("onnx")
 
 from tests.conftest import speak  # noqa: E402
 from training.audio import SAMPLE_RATE, load_audio, write_wav  # noqa: E402
