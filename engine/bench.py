@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav, resample
+from engine.cliargs import CommandParser, add_profile_arguments
 from engine.clock import ms, now_ns
 from engine.errors import ConfigError, S2SError
 from engine.history import ChatHistory
@@ -612,10 +613,7 @@ def _reply_arg(value: str) -> str | int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=os.environ.get("S2S_PROFILE", "offline"),
-                   help="profile name (offline, gpu) or path to a .toml file (default: offline)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one profile value, e.g. --set asr.model=/path (repeatable)")
+    add_profile_arguments(p)
     p.add_argument("--json", dest="json_path", metavar="OUT.json", help="also write the report as JSON")
 
 
@@ -883,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m engine.bench ...`` (the same as ``s2s-engine bench ...``)."""
     import sys
 
-    parser = argparse.ArgumentParser(prog="s2s-engine")
+    parser = CommandParser(prog="s2s-engine")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])

@@ -47,6 +47,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine import events as ev
+from engine.cliargs import CommandParser, add_profile_arguments
 from engine.clock import now_ns
 from engine.errors import ConfigError, ResponseInProgress, S2SError
 from remote import protocol as p
@@ -803,7 +804,7 @@ async def serve(
 
 def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: bool = True) -> None:
     """The ``--headless`` options. ``include_profile=False`` leaves out ``--profile``/``--set``/``-v``
-    for a parser that defines them already."""
+    for a parser that defines them already (:mod:`engine.cliargs`; parse with its ``CommandParser``)."""
     g = parser.add_argument_group("headless server (--headless)")
     g.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; anything else needs --token)")
@@ -826,11 +827,7 @@ def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: 
     g.add_argument("--no-web", action="store_true",
                    help="do not serve the browser client at / (only /v1/realtime and /healthz)")
     if include_profile:
-        g.add_argument("--profile", default=os.environ.get("S2S_PROFILE", "offline"),
-                       help="profile name (offline, gpu) or path to a .toml file (default: offline)")
-        g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one profile value, e.g. --set llm.max_tokens=48 (repeatable)")
-        g.add_argument("-v", "--verbose", action="store_true", help="log every session and engine internals")
+        add_profile_arguments(g)
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -895,11 +892,16 @@ async def _serve_until_signal(engine: Engine, opts: ServerOptions) -> int:
     return 0
 
 
+def build_parser() -> CommandParser:
+    """The parser of ``python -m remote.server`` (the ``--headless`` options and the profile)."""
+    ap = CommandParser(prog="python -m remote.server", description=__doc__.split("\n", 1)[0])
+    add_headless_arguments(ap)
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m remote.server``: the same as ``s2s-engine --headless``."""
-    ap = argparse.ArgumentParser(prog="python -m remote.server", description=__doc__.split("\n", 1)[0])
-    add_headless_arguments(ap)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return run_headless(args)
     except S2SError as exc:
@@ -911,5 +913,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["RealtimeServer", "ServerOptions", "add_headless_arguments", "check_bind", "is_loopback",
+__all__ = ["RealtimeServer", "ServerOptions", "add_headless_arguments", "build_parser", "check_bind", "is_loopback",
            "options_from_args", "run_headless", "serve"]

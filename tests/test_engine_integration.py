@@ -102,7 +102,7 @@ def test_replay_cli_reports_each_file_and_fails_only_the_bad_one(tmp_path):
     report = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "replay", str(good48), str(bad), "--fast",
+        [sys.executable, "-m", "remote.cli", "replay", str(good48), str(bad), "--fast",
          "--out", str(tmp_path / "out"), "--json", str(report)],
         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
     )
@@ -129,7 +129,7 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path):
         ("models", "list", "--profile", "gpu"): "s2s-engine models fetch --profile gpu",
     }
     for args, expected in cases.items():
-        proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "remote.cli", *args], capture_output=True, text=True,
                               timeout=120, env=env, cwd=ROOT)
         assert proc.returncode == 1, (args, proc.stderr)
         assert "Traceback" not in proc.stdout + proc.stderr

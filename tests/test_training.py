@@ -351,7 +351,7 @@ def test_replay_runs_with_the_exported_models(asr_run, tts_run, prepared, tmp_pa
     cmd = [
         sys.executable,
         "-m",
-        "engine.cli",
+        "remote.cli",
         "replay",
         str(wav),
         "--fast",
