@@ -228,6 +228,8 @@ def stage_models(profile: Profile) -> list[tuple[str, str, str]]:
         rows.append(("tts", profile.tts.backend, profile.tts.model))
     if profile.tts.fallback:
         rows.append(("tts-fallback", profile.tts.fallback, "voice:te"))
+    if profile.session.codec_model:  # the s2s.encodec wire format of s2s-engine --headless
+        rows.append(("codec", "encodec", profile.session.codec_model))
     return rows
 
 

@@ -55,6 +55,7 @@ from remote import web
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.codec import EncodecCodec
+    from engine.config import Profile
     from engine.engine import Engine
     from engine.session import Session
 
@@ -80,7 +81,8 @@ class ServerOptions:
         grace_s: on shutdown, how long running turns may take to finish.
         ping_interval_s: WebSocket keepalive pings (a vanished client is noticed within about twice
             this); None disables.
-        codec_model: Encodec weights (folder or cached hub id) for the ``s2s.encodec`` format.
+        codec_model: Encodec weights (folder or cached hub id) for the ``s2s.encodec`` format;
+            "" takes the profile's ``session.codec_model``, else ``facebook/encodec_24khz``.
         codec_random_weights: TESTS ONLY: use Encodec's architecture with random weights (the sound
             is meaningless; framing and bitrate are real).
         codec_factory: tests: a callable returning the codec (overrides the two above).
@@ -96,10 +98,22 @@ class ServerOptions:
     stats_interval_s: float = 5.0
     grace_s: float = 5.0
     ping_interval_s: float | None = 20.0
-    codec_model: str = "facebook/encodec_24khz"
+    codec_model: str = ""
     codec_random_weights: bool = False
     codec_factory: Callable[[], EncodecCodec] | None = field(default=None, repr=False)
     web: bool = True
+
+
+def codec_path(codec_model: str, profile: Profile) -> str:
+    """The Encodec weights to load: ``--codec-model``, else the profile's ``session.codec_model``
+    (a model reference, resolved like every stage's), else the cached default hub id."""
+    from engine.codec import DEFAULT_MODEL
+    from engine.models import resolve
+
+    if codec_model:
+        return codec_model
+    ref = profile.session.codec_model
+    return resolve("codec", ref, profile.name) if ref else DEFAULT_MODEL
 
 
 def is_loopback(host: str) -> bool:
@@ -297,7 +311,7 @@ class RealtimeServer:
 
                     if o.codec_random_weights:
                         return EncodecCodec.random(seed=0)
-                    return EncodecCodec.load(o.codec_model, "cpu")
+                    return EncodecCodec.load(codec_path(o.codec_model, self.engine.profile), "cpu")
 
                 try:
                     self._codec = await asyncio.to_thread(load)
@@ -820,8 +834,9 @@ def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: 
                    help="on SIGTERM/SIGINT, seconds running turns get to finish (default 5)")
     g.add_argument("--max-message-bytes", type=int, default=p.MAX_MESSAGE_BYTES,
                    help=f"largest client message accepted (default {p.MAX_MESSAGE_BYTES})")
-    g.add_argument("--codec-model", default="facebook/encodec_24khz",
-                   help="Encodec weights for the s2s.encodec audio format (folder or cached hub id)")
+    g.add_argument("--codec-model", default="",
+                   help="Encodec weights for the s2s.encodec audio format (folder or cached hub id; default: "
+                        "the profile's session.codec_model, else facebook/encodec_24khz)")
     g.add_argument("--codec-random-weights", action="store_true",
                    help="TESTS ONLY: Encodec with random weights (the audio is noise; framing and bitrate are real)")
     g.add_argument("--no-web", action="store_true",
