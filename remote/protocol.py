@@ -14,8 +14,9 @@ Why these choices:
 - Our own events live in the ``s2s.`` namespace (``s2s.turn.metrics``, ``s2s.stats``,
   ``s2s.ping``/``s2s.pong``); extra fields inside Realtime objects start with ``s2s`` too. Stock
   clients ignore both.
-- Only numpy and the standard library are imported (plus the light :mod:`engine.events`); the
-  Encodec packet layout belongs to :mod:`engine.codec` and the model is loaded by the server.
+- Only numpy and the standard library are imported (plus the light :mod:`engine.events` and
+  :mod:`engine.audio`, whose soxr stream resampler brings reply audio at another rate to 24 kHz);
+  the Encodec packet layout belongs to :mod:`engine.codec` and the model is loaded by the server.
 
 Errors: every failure to parse or validate raises :class:`ProtocolError`; nothing else escapes
 :func:`parse_client_event` for any input.
@@ -35,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engine import events as ev
+from engine.audio import StreamResampler
 
 # --------------------------------------------------------------------------- constants
 
@@ -49,6 +51,8 @@ HARD_MAX_MESSAGE_BYTES = 16 << 20
 """Largest frame the WebSocket layer reads at all; a larger one closes the connection (1009)."""
 MAX_TEXT_CHARS = 8_000
 """Longest text in ``conversation.item.create`` or ``instructions``."""
+MAX_TRACKED = 64
+"""Turns and responses one :class:`EventMapper` remembers; older ones are forgotten first."""
 
 ENCODEC_FORMAT = "s2s.encodec"
 PCM_FORMAT = "audio/pcm"
@@ -1269,22 +1273,36 @@ class EventMapper:
     text message); response ``resp_N`` writes assistant item ``item_resp_N``.
 
     The server calls :meth:`map` for every :class:`engine.events.SessionEvent`, except that it may
-    encode reply audio itself (Encodec, off the event loop) and call :meth:`audio_delta`.
+    encode reply audio itself (Encodec, off the event loop): it then takes the 24 kHz samples from
+    :meth:`reply_pcm` / :meth:`reply_tail` and calls :meth:`audio_delta`.
+
+    Reply audio at another rate than 24 kHz goes through one soxr stream resampler per response,
+    which keeps its filter state between chunks (no clicks at chunk edges); the samples it still
+    holds come out as a last audio delta before ``response.output_audio.done`` of a completed
+    response, and are dropped for a cancelled one.
+
+    Memory is bounded: the mapper remembers the last :data:`MAX_TRACKED` turns and responses (ids,
+    items, partial text, resamplers) and forgets older ones first. Events only refer to recent ones;
+    an event for a forgotten turn still gets the same ``item_<turn>`` id.
     """
 
     def __init__(self) -> None:
         self.last_item_id: str | None = None
         self._turn_items: dict[str, str] = {}
-        self._added: set[str] = set()
-        self._text_turns: set[str] = set()
+        self._added: dict[str, None] = {}  # an ordered set
+        self._text_turns: dict[str, None] = {}
         self._partials: dict[str, str] = {}
         self._responses: dict[str, _Resp] = {}
         self._item_to_response: dict[str, str] = {}
+        self._resamplers: dict[str, StreamResampler] = {}
 
     # ---- ids
 
     def item_for_turn(self, turn_id: str) -> str:
-        return self._turn_items.setdefault(turn_id, f"item_{turn_id}")
+        iid = self._turn_items.get(turn_id)
+        if iid is None:
+            iid = _remember(self._turn_items, turn_id, f"item_{turn_id}")
+        return iid
 
     def item_for_response(self, response_id: str) -> str:
         r = self._responses.get(response_id)
@@ -1304,9 +1322,9 @@ class EventMapper:
     def text_item(self, turn_id: str, text: str, item_id: str | None = None) -> list[ServerEvent]:
         """A ``conversation.item.create`` became turn ``turn_id``: added + done events."""
         iid = item_id or f"item_{turn_id}"
-        self._turn_items[turn_id] = iid
-        self._text_turns.add(turn_id)
-        self._added.add(iid)
+        _remember(self._turn_items, turn_id, iid)
+        _remember(self._text_turns, turn_id, None)
+        _remember(self._added, iid, None)
         prev, self.last_item_id = self.last_item_id, iid
         item = user_item(iid, text=text)
         return [ConversationItemAdded(item=item, previous_item_id=prev), ConversationItemDone(item=item, previous_item_id=prev)]
@@ -1316,6 +1334,23 @@ class EventMapper:
         r = self._responses.get(response_id)
         if r is not None:
             r.cancel_requested = True
+
+    def reply_pcm(self, e: ev.ReplyAudio) -> np.ndarray:
+        """A chunk of reply audio as float32 at 24 kHz (stream-resampled when it is not)."""
+        x = np.asarray(e.samples, dtype=np.float32).reshape(-1)
+        rs = self._resamplers.get(e.response_id)
+        if rs is None or rs.rate_in != e.sample_rate:
+            if e.sample_rate == PCM_RATE:
+                return x
+            rs = _remember(self._resamplers, e.response_id, StreamResampler(int(e.sample_rate), PCM_RATE))
+        return rs.process(x)
+
+    def reply_tail(self, response_id: str, keep: bool = True) -> np.ndarray:
+        """What the response's resampler still holds (empty at 24 kHz); ``keep=False`` drops it."""
+        rs = self._resamplers.pop(response_id, None)
+        if rs is None or not keep:
+            return np.zeros(0, np.float32)
+        return rs.process(np.zeros(0, np.float32), last=True)
 
     def audio_delta(self, response_id: str, payload: bytes) -> ServerEvent:
         """An already-encoded chunk of reply audio."""
@@ -1343,7 +1378,8 @@ class EventMapper:
             r.text += e.delta
             return [ResponseTranscriptDelta(response_id=r.response_id, item_id=r.item_id, delta=e.delta)]
         if isinstance(e, ev.ReplyAudio):
-            return [self.audio_delta(e.response_id, pcm16_encode(_to_24k(e.samples, e.sample_rate)))]
+            pcm = self.reply_pcm(e)
+            return [self.audio_delta(e.response_id, pcm16_encode(pcm))] if pcm.size else []
         if isinstance(e, ev.Interruption):
             r = self._response(e.response_id, None)
             r.interrupted = {"played_ms": int(e.played_ms), "heard_text": e.heard_text}
@@ -1373,7 +1409,7 @@ class EventMapper:
         iid = self.item_for_turn(turn_id)
         if iid in self._added:
             return []
-        self._added.add(iid)
+        _remember(self._added, iid, None)
         prev, self.last_item_id = self.last_item_id, iid
         return [
             InputAudioBufferCommitted(item_id=iid, previous_item_id=prev),
@@ -1387,7 +1423,7 @@ class EventMapper:
         before = self._partials.get(e.turn_id, "")
         delta = e.text[len(before) :] if e.text.startswith(before) else ""
         if e.text.startswith(before):
-            self._partials[e.turn_id] = e.text
+            _remember(self._partials, e.turn_id, e.text)
         return [InputTranscriptionDelta(item_id=iid, delta=delta, s2s_partial=e.text)]
 
     def _final(self, e: ev.TranscriptFinal) -> list[ServerEvent]:
@@ -1407,9 +1443,10 @@ class EventMapper:
             r = _Resp(response_id, iid, self._turn_items.get(turn_id) if turn_id else None)
             self._responses[response_id] = r
             self._item_to_response[iid] = response_id
-            while len(self._responses) > 64:  # keep memory bounded over long sessions
+            while len(self._responses) > MAX_TRACKED:  # keep memory bounded over long sessions
                 old = next(iter(self._responses))
                 self._item_to_response.pop(self._responses.pop(old).item_id, None)
+                self._resamplers.pop(old, None)
         return r
 
     def _started(self, e: ev.ResponseStarted) -> list[ServerEvent]:
@@ -1434,6 +1471,8 @@ class EventMapper:
 
     def _done(self, e: ev.ResponseDone) -> list[ServerEvent]:
         r = self._response(e.response_id, None)
+        tail = self.reply_tail(e.response_id, keep=e.status == "completed")
+        last = [self.audio_delta(r.response_id, pcm16_encode(tail))] if tail.size else []
         r.done = True
         status = e.status
         heard = e.heard_text if status == "cancelled" else e.text
@@ -1468,6 +1507,7 @@ class EventMapper:
             },
         }
         return [
+            *last,
             ResponseAudioDone(**part),
             ResponseTranscriptDone(**part, transcript=heard),
             ConversationItemDone(item=item, previous_item_id=None),
@@ -1475,11 +1515,10 @@ class EventMapper:
         ]
 
 
-def _to_24k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Reply audio arrives at 24 kHz; anything else is resampled (linear: a fallback, not the path)."""
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if rate == PCM_RATE or x.size == 0:
-        return x
-    n = max(1, round(x.size * PCM_RATE / rate))
-    return np.interp(np.linspace(0, x.size - 1, n), np.arange(x.size), x).astype(np.float32)
-
+def _remember(d: dict[str, Any], key: str, value: Any) -> Any:
+    """``d[key] = value`` as the newest entry; the oldest go while ``d`` holds over :data:`MAX_TRACKED`."""
+    d.pop(key, None)
+    d[key] = value
+    while len(d) > MAX_TRACKED:
+        del d[next(iter(d))]
+    return value

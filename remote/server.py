@@ -732,17 +732,20 @@ class _Connection:
         if enc is None:
             codec = await self.server.codec("session.audio.output.format")
             enc = self._encoders[e.response_id] = codec.stream_encoder(fmt.bandwidth)
-        samples = p._to_24k(e.samples, e.sample_rate)
+        samples = self.mapper.reply_pcm(e)
         for packet in await asyncio.to_thread(enc.push, samples):
             await self.send(self.mapper.audio_delta(e.response_id, packet))
 
     async def _finish_audio(self, response_id: str, flush: bool) -> None:
         self._resp_format.pop(response_id, None)
         enc = self._encoders.pop(response_id, None)
-        if enc is not None and flush:
-            packet = await asyncio.to_thread(enc.flush)
-            if packet is not None:
-                await self.send(self.mapper.audio_delta(response_id, packet))
+        if enc is not None:
+            tail = self.mapper.reply_tail(response_id, keep=flush)  # what the 24 kHz resampler holds
+            if flush:
+                packets = await asyncio.to_thread(lambda: [*enc.push(tail), enc.flush()])
+                for packet in packets:
+                    if packet is not None:
+                        await self.send(self.mapper.audio_delta(response_id, packet))
 
     # ---- periodic
 

@@ -562,9 +562,39 @@ def test_engine_error_maps_to_server_error():
     assert d["error"]["s2s_stage"] == "tts" and d["error"]["s2s_turn_id"] == "turn_3"
 
 
-def test_reply_audio_at_another_rate_is_resampled_to_24k():
-    out = p.EventMapper().map(ev.ReplyAudio("resp_1", 0, np.zeros(1600, np.float32), 16000))
-    assert len(out[0].audio) == 2400 * 2
+def _reply_at(rate: int, x: np.ndarray, status: str, chunk: int) -> list[p.ServerEvent]:
+    m = p.EventMapper()
+    out = m.map(ev.ResponseStarted("resp_1", None))
+    for i in range(0, len(x), chunk):
+        out += m.map(ev.ReplyAudio("resp_1", i // chunk, x[i:i + chunk], rate))
+    return out + m.map(ev.ResponseDone("resp_1", status, "a", "a", 1000, 1000))
+
+
+def _pcm_of(out: list[p.ServerEvent]) -> np.ndarray:
+    deltas = [e.audio for e in out if e.type == "response.output_audio.delta"]
+    return np.concatenate([p.pcm16_decode(d) for d in deltas]).astype(np.float32) / 32767
+
+
+def test_reply_audio_at_another_rate_is_stream_resampled_without_edge_clicks():
+    """20 ms chunks of a 16 kHz tone come out as if the whole reply had been resampled at once:
+    one soxr stream per response keeps its state across chunk edges (chunk-by-chunk linear
+    interpolation, the old way, was 0.06 off at every edge)."""
+    from engine.audio import resample
+
+    x = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(16_000) / 16_000)).astype(np.float32)
+    out = _reply_at(16_000, x, "completed", 320)
+    y = _pcm_of(out)
+    assert len(y) == 24_000  # the resampler's tail comes out before output_audio.done
+    np.testing.assert_allclose(y, resample(x, 16_000, 24_000), atol=1e-3)
+    done = [e for e in out if e.type == "response.done"][0]
+    assert done.response["s2s"]["audio_bytes"] == 48_000
+    assert types(out)[-5:-3] == ["response.output_audio.delta", "response.output_audio.done"]
+
+
+def test_a_cancelled_reply_drops_the_resampler_tail():
+    x = np.zeros(4800, np.float32)
+    completed, cancelled = _pcm_of(_reply_at(16_000, x, "completed", 320)), _pcm_of(_reply_at(16_000, x, "cancelled", 320))
+    assert len(completed) == 7200 and 0 < len(cancelled) < 7200
 
 
 def test_pcm16_round_trip():
@@ -581,3 +611,19 @@ def test_wire_constants():
     from engine.codec import BANDWIDTHS
 
     assert p.ENCODEC_BANDWIDTHS == BANDWIDTHS
+
+
+def test_the_event_mapper_remembers_a_bounded_number_of_turns():
+    """A long session (500 turns) does not grow the mapper: the last MAX_TRACKED turns and responses
+    are remembered, older ones forgotten first, and the recent ones still map correctly."""
+    m = p.EventMapper()
+    for i in range(500):
+        run(m, [ev.SpeechStarted(f"turn_{i}", 0), ev.TranscriptPartial(f"turn_{i}", "న"),
+                ev.SpeechStopped(f"turn_{i}", 10), ev.ResponseStarted(f"resp_{i}", f"turn_{i}"),
+                ev.ReplyAudio(f"resp_{i}", 0, np.zeros(320, np.float32), 16_000)])
+        m.text_item(f"text_{i}", "x", item_id=f"mine_{i}")
+    sizes = {name: len(v) for name, v in vars(m).items() if isinstance(v, dict | set | list)}
+    assert sizes and max(sizes.values()) <= p.MAX_TRACKED, sizes
+    out = run(m, [ev.ResponseStarted("resp_new", "text_499")])
+    assert out[1].previous_item_id == "mine_499"
+    assert run(m, [ev.TranscriptFinal("text_499", "x")]) == []  # still known as a text turn
