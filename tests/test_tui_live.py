@@ -86,7 +86,7 @@ async def test_interrupt_key_cancels_the_reply(offline_engine):
         assert agent.status == "cancelled"
         assert agent.cut_ms is not None and agent.cut_ms > 0
         assert not app.sink.buffer.playing
-        assert "interrupted" in str(agent.render())
+        assert "interrupted" in rendered(agent)
 
 
 async def test_remote_mode_against_a_headless_server(offline_engine):
