@@ -341,3 +341,34 @@ async def test_telugu_lines_keep_every_panel_aligned_whatever_the_terminal_count
                 break
         assert max_cells(row.rstrip()) <= SIZE[0], row.rstrip()
     assert "వర్షం పడే" in "".join(rows)  # heard and unheard words of the interrupted reply stay apart
+
+
+async def test_a_failing_send_is_shown_and_the_remote_link_keeps_sending():
+    """The server asks for Encodec input and this machine has no Encodec weights: every mic chunk
+    fails to encode. That once ended the link's sender silently (the mic went dead with no word);
+    now the problem is shown and the other commands still go out."""
+    from remote import protocol as p
+    from s2s_tui.link_remote import RemoteLink
+    from tests.test_client import FakeRealtimeServer, settle
+
+    async with FakeRealtimeServer() as srv:
+        link = RemoteLink(srv.url)
+        posted: list = []
+        link.attach(posted.append, None)
+        runner = asyncio.create_task(link.run())
+        try:
+            await settle(lambda: link.ready)
+            cfg = p.SessionConfig(id="sess_1", input_format=p.AudioFormat(p.ENCODEC_FORMAT, 24_000, 6.0))
+            await srv.live[-1].send(p.serialize(p.SessionUpdated(session=cfg.to_dict())))
+            await settle(lambda: link.client.session is not None and link.client.session.input_format.is_encodec)
+            link.send_audio(np.zeros(1600, np.float32))
+            await settle(lambda: any(isinstance(x, m.Problem) for x in posted), 60)
+            problem = next(x for x in posted if isinstance(x, m.Problem))
+            assert "sending microphone audio to the engine failed" in problem.text and "codec" in problem.text
+            link.send_audio(np.zeros(1600, np.float32))
+            link.reset()
+            await settle(lambda: srv.of_type("s2s.session.reset"), 60)
+            assert sum(isinstance(x, m.Problem) for x in posted) == 1  # the same failure is not repeated
+        finally:
+            await link.close()
+            await asyncio.wait_for(runner, 10)
