@@ -21,7 +21,7 @@ Packet layout (all integers little-endian), see ``docs/codec.md``::
     2     version (1)
     3     bandwidth code: index into BANDWIDTHS (0 = 1.5 kbps ... 4 = 24 kbps)
     4     number of codebooks (2, 4, 8, 16, 32: fixed by the bandwidth)
-    5-6   number of frames, uint16 (1..65535)
+    5-6   number of frames, uint16 (1..MAX_PACKET_FRAMES = 150: 2 s; the field could say 65535)
     7-10  number of PCM samples, uint32 ((frames-1)*320 < samples <= frames*320)
     11-   codes, codebook-major, 10 bits each, most significant bit first, zero-padded to a byte
 """
@@ -57,7 +57,11 @@ MAGIC = b"EC"
 VERSION = 1
 _HEADER = struct.Struct("<2sBBBHI")
 HEADER_SIZE = _HEADER.size  # 11
-MAX_FRAMES = 0xFFFF  # about 874 s in one packet
+MAX_FRAMES = 0xFFFF  # what the header's frame count can say: about 874 s
+MAX_PACKET_FRAMES = 2 * FRAME_RATE
+"""The most frames a packet may hold (2 s of audio). Every packet is decoded as one message; the
+header could announce 874 s, which a peer would then decode in one go. Streams send packets of
+about 100 ms; the stream encoder cuts longer stretches into packets of at most this size."""
 
 DEFAULT_MODEL = "facebook/encodec_24khz"
 FETCH_FIX = "run `s2s-engine models fetch --profile gpu` (needs the network once), or pass a local folder"
@@ -159,15 +163,17 @@ def packet_size(bandwidth: float, num_frames: int) -> int:
     return HEADER_SIZE + packed_size(num_codebooks(bandwidth) * num_frames)
 
 
-def build_packet(codes: np.ndarray, bandwidth: float, num_samples: int) -> bytes:
-    """Header plus bit-packed ``codes`` (shape ``(num_codebooks, num_frames)``)."""
+def build_packet(codes: np.ndarray, bandwidth: float, num_samples: int, *,
+                 max_frames: int = MAX_PACKET_FRAMES) -> bytes:
+    """Header plus bit-packed ``codes`` (shape ``(num_codebooks, num_frames)``, at most
+    ``max_frames`` frames; tests raise it to build what a hostile peer could send)."""
     bw = check_bandwidth(bandwidth)
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[0] != CODEBOOKS[bw]:
         raise ValueError(f"{bw} kbps needs codes of shape ({CODEBOOKS[bw]}, frames), got {codes.shape}")
     frames = codes.shape[1]
-    if not 1 <= frames <= MAX_FRAMES:
-        raise AudioError(f"a codec packet holds 1..{MAX_FRAMES} frames, got {frames}")
+    if not 1 <= frames <= min(max_frames, MAX_FRAMES):
+        raise AudioError(f"a codec packet holds 1..{min(max_frames, MAX_FRAMES)} frames, got {frames}")
     if not (frames - 1) * HOP < num_samples <= frames * HOP:
         raise ValueError(f"{num_samples} samples do not fit {frames} frames of {HOP}")
     header = _HEADER.pack(MAGIC, VERSION, BANDWIDTHS.index(bw), CODEBOOKS[bw], frames, num_samples)
@@ -193,6 +199,9 @@ def parse_packet(data: bytes | bytearray | memoryview) -> CodecPacket:
         raise AudioError(f"codec packet says {n_q} codebooks, but {bw} kbps uses {CODEBOOKS[bw]}")
     if frames == 0:
         raise AudioError("codec packet holds no frames")
+    if frames > MAX_PACKET_FRAMES:
+        raise AudioError(f"codec packet holds {frames} frames ({frames / FRAME_RATE:.1f} s); at most "
+                         f"{MAX_PACKET_FRAMES} ({MAX_PACKET_FRAMES / FRAME_RATE:g} s) are accepted: send shorter packets")
     if not (frames - 1) * HOP < samples <= frames * HOP:
         raise AudioError(f"codec packet says {samples} samples, which does not fit {frames} frames of {HOP}")
     expected = HEADER_SIZE + packed_size(n_q * frames)
@@ -426,14 +435,15 @@ class EncodecCodec:
     # ---- packets
 
     def encode(self, pcm: np.ndarray, bandwidth: float) -> bytes:
-        """Float32 mono 24 kHz PCM in [-1, 1] to one packet (at most 65535 frames, about 874 s)."""
+        """Float32 mono 24 kHz PCM in [-1, 1] to one packet (at most :data:`MAX_PACKET_FRAMES`, 2 s)."""
         bw = check_bandwidth(bandwidth)
         x = _as_pcm(pcm)
         if x.size == 0:
             raise AudioError("cannot encode empty audio")
-        if x.size > MAX_FRAMES * HOP:
+        if x.size > MAX_PACKET_FRAMES * HOP:
             raise AudioError(
-                f"{x.size / SAMPLE_RATE:.0f} s is too long for one packet: use EncodecStreamEncoder"
+                f"{x.size / SAMPLE_RATE:.1f} s is too long for one packet (at most "
+                f"{MAX_PACKET_FRAMES / FRAME_RATE:g} s): use EncodecStreamEncoder"
             )
         return build_packet(self._encode(x, bw, skip_frames=0), bw, x.size)
 
@@ -481,8 +491,9 @@ DECODER_CONTEXT_FRAMES = 8
 class EncodecStreamEncoder:
     """Chunks of any size in, packets out on 320-sample frame boundaries.
 
-    Each :meth:`push` returns the packets it completed: one packet holding every whole frame buffered,
-    once at least ``min_frames`` are there. :meth:`flush` zero-pads the tail into a last frame and
+    Each :meth:`push` returns the packets it completed: one packet holding every whole frame buffered
+    (several, of at most :data:`MAX_PACKET_FRAMES`, for a long chunk), once at least ``min_frames`` are
+    there. :meth:`flush` zero-pads the tail into a last frame and
     returns its packet (or None), then the encoder starts afresh. ``context_frames`` of earlier audio
     are fed through the (causal) encoder again so codes at packet edges match a one-shot encode.
     ``bandwidth`` may be changed between pushes. One instance serves one stream, from one thread.
@@ -496,8 +507,8 @@ class EncodecStreamEncoder:
         min_frames: int = 1,
         context_frames: int = ENCODER_CONTEXT_FRAMES,
     ):
-        if min_frames < 1 or min_frames > MAX_FRAMES:
-            raise ConfigError(f"min_frames must be 1..{MAX_FRAMES}, got {min_frames}")
+        if min_frames < 1 or min_frames > MAX_PACKET_FRAMES:
+            raise ConfigError(f"min_frames must be 1..{MAX_PACKET_FRAMES}, got {min_frames}")
         if context_frames < 0:
             raise ConfigError(f"context_frames must be >= 0, got {context_frames}")
         self.codec = codec
@@ -515,7 +526,7 @@ class EncodecStreamEncoder:
             return []
         out = []
         while frames >= self.min_frames:
-            take = min(frames, MAX_FRAMES)
+            take = min(frames, MAX_PACKET_FRAMES)
             out.append(self._emit(self._pending[: take * HOP], take * HOP))
             self._pending = self._pending[take * HOP :]
             frames -= take
@@ -610,16 +621,18 @@ def _test_signal(seconds: float) -> np.ndarray:
 
 
 def benchmark(codec: EncodecCodec, seconds: float = 5.0, packet_ms: float = 100.0) -> list[dict[str, float]]:
-    """Per bandwidth: one-shot encode/decode real-time factors and streamed wire bytes per second."""
+    """Per bandwidth: one-shot encode/decode real-time factors (in the largest packets, 2 s each)
+    and streamed wire bytes per second."""
     x = _test_signal(seconds)
     chunk = round(packet_ms * SAMPLE_RATE / 1000)
+    longest = MAX_PACKET_FRAMES * HOP
     rows = []
     codec.decode(codec.encode(x[:HOP], BANDWIDTHS[0]))  # warm-up
     for bw in BANDWIDTHS:
         t0 = time.perf_counter_ns()
-        packet = codec.encode(x, bw)
+        packets = [codec.encode(x[i : i + longest], bw) for i in range(0, x.size, longest)]
         t1 = time.perf_counter_ns()
-        y = codec.decode(packet)
+        y = np.concatenate([codec.decode(pk) for pk in packets])
         t2 = time.perf_counter_ns()
         enc, dec = codec.stream_encoder(bw), codec.stream_decoder()
         sent, out = 0, []
@@ -642,7 +655,7 @@ def benchmark(codec: EncodecCodec, seconds: float = 5.0, packet_ms: float = 100.
                 "encode_rtf": (t1 - t0) / 1e9 / seconds,
                 "decode_rtf": (t2 - t1) / 1e9 / seconds,
                 "stream_rtf": (t4 - t3) / 1e9 / seconds,
-                "one_packet_bps": len(packet) / seconds,
+                "one_packet_bps": sum(len(pk) for pk in packets) / seconds,
                 "stream_bps": sent / x.size * SAMPLE_RATE,
                 "formula_bps": bytes_per_second(bw, packet_ms),
             }
@@ -676,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     pcm16 = SAMPLE_RATE * 2
     print(
-        "| kbps | codebooks | encode RTF | decode RTF | stream enc+dec RTF | B/s one packet | B/s streamed "
+        "| kbps | codebooks | encode RTF | decode RTF | stream enc+dec RTF | B/s 2 s packets | B/s streamed "
         f"| B/s formula | vs PCM16 {pcm16} B/s |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

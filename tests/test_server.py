@@ -584,6 +584,14 @@ async def test_encodec_negotiation_round_trip(offline_engine, clips):
             await client.send(p.InputAudioBufferAppend(audio=b"EC\x01garbage"))
             err = await client.wait_for(p.Error, limit_s=30)
             assert err.code == "invalid_audio"
+            # a packet that announces more than 2 s is refused before any decoding
+            from engine.codec import MAX_FRAMES, MAX_PACKET_FRAMES, build_packet
+
+            frames = MAX_PACKET_FRAMES + 1
+            big = build_packet(np.zeros((8, frames), np.uint16), 6.0, frames * HOP, max_frames=MAX_FRAMES)
+            await client.send(p.InputAudioBufferAppend(audio=big))
+            err = await client.wait_for(p.Error, limit_s=30)
+            assert err.code == "invalid_audio" and "at most 150" in err.message
             # Encodec out: a text turn's reply arrives as packets at 3 kbps
             await client.send_text("నమస్కారం")
             await client.create_response()
