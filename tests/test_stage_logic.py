@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from engine.config import SentenceOptions, VADOptions, load_profile
@@ -10,6 +12,7 @@ from engine.history import ChatHistory
 from engine.models import resolve, status
 from engine.sentences import SentenceChunker
 from engine.vad import TurnDetector
+from tests.fakes import FakeLLM, fake_engine
 
 MS = 1_000_000
 
@@ -240,3 +243,39 @@ def test_espeak_speaks_text_that_looks_like_an_option():
         audio = tts.synthesize(text)
         assert len(audio) / tts.sample_rate > 0.3, text
     assert len(tts.synthesize("- హలో")) >= 0.8 * len(same_words)
+
+
+class ClosingLLM(FakeLLM):
+    """A fake LLM that records whether it was closed while its worker thread was still busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy, self.release = threading.Event(), threading.Event()
+        self.closed_while_busy: bool | None = None
+
+    def work(self, hold_s: float) -> None:  # stands in for a generation on the llm pool
+        self.busy.set()
+        self.release.wait(hold_s)
+        self.busy.clear()
+
+    def close(self) -> None:
+        self.closed_while_busy = self.busy.is_set()
+
+
+def test_engine_close_frees_a_stage_only_after_its_running_work_ends():
+    """Freeing a llama.cpp context under a running worker thread crashes the process: close()
+    waits for the work that is running, and leaves a stage that is still busy after the wait."""
+    llm = ClosingLLM()
+    engine = fake_engine(llm=llm)
+    engine.llm_pool.submit(llm.work, 0.3)
+    assert llm.busy.wait(5)
+    engine.close()
+    assert llm.closed_while_busy is False  # closed, after the work ended
+
+    stuck = ClosingLLM()
+    engine = fake_engine(llm=stuck)
+    engine.llm_pool.submit(stuck.work, 30)
+    assert stuck.busy.wait(5)
+    engine.close(wait_s=0.2)
+    assert stuck.closed_while_busy is None  # still running: not closed at all
+    stuck.release.set()
