@@ -18,11 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from training.cli import main  # noqa: E402
-from training.text import (  # noqa: E402
+from training.cli import main
+from training.text import (
     char_ids,
     from_iso15919,
     normalize_telugu,
@@ -243,6 +240,30 @@ def test_asr_resume_continues_the_step_count(asr_run, work, prepared, tiny, caps
     assert [int(r["step"]) for r in rows] == list(range(1, 10))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000006", "step-000009"]
+
+
+class _Planted:
+    """What a planted checkpoint could hold: unpickling it creates a file (it could do anything)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(asr_run, work, prepared, tiny, capsys):
+    import torch
+
+    out = work / "asr-planted"
+    shutil.copytree(asr_run, out)
+    marker = work / "planted-code-ran"
+    ckpt = out / "checkpoints" / "step-000006"
+    torch.save({"module": _Planted(marker)}, ckpt / "state.pt")
+    code = run("asr", prepared, "--base", tiny / "whisper", "--out", out, "--steps", "9", "--resume", *TRAIN_FAST)
+    assert code == 2 and not marker.exists()
+    err = capsys.readouterr().err
+    assert "state.pt holds more than tensors and plain values" in err and "--resume" in err
 
 
 def test_ct2_export_loads_in_faster_whisper_and_the_engine(asr_run, prepared):
