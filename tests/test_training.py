@@ -294,7 +294,7 @@ def test_ct2_export_loads_in_faster_whisper_and_the_engine(asr_run, prepared):
 
 
 def test_convert_whisper_to_ct2_writes_missing_processor_files(tiny, tmp_path):
-    from training.export import convert_whisper_to_ct2
+    from engine.ct2_convert import convert_whisper_to_ct2
 
     src = tmp_path / "hf"
     shutil.copytree(tiny / "whisper", src)
