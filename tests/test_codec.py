@@ -62,6 +62,18 @@ def test_import_does_not_load_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
+def test_the_packet_format_stands_alone() -> None:
+    """engine.codec_format holds the whole wire format and loads neither torch nor the model module;
+    engine.codec re-exports it."""
+    code = ("import sys, numpy as np; from engine.codec_format import build_packet, parse_packet; "
+            "p = parse_packet(build_packet(np.zeros((2, 3), np.uint16), 1.5, 700)); assert p.num_samples == 700; "
+            "assert not {'torch', 'transformers', 'engine.codec'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    from engine import codec_format as F
+
+    assert C.parse_packet is F.parse_packet and C.MAX_PACKET_FRAMES == F.MAX_PACKET_FRAMES
+
+
 def test_constants_match_encodec_24khz() -> None:
     assert C.SAMPLE_RATE // C.FRAME_RATE == C.HOP == 320
     assert C.CODEBOOKS == {1.5: 2, 3.0: 4, 6.0: 8, 12.0: 16, 24.0: 32}
