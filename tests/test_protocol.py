@@ -254,6 +254,31 @@ def test_error_names_the_client_event_id():
     assert err.event_id == "e9" and "conversation.item.delete" in err.message
 
 
+def test_json_types_are_taken_as_they_are():
+    """No coercion ("24000" is not a number, "yes" not a boolean, true not an integer), but an
+    integral float is an integer (Python clients write 1500.0), and NaN/Infinity are refused."""
+    e = p.parse_client_event(msg(type="conversation.item.truncate", item_id="i", audio_end_ms=1500.0))
+    assert e.audio_end_ms == 1500 and isinstance(e.audio_end_ms, int)
+    assert err_of('{"type": "s2s.ping", "client_time_ms": NaN}').param == "client_time_ms"
+    assert err_of('{"type": "s2s.ping", "client_time_ms": Infinity}').code == p.ErrorCode.INVALID_VALUE
+    bad = err_of(msg(type="session.update", session={"audio": {"input": {"turn_detection": {"create_response": 1}}}}))
+    assert bad.param == "session.audio.input.turn_detection.create_response" and "boolean" in bad.message
+
+
+def test_server_events_with_wrong_field_types_are_protocol_errors():
+    """A client reads what a server sends through the same kind of check: a field of the wrong
+    type is a ProtocolError (the client skips the event), not a crash later."""
+    for bad in ('{"type": "s2s.turn.metrics", "response_id": "r", "metrics": {}, "network": "x"}',
+                '{"type": "s2s.pong", "client_time_ms": "soon", "server_time_ms": 1}',
+                '{"type": "response.done", "response": []}'):
+        with pytest.raises(p.ProtocolError) as info:
+            p.parse_server_event(bad)
+        assert info.value.code == p.ErrorCode.INVALID_EVENT
+    with pytest.raises(p.ProtocolError) as info:  # a session this client cannot use
+        p.SessionConfig.from_dict({"id": "s", "audio": {"output": {"format": {"type": "audio/opus"}}}})
+    assert info.value.param == "session.audio.output.format.type"
+
+
 def test_oversized_message_is_refused_before_parsing():
     big = msg(type="input_audio_buffer.append", audio=b64(b"\0" * 900_000))
     assert len(big) > p.MAX_MESSAGE_BYTES
@@ -413,7 +438,6 @@ def test_unknown_server_events_are_kept():
 
 def test_server_events_validate_against_the_openai_sdk_models():
     """Independent check of the shapes: the OpenAI SDK's own pydantic models accept our events."""
-    pytest.importorskip("openai")
     from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
     from pydantic import TypeAdapter
 
