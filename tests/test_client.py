@@ -252,7 +252,6 @@ async def test_no_reconnect_when_disabled_and_close_ends_events():
 
 
 async def test_encodec_input_is_encoded_on_the_client():
-    pytest.importorskip("transformers")
     from engine.codec import EncodecCodec, parse_packet
 
     async with FakeRealtimeServer() as srv, RealtimeClient(

@@ -27,13 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def codec() -> C.EncodecCodec:
-    pytest.importorskip("transformers")
     return C.EncodecCodec.random(seed=0)
 
 
 @pytest.fixture(scope="module")
 def small() -> C.EncodecCodec:
-    pytest.importorskip("transformers")
     return C.EncodecCodec.random(seed=0, small=True)
 
 
@@ -428,7 +426,6 @@ def test_load_of_a_missing_folder_names_the_path(tmp_path: Path) -> None:
 
 
 def test_load_of_an_uncached_hub_id_stays_offline() -> None:
-    pytest.importorskip("transformers")
     with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
         C.EncodecCodec.load("s2s-tests/encodec-that-is-not-cached")
 

@@ -281,8 +281,8 @@ def test_ct2_export_loads_in_faster_whisper_and_the_engine(asr_run, prepared):
     )
     assert isinstance(" ".join(s.text for s in segments), str) and info.language == "te"
 
-    asr_whisper = pytest.importorskip("engine.stages.asr_whisper")
     from engine.config import ASROptions
+    from engine.stages import asr_whisper
 
     folder = str(asr_run / "ct2-float16")
     asr = asr_whisper.FasterWhisperASR(ASROptions(model=folder, compute_type="int8"), folder)
