@@ -527,9 +527,10 @@ async def test_stats_and_ping(server):
         assert set(stats.models) == {"vad", "turn", "asr", "llm", "tts"}
         await client.wait_for(p.S2SPong)
         rtt = await client.ping()
-        assert 0 <= rtt < 200
-        # same machine, same monotonic clock: the offset is about zero
-        assert abs(client.clock_offset_ms) < 50
+        assert 0 <= rtt < 5000  # a generous bound: the machine may be busy
+        # same machine, same monotonic clock: the true offset is 0, and the estimate is off by at
+        # most half the round trip of the ping it came from
+        assert abs(client.clock_offset_ms) <= client.min_rtt_ms / 2 + 1
 
 
 async def test_idle_session_times_out(offline_engine):
@@ -786,8 +787,8 @@ async def test_network_time_is_measured_one_way_on_loopback(server, clips):
         figures.append(("spoken", client.network_timing(metrics.response_id)))
         for kind, nt in figures:
             assert nt is not None, kind
-            for leg in (nt.up_ms, nt.down_ms, nt.total_ms):
-                assert leg is not None and 0 <= leg < 50, (kind, nt)
+            for leg in (nt.up_ms, nt.down_ms, nt.total_ms):  # measured, never negative, bounded generously
+                assert leg is not None and 0 <= leg < 2000, (kind, nt)
             # the sum does not depend on the clock offset
             assert nt.total_ms == pytest.approx(max(0.0, nt.up_raw_ms + nt.down_raw_ms), abs=1e-6)
             print(f"\n{kind} turn over 127.0.0.1: up {nt.up_ms:.2f} ms, down {nt.down_ms:.2f} ms "
