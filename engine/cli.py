@@ -4,7 +4,7 @@
     s2s-engine models list [--profile P]
     s2s-engine models fetch --profile P
     s2s-engine doctor [--profile P] [--require-gpu]
-    s2s-engine bench latency|wire|make-models ...
+    s2s-engine bench latency|turn|make-wavs|make-models ...   (s2s-engine adds bench wire)
 
 The ``s2s-engine`` console script is :mod:`remote.cli`, which adds ``--headless`` (the engine
 behind the WebSocket server) to these; ``python -m engine.cli`` runs them without it (the
@@ -34,8 +34,9 @@ def sample_wav() -> Path:
     return Path(str(files("engine") / "assets" / "sample_te.wav"))
 
 
-def build_parser(prog: str = "s2s-engine", **kwargs: Any) -> tuple[CommandParser, Any]:
-    """The parser of the engine's own commands, and its subparsers (for callers that add more).
+def build_parser(prog: str = "s2s-engine", **kwargs: Any) -> tuple[CommandParser, Any, Any]:
+    """The parser of the engine's own commands, its subparsers and those of ``bench`` (for callers
+    that add more: ``s2s-engine`` adds ``bench wire``).
 
     ``--profile``/``--set``/``-v`` are taken before the command too. ``kwargs`` go to
     :class:`~engine.cliargs.CommandParser`.
@@ -60,8 +61,8 @@ def build_parser(prog: str = "s2s-engine", **kwargs: Any) -> tuple[CommandParser
     from engine import bench, doctor
 
     doctor.register(sub, add_profile_arguments)
-    bench.register(sub)
-    return parser, sub
+    bench_sub = bench.register(sub)
+    return parser, sub, bench_sub
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -86,7 +87,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m engine.cli``: the engine's commands without ``--headless`` (``s2s-engine`` adds it)."""
-    parser, _ = build_parser()
+    parser, _, _ = build_parser()
     return run(parser, parser.parse_args(argv))
 
 

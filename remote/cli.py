@@ -3,11 +3,11 @@
     s2s-engine replay FILE.wav [...] [--profile P] [--set k=v] [--out DIR] [--json R] [--fast]
     s2s-engine models list|fetch [--profile P]
     s2s-engine doctor [--profile P] [--require-gpu]
-    s2s-engine bench latency|wire|make-models ...
+    s2s-engine bench latency|turn|make-wavs|make-models|wire ...
     s2s-engine --headless [--host H] [--port N] [--profile P] [--token T] [--max-sessions N]
 
 This module composes the two layers: the commands come from :mod:`engine.cli`, ``--headless``
-from :mod:`remote.server`. It lives above both so that ``engine/`` imports nothing from
+from :mod:`remote.server`, ``bench wire`` from :mod:`remote.bench`. It lives above both so that ``engine/`` imports nothing from
 ``remote/``. ``--profile``/``--set``/``-v`` work before or after a command (:mod:`engine.cliargs`).
 Every deliberate error is one line (exit 1; 2 for a usage error), never a traceback.
 """
@@ -23,7 +23,11 @@ from remote.server import add_headless_arguments, run_headless
 
 
 def build_parser() -> CommandParser:
-    parser, _ = engine_cli.build_parser("s2s-engine")
+    from engine.bench import _common
+    from remote import bench
+
+    parser, _, bench_sub = engine_cli.build_parser("s2s-engine")
+    bench.register(bench_sub, _common)
     parser.add_argument("--headless", action="store_true", help="serve the engine over WebSocket")
     add_headless_arguments(parser, include_profile=False)
     return parser

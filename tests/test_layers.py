@@ -16,7 +16,6 @@ FORBIDDEN = {
     "remote": {"s2s_tui"},
     "training": {"remote", "s2s_tui"},
 }
-KNOWN: set[tuple[str, str]] = {("engine/bench.py", "remote")}  # the wire benchmark, until it moves
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -35,7 +34,7 @@ def test_no_layer_reaches_up(package):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files
     leaks = sorted((str(f.relative_to(ROOT)), dep) for f in files for dep in imported_packages(f) & FORBIDDEN[package])
-    assert [leak for leak in leaks if leak not in KNOWN] == []
+    assert leaks == []
 
 
 def test_the_checker_sees_lazy_imports(tmp_path):
