@@ -89,7 +89,8 @@ def test_latency_reports_all_three_measurements(latency_report):
     # Fairness: the same utterance and the same reply in (a), (b) and (c).
     assert turn["same_transcript"] and turn["same_reply"]
     assert turn["reply_text"] == SCRIPTED_REPLY
-    assert turn["reply_chunks"] == 4 and s["multi_sentence"]
+    # four sentences; on a busy machine slow tokens can make the chunk timer cut more (max_wait_ms)
+    assert turn["reply_chunks"] >= 4 and s["multi_sentence"]
     assert turn["cascade"]["reply_tokens"] == r["options"]["reply_tokens"] > 20
     assert turn["floor"]["first_chunk"] == "నమస్కారం!"
 
