@@ -150,7 +150,7 @@ def make_wavs(out: str | Path, languages: tuple[str, ...] = ("en", "te")) -> dic
 
 
 def _dist(values: list[float]) -> dict[str, Any]:
-    from engine.bench import _dist as dist
+    from engine.bench_stats import dist
 
     return dist(values)
 
@@ -159,7 +159,7 @@ async def compare_policies(engine: Engine, complete: list[str], paused: list[str
                            turns: int = 1, paced: bool = True) -> dict[str, Any]:
     """Stream every file under every policy; voice-to-voice on complete utterances, and the
     early ends, resumes and replies to half an utterance on paused ones."""
-    from engine.bench import stream_file
+    from engine.bench_latency import stream_file
 
     out: dict[str, Any] = {}
     for policy in policies:

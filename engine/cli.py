@@ -1,10 +1,15 @@
-"""``s2s-engine``: replay WAVs, manage models, serve headless over WebSocket.
+"""The engine's own commands: replay WAVs, manage models, check the machine, benchmark.
 
     s2s-engine replay FILE.wav [FILE.wav ...] [--profile P] [--set k=v] [--out DIR] [--json R] [--fast]
     s2s-engine models list [--profile P]
     s2s-engine models fetch --profile P
     s2s-engine doctor [--profile P] [--require-gpu]
-    s2s-engine --headless [--host H] [--port N] [--profile P] [--token T] [--max-sessions N]
+    s2s-engine bench latency|turn|make-wavs|make-models ...   (s2s-engine adds bench wire)
+
+The ``s2s-engine`` console script is :mod:`remote.cli`, which adds ``--headless`` (the engine
+behind the WebSocket server) to these; ``python -m engine.cli`` runs them without it (the
+engine imports nothing from ``remote/``). ``--profile``/``--set``/``-v`` come from
+:mod:`engine.cliargs` and work before or after the command.
 
 Every deliberate error (S2SError) is printed as one line and gives exit code 1 (2 for a
 usage error); never a traceback.
@@ -15,20 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+from engine.cliargs import CommandParser, add_profile_arguments, profile_parent
 from engine.errors import S2SError
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=os.environ.get("S2S_PROFILE", "offline"),
-                   help="profile name (offline, gpu) or path to a .toml file (default: offline)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one profile value, e.g. --set asr.model=/path (repeatable)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log engine internals")
 
 
 def sample_wav() -> Path:
@@ -36,54 +34,42 @@ def sample_wav() -> Path:
     return Path(str(files("engine") / "assets" / "sample_te.wav"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s2s-engine", description="Telugu speech-to-speech engine")
-    parser.add_argument("--headless", action="store_true", help="serve the engine over WebSocket")
-    try:
-        from remote.server import add_headless_arguments
-    except ImportError:  # the remote package is optional for replay
-        add_headless_arguments = None
-    if add_headless_arguments is not None:
-        add_headless_arguments(parser)
-    sub = parser.add_subparsers(dest="command")
+def build_parser(prog: str = "s2s-engine", **kwargs: Any) -> tuple[CommandParser, Any, Any]:
+    """The parser of the engine's own commands, its subparsers and those of ``bench`` (for callers
+    that add more: ``s2s-engine`` adds ``bench wire``).
 
-    rp = sub.add_parser("replay", help="run WAV files through the engine, no microphone")
+    ``--profile``/``--set``/``-v`` are taken before the command too. ``kwargs`` go to
+    :class:`~engine.cliargs.CommandParser`.
+    """
+    parser = CommandParser(prog=prog, description="Telugu speech-to-speech engine",
+                           parents=[profile_parent(before_command=True)], **kwargs)
+    sub = parser.add_subparsers(dest="command")
+    common = profile_parent()
+
+    rp = sub.add_parser("replay", parents=[common], help="run WAV files through the engine, no microphone")
     rp.add_argument("files", nargs="*", help="WAV files (default: the bundled Telugu sample)")
     rp.add_argument("--out", default="replies", help="folder for reply WAVs (default: replies/)")
     rp.add_argument("--json", dest="json_path", metavar="REPORT.json", help="write a JSON report")
     rp.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     rp.add_argument("--chunk-ms", type=int, default=20, help="microphone chunk size (default 20 ms)")
-    _common(rp)
 
     mp = sub.add_parser("models", help="list or fetch the models a profile needs")
     msub = mp.add_subparsers(dest="models_command", required=True)
     for name, text in (("list", "show each stage's model and whether it is present"),
                        ("fetch", "download missing hub models (needs internet)")):
-        _common(msub.add_parser(name, help=text))
-    from engine import doctor
+        msub.add_parser(name, parents=[common], help=text)
+    from engine import bench, doctor
 
-    doctor.register(sub, _common)
-    try:
-        from engine import bench
-    except ImportError:
-        bench = None
-    if bench is not None:
-        bench.register(sub)
-    if add_headless_arguments is None:
-        _common(parser)
-    return parser
+    doctor.register(sub, add_profile_arguments)
+    bench_sub = bench.register(sub)
+    return parser, sub, bench_sub
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed engine command; the exit code. Deliberate errors are one line, never a traceback."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.headless:
-            from remote.server import run_headless
-
-            return run_headless(args)
         if args.command == "replay":
             return asyncio.run(_replay(args))
         if args.command == "models":
@@ -93,10 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except S2SError as exc:
-        print(f"s2s-engine: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.cli``: the engine's commands without ``--headless`` (``s2s-engine`` adds it)."""
+    parser, _, _ = build_parser()
+    return run(parser, parser.parse_args(argv))
 
 
 async def _replay(args: argparse.Namespace) -> int:

@@ -231,6 +231,10 @@ class SessionOptions:
             keep up); the chunk is dropped with an error, the session goes on.
         max_events: events waiting for the consumer; past this the running reply is cancelled
             and audio, text deltas and partials are dropped until it has caught up to half.
+        codec_model: Encodec weights for the ``s2s.encodec`` wire format, a model reference
+            (the gpu profile: ``hf:facebook/encodec_24khz``, CC-BY-NC 4.0), fetched by
+            ``s2s-engine models fetch``; the server uses it unless ``--codec-model`` names
+            others. "" (offline): the server's default, ``facebook/encodec_24khz`` if cached.
     """
 
     output_sample_rate: int = 24_000
@@ -240,6 +244,7 @@ class SessionOptions:
     audio_chunk_ms: int = 100
     max_input_backlog_s: int = 30
     max_events: int = 4096
+    codec_model: str = ""
 
 
 SECTIONS: dict[str, type] = {

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CLOSE_WAIT_S = 10.0
+"""How long :meth:`Engine.close` lets running model work finish before leaving it be."""
+
 
 class Engine:
     def __init__(self, profile: Profile, vad: VADBackend, asr: ASRBackend, llm: LLMBackend, tts: TTSBackend,
@@ -158,10 +161,25 @@ class Engine:
         with self._gpu_lock:
             return dict(self._gpu_cache[1])
 
-    def close(self) -> None:
-        for pool in (self.vad_pool, self.turn_pool, self.asr_pool, self.llm_pool, self.tts_pool, self._stats_pool):
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Stop the workers, then free each stage once its worker is idle.
+
+        Queued work is cancelled; work already running gets ``wait_s`` seconds (all stages
+        together) to finish. A stage whose worker is still busy then is not closed (freeing a
+        llama.cpp context under a running thread crashes the process): it is logged, and its
+        memory goes with the process.
+        """
+        self._stats_pool.shutdown(wait=False, cancel_futures=True)
+        pairs = ((self.vad, self.vad_pool), (self.turn_model, self.turn_pool), (self.asr, self.asr_pool),
+                 (self.llm, self.llm_pool), (self.tts, self.tts_pool))
+        for _, pool in pairs:
             pool.shutdown(wait=False, cancel_futures=True)
-        for stage in (self.vad, self.turn_model, self.asr, self.llm, self.tts):
+        deadline = time.monotonic() + wait_s
+        for stage, pool in pairs:
+            if not _drained(pool, deadline - time.monotonic()):
+                log.warning("%s is still running after %.0f s; not closing it", getattr(stage, "name", "stage"),
+                            wait_s)
+                continue
             if stage is None:
                 continue
             try:
@@ -202,6 +220,14 @@ def load_stage(profile: Profile, stage: str, notes: list[str] | None = None) -> 
         if notes is not None:
             notes.append(note)
         return build(replace(options, backend=options.fallback, model="te"))
+
+
+def _drained(pool: ThreadPoolExecutor, timeout_s: float) -> bool:
+    """Whether ``pool``'s threads have all finished within ``timeout_s`` (after its shutdown)."""
+    waiter = threading.Thread(target=pool.shutdown, kwargs={"wait": True}, daemon=True)
+    waiter.start()
+    waiter.join(max(0.0, timeout_s))
+    return not waiter.is_alive()
 
 
 def _query_gpu_memory() -> dict[str, float | None]:

@@ -228,6 +228,8 @@ def stage_models(profile: Profile) -> list[tuple[str, str, str]]:
         rows.append(("tts", profile.tts.backend, profile.tts.model))
     if profile.tts.fallback:
         rows.append(("tts-fallback", profile.tts.fallback, "voice:te"))
+    if profile.session.codec_model:  # the s2s.encodec wire format of s2s-engine --headless
+        rows.append(("codec", "encodec", profile.session.codec_model))
     return rows
 
 
@@ -265,7 +267,7 @@ def fetch(profile: Profile) -> list[ModelStatus]:
             out = ct2_dir(repo_id, _ct2_quantization(profile.asr.compute_type))
             if not (out / "model.bin").exists():
                 src = snapshot_download(repo_id)
-                from training.export import convert_whisper_to_ct2
+                from engine.ct2_convert import convert_whisper_to_ct2
 
                 convert_whisper_to_ct2(src, out, _ct2_quantization(profile.asr.compute_type))
         elif ref.startswith("pkg:"):

@@ -1,148 +1,173 @@
-"""``python -m remote.bench``: what the wire costs, measured.
+"""``s2s-engine bench wire``: what serving over WebSocket costs, measured (the one wire benchmark).
 
-1. Per-turn overhead of the WebSocket compared with the in-process :class:`~engine.session.Session`:
-   the same turn (a text message + ``response.create``, and a spoken Telugu turn from espeak-ng) run
-   in-process and through ``remote.server`` + ``remote.client`` on 127.0.0.1, timing from the
-   request (or the last audio chunk) to the first reply audio, and to the end of the response.
-2. Bytes per second of reply audio on the wire for each format: ``audio/pcm`` and ``s2s.encodec`` at
-   every bandwidth (whole JSON messages, as sent; Encodec packet sizes do not depend on the weights,
-   so random weights measure them exactly).
+    s2s-engine bench wire [--profile P] [--set k=v]... [--turns N] [--text-only] [--reply MODE]
+                          [--bandwidths 1.5,6] [--seconds S] [--codec-model M | --small-codec] [--no-codec]
+                          [--json OUT]
+    python -m remote.bench ...        the same
 
-Prints Markdown tables (used in ``docs/protocol.md``).
+1. **Per-turn overhead**: the same turns in-process (a :class:`~engine.session.Session`) and through
+   :mod:`remote.server` + :mod:`remote.client` on 127.0.0.1 (one engine), interleaved after a
+   warm-up each way, so drift hits both alike: a text turn (``conversation.item.create`` +
+   ``response.create``) and a spoken Telugu turn (espeak-ng, sent at once). Times from the request
+   (or the last audio chunk) to the first reply audio and to the end of the response; the overhead
+   is the paired difference; and **delivery**, measured directly: from the moment the session
+   handed out the first reply audio (``stamps_ns.first_audio_out_ns`` of ``s2s.turn.metrics``) to
+   the moment the client had parsed the delta carrying it (one clock: same machine).
+2. **Bytes per second** of reply audio on the wire per output format: ``audio/pcm`` and
+   ``s2s.encodec`` at each bandwidth, whole JSON messages as sent and their audio payload
+   (Encodec packet sizes do not depend on the weights, so random weights measure them exactly).
+3. **Encodec real-time factors** (:func:`engine.codec.benchmark`): encode, decode and streamed,
+   per bandwidth; random weights unless ``--codec-model`` names real ones (the report says so).
+
+The LLM is wrapped as in ``bench latency`` (:class:`engine.bench_llm.BenchLLM`, ``--reply
+scripted`` by default): the same reply in both paths, so the difference is the wire's.
+Every time comes from one monotonic clock (``perf_counter_ns``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
-import time
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine import events as ev
+from engine.bench_stats import dist, machine
+from engine.clock import ms, now_ns
+from engine.errors import S2SError
 from remote import protocol as p
 from remote.client import RealtimeClient
 from remote.server import serve
 
-TEXT = "నమస్కారం, మీరు ఎలా ఉన్నారు?"
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+TEXT = "ఈ రోజు వాతావరణం ఎలా ఉంది?"
+SPOKEN = "నమస్కారం, మీరు ఎలా ఉన్నారు?"
+CHUNK = p.PCM_RATE // 10  # spoken audio goes out in 100 ms appends
 
 
-def _speech() -> np.ndarray:
-    """A Telugu utterance + 1.5 s of silence, int16 at 24 kHz."""
+def spoken_turn() -> np.ndarray:
+    """A Telugu utterance (espeak-ng) with 0.3 s before and 1.5 s of silence after, int16 at 24 kHz."""
     import io
     import shutil
     import subprocess
 
     import soundfile as sf
-    import soxr
+
+    from engine.audio import resample
 
     exe = shutil.which("espeak-ng")
     if exe is None:
-        raise SystemExit("espeak-ng is needed for the spoken turn")
-    wav = subprocess.run([exe, "-v", "te", "--stdout", TEXT], capture_output=True, check=True).stdout
+        raise S2SError("espeak-ng is needed for the spoken turn (scripts/setup.sh installs it); or use --text-only")
+    wav = subprocess.run([exe, "-v", "te", "--stdout", SPOKEN], capture_output=True, check=True, timeout=60).stdout
     x, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    y = soxr.resample(x, rate, p.PCM_RATE).astype(np.float32)
-    y = np.concatenate([np.zeros(7200, np.float32), y, np.zeros(36000, np.float32)])
-    return np.round(y * 29000).astype(np.int16)
+    y = resample(x, rate, p.PCM_RATE)
+    y = np.concatenate([np.zeros(p.PCM_RATE * 3 // 10, np.float32), y, np.zeros(p.PCM_RATE * 3 // 2, np.float32)])
+    return np.round(np.clip(y, -1, 1) * 29000).astype(np.int16)
 
 
-async def _in_process(engine: Any, spoken: np.ndarray | None) -> tuple[float, float]:
+async def _in_process(engine: Engine, spoken: np.ndarray | None) -> dict[str, float]:
+    """One turn in-process: ms from the request (or the last audio chunk) to first audio and to done."""
     s = engine.new_session()
     await s.start()
     try:
         if spoken is None:
             s.add_user_text(TEXT)
-            t0 = time.perf_counter()
+            t0 = now_ns()
             s.create_response()
         else:
-            for i in range(0, len(spoken), 2400):
-                s.push_audio(spoken[i:i + 2400], sample_rate=p.PCM_RATE)
-            t0 = time.perf_counter()
+            for i in range(0, len(spoken), CHUNK):
+                s.push_audio(spoken[i:i + CHUNK], sample_rate=p.PCM_RATE)
+            t0 = now_ns()
         first = None
-        async for e in s.stream():
-            if isinstance(e, ev.ReplyAudio) and first is None:
-                first = time.perf_counter() - t0
-            if isinstance(e, ev.ResponseDone):
-                return first or float("nan"), time.perf_counter() - t0
-        raise RuntimeError("the session ended early")
+        async with asyncio.timeout(180):
+            async for e in s.stream():
+                if isinstance(e, ev.ReplyAudio) and first is None:
+                    first = ms(t0, now_ns())
+                if isinstance(e, ev.ResponseDone):
+                    if first is None:
+                        raise S2SError(f"the in-process turn ended {e.status} without audio")
+                    return {"first_ms": first, "done_ms": ms(t0, now_ns())}
+        raise S2SError("the in-process session ended before its response")
     finally:
         await s.close()
 
 
-async def _over_wire(url: str, spoken: np.ndarray | None, delivery: list[float] | None = None) -> tuple[float, float]:
-    async with RealtimeClient(url, ping_interval_s=0) as c:
+async def _over_wire(url: str, spoken: np.ndarray | None) -> dict[str, float]:
+    """The same turn over the WebSocket; also the delivery of the first audio (session -> client)."""
+    async with RealtimeClient(url, ping_interval_s=0, reconnect=False) as c:
         await c.wait_for(p.SessionCreated)
         if spoken is None:
             await c.send_text(TEXT)
-            t0 = time.perf_counter()
+            t0 = now_ns()
             await c.create_response()
         else:
-            for i in range(0, len(spoken), 2400):
-                await c.send_audio(spoken[i:i + 2400], p.PCM_RATE)
-            t0 = time.perf_counter()
-        first = None
+            for i in range(0, len(spoken), CHUNK):
+                await c.send_audio(spoken[i:i + CHUNK], p.PCM_RATE)
+            t0 = now_ns()
+        out: dict[str, float] = {}
         first_ns = 0
-        result = None
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(180):
             while True:
                 e = await c.recv()
-                if isinstance(e, p.ResponseAudioDelta) and first is None:
-                    first_ns = time.perf_counter_ns()
-                    first = time.perf_counter() - t0
-                if isinstance(e, p.ResponseDone):
-                    result = first or float("nan"), time.perf_counter() - t0
-                if isinstance(e, p.S2STurnMetrics) and result is not None:
-                    # the session handed out its first audio at this instant (same clock, same machine)
-                    out_ns = e.metrics["stamps_ns"].get("first_audio_out_ns")
-                    if delivery is not None and out_ns:
-                        delivery.append((first_ns - out_ns) / 1e6)
-                    return result
+                if isinstance(e, p.ResponseAudioDelta) and not first_ns:
+                    first_ns = now_ns()
+                    out["first_ms"] = ms(t0, first_ns)
+                elif isinstance(e, p.ResponseDone):
+                    if not first_ns:
+                        raise S2SError(f"the WebSocket turn ended {e.response.get('status')} without audio")
+                    out["done_ms"] = ms(t0, now_ns())
+                elif isinstance(e, p.S2STurnMetrics) and "done_ms" in out:
+                    handed = (e.metrics.get("stamps_ns") or {}).get("first_audio_out_ns")
+                    if handed:  # the session handed out its first audio then (same clock, same machine)
+                        out["delivery_ms"] = (first_ns - handed) / 1e6
+                    return out
 
 
-async def overhead(engine: Any, repeats: int) -> list[dict[str, Any]]:
-    srv = await serve(engine, port=0, stats_interval_s=0)
+async def turn_overhead(engine: Engine, url: str, turns: int, spoken: bool = True) -> dict[str, Any]:
+    """Paired in-process vs WebSocket turns (text, and spoken unless ``spoken=False``)."""
+    kinds: dict[str, np.ndarray | None] = {"text": None}
+    if spoken:
+        kinds["spoken"] = spoken_turn()
+    out: dict[str, Any] = {}
+    for kind, audio in kinds.items():
+        await _in_process(engine, audio)  # warm-up, both ways
+        await _over_wire(url, audio)
+        local, wire = [], []
+        for _ in range(turns):  # interleaved so drift hits both alike
+            local.append(await _in_process(engine, audio))
+            wire.append(await _over_wire(url, audio))
+        out[kind] = {
+            "first_audio_in_process_ms": dist([r["first_ms"] for r in local]),
+            "first_audio_websocket_ms": dist([r["first_ms"] for r in wire]),
+            "first_audio_overhead_ms": dist([w["first_ms"] - r["first_ms"] for w, r in zip(wire, local, strict=True)]),
+            "done_in_process_ms": dist([r["done_ms"] for r in local]),
+            "done_websocket_ms": dist([r["done_ms"] for r in wire]),
+            "delivery_ms": dist([w.get("delivery_ms") for w in wire]),
+        }
+    return out
+
+
+async def format_rates(engine: Engine, bandwidths: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Reply audio bytes per second on the wire for PCM and Encodec at each of ``bandwidths``."""
+    from engine.codec import EncodecCodec
+
+    codec = EncodecCodec.random(seed=0, small=True)  # packet sizes do not depend on the weights
+    formats = [p.PCM] + [p.AudioFormat(p.ENCODEC_FORMAT, p.PCM_RATE, bw) for bw in bandwidths]
     rows = []
-    try:
-        speech = _speech()
-        for name, audio in (("text turn", None), ("spoken turn", speech)):
-            local, wire, delivery = [], [], []
-            await _in_process(engine, audio)  # warm-up
-            for _ in range(repeats):  # interleaved, so drift hits both alike
-                local.append(await _in_process(engine, audio))
-                wire.append(await _over_wire(srv.url, audio, delivery))
-            rows.append({
-                "turn": name,
-                "first_local_ms": 1000 * statistics.median(x[0] for x in local),
-                "first_wire_ms": 1000 * statistics.median(x[0] for x in wire),
-                "done_local_ms": 1000 * statistics.median(x[1] for x in local),
-                "done_wire_ms": 1000 * statistics.median(x[1] for x in wire),
-                "delivery_median_ms": statistics.median(delivery),
-                "delivery_max_ms": max(delivery),
-            })
-    finally:
-        await srv.close(grace_s=0)
-    return rows
-
-
-async def bytes_per_second(engine: Any) -> list[dict[str, Any]]:
-    from engine.codec import BANDWIDTHS, EncodecCodec
-
-    codec = EncodecCodec.random(seed=0, small=True)
-    srv = await serve(engine, port=0, stats_interval_s=0, codec_factory=lambda: codec)
-    rows = []
-    try:
-        formats = [p.PCM] + [p.AudioFormat(p.ENCODEC_FORMAT, p.PCM_RATE, bw) for bw in BANDWIDTHS]
+    async with await serve(engine, port=0, stats_interval_s=0, codec_factory=lambda: codec) as srv:
         for fmt in formats:
-            async with RealtimeClient(srv.url, ping_interval_s=0, codec_factory=lambda: codec) as c:
+            async with RealtimeClient(srv.url, ping_interval_s=0, reconnect=False, codec_factory=lambda: codec) as c:
                 await c.wait_for(p.SessionCreated)
                 await c.update_session(output_format=fmt)
                 await c.wait_for(p.SessionUpdated, limit_s=120)
                 await c.send_text(TEXT)
                 await c.create_response()
                 payload = message = 0
-                async with asyncio.timeout(120):
+                async with asyncio.timeout(180):
                     while True:
                         e = await c.recv()
                         if isinstance(e, p.ResponseAudioDelta):
@@ -151,42 +176,153 @@ async def bytes_per_second(engine: Any) -> list[dict[str, Any]]:
                         if isinstance(e, p.ResponseDone):
                             seconds = e.response["s2s"]["audio_ms"] / 1000
                             break
-            label = "audio/pcm" if not fmt.is_encodec else f"s2s.encodec {fmt.bandwidth:g} kbps"
-            rows.append({"format": label, "payload_Bps": payload / seconds, "message_Bps": message / seconds,
-                         "seconds": seconds})
-    finally:
-        await srv.close(grace_s=0)
+            if seconds <= 0:
+                raise S2SError("the reply had no audio to measure")
+            rows.append({"format": "audio/pcm" if not fmt.is_encodec else f"s2s.encodec {fmt.bandwidth:g} kbps",
+                         "payload_Bps": round(payload / seconds), "message_Bps": round(message / seconds),
+                         "reply_s": round(seconds, 2)})
     return rows
 
 
-async def _main(args: argparse.Namespace) -> None:
-    from engine.engine import Engine
+def codec_figures(model: str | None, seconds: float, small: bool = False) -> dict[str, Any]:
+    """Encodec RTFs and bytes/s per bandwidth (``engine.codec.benchmark``), against PCM16/24 kHz."""
+    from engine import codec as c
 
-    engine = await asyncio.to_thread(Engine.load, args.profile)
+    codec = c.EncodecCodec.load(model) if model else c.EncodecCodec.random(small=small)
+    rows = c.benchmark(codec, seconds)
+    pcm = c.SAMPLE_RATE * 2
+    for r in rows:
+        r["vs_pcm16"] = round(pcm / r["stream_bps"], 1) if r["stream_bps"] else None
+    return {"model": codec.name, "random_weights": codec.random_weights, "device": codec.device,
+            "seconds": seconds, "pcm16_bps": pcm, "rows": rows}
+
+
+async def measure(engine: Engine, turns: int = 5, *, spoken: bool = True,
+                  bandwidths: tuple[float, ...] = p.ENCODEC_BANDWIDTHS) -> dict[str, Any]:
+    """The overhead of each turn kind and the bytes per second of each format (one engine)."""
+    async with await serve(engine, port=0, stats_interval_s=0, ping_interval_s=None) as srv:
+        overhead = await turn_overhead(engine, srv.url, turns, spoken=spoken)
+    return {"turns": overhead, "formats": await format_rates(engine, bandwidths),
+            "transport": "127.0.0.1; turns in PCM16 base64 (the Realtime default)"}
+
+
+def run_wire(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the engine (LLM wrapped as in ``bench latency``), measure; the JSON report."""
+    from engine.bench_latency import bench_engine
+
+    if args.turns < 1:
+        raise S2SError("--turns must be at least 1")
+    report: dict[str, Any] = {"schema": "s2s.bench.wire/2", "machine": machine(), "profile": args.profile,
+                              "options": {"turns": args.turns, "spoken": not args.text_only,
+                                          "bandwidths": list(args.bandwidths), "reply": args.reply}}
+    engine = bench_engine(args.profile, args.set, args.reply)
     try:
-        print(f"profile {args.profile}, {args.repeats} runs each, medians; 127.0.0.1\n")
-        print("| turn | first audio in-process | first audio over the wire | difference "
-              "| response done in-process | over the wire | first audio: session -> client (median, max) |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        for r in await overhead(engine, args.repeats):
-            print(f"| {r['turn']} | {r['first_local_ms']:.0f} ms | {r['first_wire_ms']:.0f} ms "
-                  f"| {r['first_wire_ms'] - r['first_local_ms']:+.0f} ms | {r['done_local_ms']:.0f} ms "
-                  f"| {r['done_wire_ms']:.0f} ms | {r['delivery_median_ms']:.2f} ms, {r['delivery_max_ms']:.2f} ms |")
-        print("\n| output format | audio payload B/s | whole messages B/s (base64 + JSON) |")
-        print("|---|---:|---:|")
-        for r in await bytes_per_second(engine):
-            print(f"| {r['format']} | {r['payload_Bps']:.0f} | {r['message_Bps']:.0f} |")
+        report["engine"] = engine.describe()
+        report.update(asyncio.run(measure(engine, args.turns, spoken=not args.text_only,
+                                          bandwidths=tuple(args.bandwidths))))
     finally:
         engine.close()
+    if not args.no_codec:
+        report["codec"] = codec_figures(args.codec_model, args.seconds, small=args.small_codec)
+    return report
+
+
+def render_wire(report: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    n = report["options"]["turns"]
+    table = Table(title=f"in-process vs WebSocket on 127.0.0.1 ({n} turns each, p50 / p95 ms)")
+    for col in ("turn", "first audio in-process", "over the wire", "overhead (paired)", "done in-process",
+                "over the wire", "delivery session → client"):
+        table.add_column(col, justify="left" if col == "turn" else "right")
+
+    def f(d: dict[str, Any]) -> str:
+        return "—" if d["p50"] is None else f"{d['p50']:.1f} / {d['p95']:.1f}"
+
+    for kind, t in report["turns"].items():
+        table.add_row(kind, f(t["first_audio_in_process_ms"]), f(t["first_audio_websocket_ms"]),
+                      f(t["first_audio_overhead_ms"]), f(t["done_in_process_ms"]), f(t["done_websocket_ms"]),
+                      f(t["delivery_ms"]))
+    console.print(table)
+    table = Table(title="reply audio on the wire, bytes per second")
+    for col in ("output format", "audio payload B/s", "whole messages B/s (base64 + JSON)"):
+        table.add_column(col, justify="left" if col == "output format" else "right")
+    for r in report["formats"]:
+        table.add_row(r["format"], f"{r['payload_Bps']}", f"{r['message_Bps']}")
+    console.print(table)
+    cf = report.get("codec")
+    if cf:
+        label = " [yellow](RANDOM WEIGHTS: timings only)[/]" if cf["random_weights"] else ""
+        table = Table(title=f"Encodec 24 kHz, {cf['model']}, {cf['seconds']:g} s clip{label}")
+        for col in ("kbps", "encode RTF", "decode RTF", "stream RTF", "bytes/s", f"vs PCM16 {cf['pcm16_bps']} B/s"):
+            table.add_column(col, justify="right")
+        for r in cf["rows"]:
+            table.add_row(f"{r['bandwidth']:g}", f"{r['encode_rtf']:.3f}", f"{r['decode_rtf']:.3f}",
+                          f"{r['stream_rtf']:.3f}", f"{r['stream_bps']:.0f}", f"{r['vs_pcm16']}x smaller")
+        console.print(table)
+
+
+def _bandwidths(value: str) -> tuple[float, ...]:
+    try:
+        bws = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected kbps values separated by commas, e.g. 1.5,6") from None
+    bad = [b for b in bws if b not in p.ENCODEC_BANDWIDTHS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"not an Encodec bandwidth: {bad} (one of {p.ENCODEC_BANDWIDTHS})")
+    return bws
+
+
+def register(bench_subparsers: Any, common: Any) -> None:
+    """Add ``wire`` to ``s2s-engine bench`` (``common`` adds --profile/--set/-v/--json)."""
+    from engine.bench import _reply_arg
+
+    wp = bench_subparsers.add_parser("wire", help="in-process vs WebSocket on 127.0.0.1; bytes/s per format; "
+                                                  "Encodec RTF")
+    wp.add_argument("--turns", type=int, default=5, help="turns of each kind, each way (default 5)")
+    wp.add_argument("--text-only", action="store_true", help="no spoken turn (it needs espeak-ng)")
+    wp.add_argument("--bandwidths", type=_bandwidths, default=p.ENCODEC_BANDWIDTHS, metavar="KBPS,...",
+                    help="Encodec bandwidths for the bytes/s table (default all)")
+    wp.add_argument("--seconds", type=float, default=5.0, help="audio clip for the codec RTFs (default 5)")
+    wp.add_argument("--codec-model", help="real Encodec weights (folder or cached hub id); default random")
+    wp.add_argument("--small-codec", action="store_true", help="random narrow Encodec (tests)")
+    wp.add_argument("--no-codec", action="store_true", help="skip the codec RTFs")
+    wp.add_argument("--reply", type=_reply_arg, default="scripted", metavar="MODE",
+                    help="as for bench latency (default scripted: the same reply both ways)")
+    common(wp)
+    wp.set_defaults(func=cmd_wire)
+
+
+def cmd_wire(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from engine.bench import _write_json
+
+    console = Console(highlight=False)
+    console.print(f"[dim]loading profile {args.profile!r} ...[/]")
+    report = run_wire(args)
+    render_wire(report, console)
+    _write_json(args.json_path, report, console)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m remote.bench", description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--profile", default="offline")
-    ap.add_argument("--repeats", type=int, default=5)
-    asyncio.run(_main(ap.parse_args(argv)))
-    return 0
+    """``python -m remote.bench ...``: the same as ``s2s-engine bench wire ...``."""
+    from engine.bench import _common
+    from engine.cliargs import CommandParser
 
+    parser = CommandParser(prog="python -m remote.bench", description=__doc__.split("\n", 1)[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub, _common)
+    args = parser.parse_args(["wire", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except S2SError as exc:
+        print(f"s2s-engine: error: {exc}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["codec_figures", "format_rates", "measure", "register", "run_wire", "spoken_turn", "turn_overhead"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,7 +9,13 @@ The TUI (``s2s-tui --remote``) and the tests use it. A thin asyncio layer over
 - ``async for event in client.events()`` yields typed server events and
   :class:`ConnectionState` changes;
 - after a dropped connection, reconnect with exponential backoff (the server starts a new session:
-  the conversation history is gone, the session settings are sent again);
+  the conversation history is gone, the session settings are sent again); with ``retry_first=True``
+  the first connection is retried the same way (the TUI's link uses that: this is the one
+  reconnect loop of the project);
+- received events wait in a bounded queue (:data:`MAX_PENDING_EVENTS`); a consumer that falls
+  that far behind makes the client stop reading the socket, so the server waits (nothing is
+  dropped); a server message the client cannot handle is logged and skipped, and an unexpected
+  failure closes the client with the reason, so :meth:`RealtimeClient.events` always ends;
 - ``s2s.ping`` / ``s2s.pong`` every few seconds give the round-trip time and the offset between
   the server's monotonic clock (the clock of the engine's ``stamps_ns``) and this process's;
 - with that offset, the server's stamps in ``s2s.turn.metrics`` (``network``) and this client's own
@@ -54,6 +60,12 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("remote.client")
 
 _END = object()
+
+MAX_PENDING_EVENTS = 1024
+"""Received events not yet taken by ``events()``/``recv()``. When a consumer falls this far behind,
+the client stops reading the socket until it catches up (TCP backpressure: the server waits,
+nothing is dropped); a consumer stalled past the keepalive timeout loses the connection, and the
+client reconnects."""
 
 
 def _now_ms() -> float:
@@ -160,6 +172,8 @@ class RealtimeClient:
         url: ``ws://host:port/v1/realtime`` (a ``?model=`` is added if ``model`` is given).
         token: sent as ``Authorization: Bearer <token>``.
         reconnect: reconnect after a dropped connection (not after :meth:`close` or a refused token).
+        retry_first: retry a failed first connection like a dropped one (``connect`` then raises
+            only :class:`AuthError`; the attempts show as ``reconnecting`` states).
         backoff_initial_s / backoff_max_s / max_retries: exponential backoff with jitter, doubling
             from the initial delay up to the maximum; ``max_retries=None`` retries forever.
         ping_interval_s: how often ``s2s.ping`` measures RTT and clock offset (0: never).
@@ -175,6 +189,7 @@ class RealtimeClient:
         *,
         model: str | None = None,
         reconnect: bool = True,
+        retry_first: bool = False,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 10.0,
         max_retries: int | None = None,
@@ -189,6 +204,7 @@ class RealtimeClient:
         self.url = url
         self.token = token
         self.reconnect = reconnect
+        self.retry_first = retry_first
         self.backoff_initial_s, self.backoff_max_s, self.max_retries = backoff_initial_s, backoff_max_s, max_retries
         self.ping_interval_s = ping_interval_s
         self.open_timeout_s = open_timeout_s
@@ -202,7 +218,7 @@ class RealtimeClient:
         self.connections = 0
         self.bytes_sent = self.bytes_received = 0
         self._ws: ClientConnection | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(MAX_PENDING_EVENTS)
         self._runner: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._closing = False
@@ -225,18 +241,24 @@ class RealtimeClient:
 
     async def connect(self) -> RealtimeClient:
         """Open the first connection; raises :class:`AuthError` or ``OSError``/``WebSocketException``
-        if it fails (reconnection only applies to connections that were up)."""
+        if it fails (unless ``retry_first``: then only :class:`AuthError`, and the attempts go on in
+        the background)."""
         if self._runner is not None:
             return self
         self._closing = False
-        self._set_state(ConnectionState("connecting", self.url))
+        await self._set_state(ConnectionState("connecting", self.url))
+        ws, error = None, None
         try:
             ws = await self._open()
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            if not self.retry_first or isinstance(exc, AuthError):
+                await self._end(ConnectionState("closed", self.url, error=_describe(exc)))
+                raise
+            error = _describe(exc)
         except BaseException as exc:
-            self._set_state(ConnectionState("closed", self.url, error=_describe(exc)))
-            self._queue.put_nowait(_END)
+            await self._end(ConnectionState("closed", self.url, error=_describe(exc)))
             raise
-        self._runner = asyncio.create_task(self._run(ws), name="realtime-client")
+        self._runner = asyncio.create_task(self._run(ws, error), name="realtime-client")
         return self
 
     async def close(self) -> None:
@@ -250,8 +272,11 @@ class RealtimeClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
             self._runner = None
-        if self.state.status != "closed":
-            self._set_state(ConnectionState("closed", self.url))
+        state = ConnectionState("closed", self.url) if self.state.status != "closed" else None
+        while self._queue.qsize() > MAX_PENDING_EVENTS - 2:  # a stalled consumer: room for the end
+            self._queue.get_nowait()
+        if state is not None:
+            await self._set_state(state)
         self._queue.put_nowait(_END)
 
     async def __aenter__(self) -> RealtimeClient:
@@ -464,14 +489,19 @@ class RealtimeClient:
 
     # ---- internals
 
-    def _set_state(self, state: ConnectionState) -> None:
-        if state != self.state:
-            self.state = state
-            self._queue.put_nowait(state)
+    async def _set_state(self, state: ConnectionState) -> None:
         if state.status == "connected":
             self._connected.set()
         else:
             self._connected.clear()
+        if state != self.state:
+            self.state = state
+            await self._queue.put(state)
+
+    async def _end(self, state: ConnectionState) -> None:
+        """Closed for good: the last state, then the end of :meth:`events`."""
+        await self._set_state(state)
+        await self._queue.put(_END)
 
     async def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -496,69 +526,91 @@ class RealtimeClient:
         self._sent_at.clear()
         self._first_audio_at.clear()
         self._network.clear()
-        self._set_state(ConnectionState("connected", self.url))
+        await self._set_state(ConnectionState("connected", self.url))
         if self.connections > 1 and self._patch != p.SessionPatch():
             await self.send(p.SessionUpdate(session=self._patch))
         return ws
 
-    async def _run(self, ws: ClientConnection) -> None:
-        attempt = 0
-        while True:
-            pinger = asyncio.create_task(self._ping_loop()) if self.ping_interval_s > 0 else None
-            code, error = None, None
-            try:
-                async for message in ws:
-                    self.bytes_received += len(message)
-                    self._on_message(message)
-            except ConnectionClosed as exc:
-                error = str(exc)
-            finally:
-                if pinger is not None:
-                    pinger.cancel()
-            if ws.close_code is not None:
-                code = ws.close_code
-                error = error or f"closed by the server ({code} {ws.close_reason or ''})".strip()
+    async def _run(self, ws: ClientConnection | None, error: str | None = None) -> None:
+        """Read a connection until it drops, then reconnect with backoff; again until closed.
+        ``ws`` None: the first connection failed with ``error`` and is retried (``retry_first``)."""
+        try:
+            await self._connect_loop(ws, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an unforeseen library error: end visibly, never hang
+            log.exception("the Realtime client stopped")
             self._ws = None
-            if self._closing or not self.reconnect:
-                self._set_state(ConnectionState("closed", self.url, error=None if self._closing else error,
-                                                close_code=code))
-                self._queue.put_nowait(_END)
-                return
-            while True:
-                attempt += 1
-                if self.max_retries is not None and attempt > self.max_retries:
-                    self._set_state(ConnectionState("closed", self.url, attempt=attempt - 1,
-                                                    error=f"gave up after {attempt - 1} attempts: {error}",
-                                                    close_code=code))
-                    self._queue.put_nowait(_END)
-                    return
-                delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
-                delay *= 0.8 + 0.4 * random.random()  # jitter: many clients must not retry in step
-                self._set_state(ConnectionState("reconnecting", self.url, attempt=attempt, retry_in_s=round(delay, 2),
-                                                retry_at_ms=_now_ms() + delay * 1000, error=error, close_code=code))
-                await asyncio.sleep(delay)
-                self._set_state(ConnectionState("connecting", self.url, attempt=attempt, error=error))
-                try:
-                    ws = await self._open()
-                except AuthError as exc:
-                    self._set_state(ConnectionState("closed", self.url, attempt=attempt, error=str(exc)))
-                    self._queue.put_nowait(_END)
-                    return
-                except (OSError, WebSocketException, TimeoutError) as exc:
-                    error = _describe(exc)
-                    continue
-                attempt = 0
-                self._encoder = None
-                self._decoders.clear()
-                break
+            await self._end(ConnectionState("closed", self.url, error=f"client failure: {_describe(exc)}"))
 
-    def _on_message(self, message: str | bytes) -> None:
+    async def _connect_loop(self, ws: ClientConnection | None, error: str | None) -> None:
+        attempt, code = 0, None
+        while True:
+            if ws is not None:
+                attempt = 0
+                code, error = await self._read(ws)
+                ws = self._ws = None
+                if self._closing or not self.reconnect:
+                    await self._end(ConnectionState("closed", self.url, error=None if self._closing else error,
+                                                    close_code=code))
+                    return
+            attempt += 1
+            if self.max_retries is not None and attempt > self.max_retries:
+                await self._end(ConnectionState("closed", self.url, attempt=attempt - 1,
+                                                error=f"gave up after {attempt - 1} attempts: {error}", close_code=code))
+                return
+            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
+            delay *= 0.8 + 0.4 * random.random()  # jitter: many clients must not retry in step
+            await self._set_state(ConnectionState("reconnecting", self.url, attempt=attempt, retry_in_s=round(delay, 2),
+                                                  retry_at_ms=_now_ms() + delay * 1000, error=error, close_code=code))
+            await asyncio.sleep(delay)
+            await self._set_state(ConnectionState("connecting", self.url, attempt=attempt, error=error))
+            try:
+                ws = await self._open()
+            except AuthError as exc:
+                await self._end(ConnectionState("closed", self.url, attempt=attempt, error=str(exc)))
+                return
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                error = _describe(exc)
+                continue
+            self._encoder = None
+            self._decoders.clear()
+
+    async def _read(self, ws: ClientConnection) -> tuple[int | None, str | None]:
+        """Hand every message of ``ws`` to the queue until it closes; (close code, error)."""
+        pinger = asyncio.create_task(self._ping_loop()) if self.ping_interval_s > 0 else None
+        error = None
+        try:
+            async for message in ws:
+                self.bytes_received += len(message)
+                try:
+                    e = self._on_message(message)
+                except Exception:  # one message we cannot handle must not end the connection
+                    log.exception("skipping a server message that could not be handled: %.200r", message)
+                    continue
+                if e is not None:
+                    await self._queue.put(e)  # waits while the consumer is MAX_PENDING_EVENTS behind
+        except ConnectionClosed as exc:
+            error = str(exc)
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
+        code = ws.close_code
+        if code is not None:
+            error = error or f"closed by the server ({code} {ws.close_reason or ''})".strip()
+        return code, error
+
+    def _on_message(self, message: str | bytes) -> p.ServerEvent | None:
+        """The event of one server message, after what the client itself tracks (session,
+        clock offset, network timing); None for a malformed one."""
         received_ms = _now_ms()
         try:
             e = p.parse_server_event(message)
         except p.ProtocolError as exc:
             log.warning("ignoring a malformed server message: %s", exc)
-            return
+            return None
         if isinstance(e, p.ResponseAudioDelta):
             if e.response_id not in self._first_audio_at:
                 self._first_audio_at[e.response_id] = received_ms
@@ -584,7 +636,7 @@ class RealtimeClient:
             self.rtt_ms = rtt if self.rtt_ms is None else 0.7 * self.rtt_ms + 0.3 * rtt
             best = min(self._samples)  # the sample with the least queueing says the most about the offset
             self.min_rtt_ms, self.clock_offset_ms = best
-        self._queue.put_nowait(e)
+        return e
 
     def _measure(self, e: p.S2STurnMetrics) -> NetworkTiming | None:
         """One-way times from the server's ``network`` stamps, our own times and the clock offset."""
@@ -639,9 +691,12 @@ class RealtimeClient:
 
 
 def normalize_url(url: str) -> str:
-    """``ws://host:port`` (no path) becomes ``ws://host:port/v1/realtime``; ``http(s)`` becomes ``ws(s)``."""
+    """The one URL normaliser: ``host:port`` (no scheme) becomes ``ws://host:port``, no path becomes
+    ``/v1/realtime``, ``http(s)`` becomes ``ws(s)``."""
     from urllib.parse import urlsplit, urlunsplit
 
+    if "://" not in url:
+        url = "ws://" + url
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     path = parts.path if parts.path not in ("", "/") else "/v1/realtime"

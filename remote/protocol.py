@@ -14,8 +14,13 @@ Why these choices:
 - Our own events live in the ``s2s.`` namespace (``s2s.turn.metrics``, ``s2s.stats``,
   ``s2s.ping``/``s2s.pong``); extra fields inside Realtime objects start with ``s2s`` too. Stock
   clients ignore both.
-- Only numpy and the standard library are imported (plus the light :mod:`engine.events`); the
-  Encodec packet layout belongs to :mod:`engine.codec` and the model is loaded by the server.
+- Client events are checked against pydantic schemas of their JSON (``_Wire`` models: strict JSON
+  types, constraints, our error codes), which :func:`parse_client_event` turns into the typed
+  events below; a failure becomes one :class:`ProtocolError` naming the field as a dotted path.
+  Server events are checked against their own field types too (pydantic over the dataclasses).
+- Besides pydantic, only numpy and the standard library are imported (plus the light
+  :mod:`engine.events`, :mod:`engine.audio` for its soxr stream resampler, and
+  :mod:`engine.codec_format`, the Encodec packet format); the Encodec model is loaded by the server.
 
 Errors: every failure to parse or validate raises :class:`ProtocolError`; nothing else escapes
 :func:`parse_client_event` for any input.
@@ -26,15 +31,29 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum, StrEnum
-from typing import Any, ClassVar
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from engine import events as ev
+from engine.audio import StreamResampler
+from engine.codec_format import BANDWIDTHS
 
 # --------------------------------------------------------------------------- constants
 
@@ -49,10 +68,12 @@ HARD_MAX_MESSAGE_BYTES = 16 << 20
 """Largest frame the WebSocket layer reads at all; a larger one closes the connection (1009)."""
 MAX_TEXT_CHARS = 8_000
 """Longest text in ``conversation.item.create`` or ``instructions``."""
+MAX_TRACKED = 64
+"""Turns and responses one :class:`EventMapper` remembers; older ones are forgotten first."""
 
 ENCODEC_FORMAT = "s2s.encodec"
 PCM_FORMAT = "audio/pcm"
-ENCODEC_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps; the same as engine.codec.BANDWIDTHS
+ENCODEC_BANDWIDTHS = BANDWIDTHS  # kbps (engine.codec_format: the packet format, no torch)
 DEFAULT_ENCODEC_BANDWIDTH = 6.0
 
 SUBPROTOCOL = "realtime"
@@ -172,11 +193,56 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-# --------------------------------------------------------------------------- small validators
+# --------------------------------------------------------------------------- wire schemas
 
 
-def _fail(param: str, message: str, code: str = ErrorCode.INVALID_VALUE) -> ProtocolError:
-    return ProtocolError(code, message, param=param)
+def _integral(v: Any) -> Any:
+    """JSON numbers like ``1500.0`` count as integers (a Python client's ``json.dumps`` writes them)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+WireInt = Annotated[int, BeforeValidator(_integral)]
+
+
+class _Wire(BaseModel):
+    """Base of the wire schemas: JSON types as they are (no coercion: ``"24000"`` is not a number,
+    ``"yes"`` not a boolean), unknown fields ignored (Realtime clients send more than we read),
+    no NaN or infinity."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+def _refuse(code: str, message: str) -> PydanticCustomError:
+    """A validation failure with our own error code (the schema's location becomes ``param``)."""
+    return PydanticCustomError(str(code), message)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _protocol_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ProtocolError:
+    """The first problem of a validation failure as a :class:`ProtocolError` (code, dotted param)."""
+    e = exc.errors(include_url=False)[0]
+    param = _param(prefix + tuple(e["loc"]))
+    kind = e["type"]
+    if kind == "missing":
+        return ProtocolError(ErrorCode.MISSING_FIELD, f"missing required parameter '{param}'", param=param)
+    if kind in _OUR_CODES:
+        return ProtocolError(kind, f"'{param}': {e['msg']}", param=param)
+    want = _WANTS.get(kind)
+    if want is not None:
+        return ProtocolError(ErrorCode.INVALID_VALUE, f"'{param}' must be {want}, got {_type_name(e.get('input'))}",
+                             param=param)
+    return ProtocolError(ErrorCode.INVALID_VALUE, f"'{param}': {e['msg'][0].lower()}{e['msg'][1:]}", param=param)
+
+
+_OUR_CODES = frozenset(str(c) for c in ErrorCode)
+_WANTS = {"model_type": "an object", "dict_type": "an object", "list_type": "an array", "string_type": "a string",
+          "int_type": "an integer", "bool_type": "a boolean", "float_type": "a number", "finite_number": "a finite number"}
 
 
 def _type_name(v: Any) -> str:
@@ -191,59 +257,6 @@ def _type_name(v: Any) -> str:
     }.get(type(v), type(v).__name__)
 
 
-def _req(d: Mapping[str, Any], key: str, path: str) -> Any:
-    if key not in d:
-        raise _fail(path, f"missing required parameter '{path}'", ErrorCode.MISSING_FIELD)
-    return d[key]
-
-
-def _str(v: Any, path: str, *, nullable: bool = False, max_chars: int | None = None) -> str | None:
-    if v is None and nullable:
-        return None
-    if not isinstance(v, str):
-        want = "a string or null" if nullable else "a string"
-        raise _fail(path, f"'{path}' must be {want}, got {_type_name(v)}")
-    if max_chars is not None and len(v) > max_chars:
-        raise _fail(path, f"'{path}' is {len(v)} characters long; the limit is {max_chars}")
-    return v
-
-
-def _bool(v: Any, path: str) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(path, f"'{path}' must be a boolean, got {_type_name(v)}")
-    return v
-
-
-def _int(v: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
-        raise _fail(path, f"'{path}' must be an integer, got {_type_name(v)}")
-    v = int(v)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise _fail(path, f"'{path}' must be between {lo} and {hi}, got {v}")
-    return v
-
-
-def _num(v: Any, path: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise _fail(path, f"'{path}' must be a number, got {_type_name(v)}")
-    return float(v)
-
-
-def _obj(v: Any, path: str, *, nullable: bool = False) -> dict[str, Any] | None:
-    if v is None and nullable:
-        return None
-    if not isinstance(v, dict):
-        want = "an object or null" if nullable else "an object"
-        raise _fail(path, f"'{path}' must be {want}, got {_type_name(v)}")
-    return v
-
-
-def _list(v: Any, path: str) -> list[Any]:
-    if not isinstance(v, list):
-        raise _fail(path, f"'{path}' must be an array, got {_type_name(v)}")
-    return v
-
-
 def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -251,9 +264,20 @@ def b64encode(data: bytes) -> str:
 def b64decode(text: str, path: str = "audio") -> bytes:
     """Strict base64 (standard alphabet, padding required); :class:`ProtocolError` otherwise."""
     try:
+        return _b64(text)
+    except PydanticCustomError as exc:
+        raise ProtocolError(ErrorCode.INVALID_BASE64, exc.message(), param=path) from None
+
+
+def _b64(text: str) -> bytes:
+    try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise _fail(path, f"'{path}' is not valid base64", ErrorCode.INVALID_BASE64) from None
+        raise _refuse(ErrorCode.INVALID_BASE64, "not valid base64") from None
+
+
+Base64Bytes = Annotated[str, AfterValidator(_b64)]
+"""A base64 string on the wire, bytes once validated."""
 
 
 # --------------------------------------------------------------------------- audio formats
@@ -284,49 +308,48 @@ class AudioFormat:
             out["bandwidth"] = self.bandwidth
         return out
 
-    @classmethod
-    def parse(cls, v: Any, path: str) -> AudioFormat:
-        d = _obj(v, path)
-        assert d is not None
-        kind = _str(d.get("type", PCM_FORMAT), f"{path}.type")
-        rate = _int(d.get("rate", PCM_RATE), f"{path}.rate")
-        if kind in ("audio/pcmu", "audio/pcma"):
-            raise _fail(
-                f"{path}.type",
-                f"audio format {kind!r} is not supported; use 'audio/pcm' (24 kHz) or '{ENCODEC_FORMAT}'",
-                ErrorCode.UNSUPPORTED_FORMAT,
-            )
-        if kind not in (PCM_FORMAT, ENCODEC_FORMAT):
-            raise _fail(
-                f"{path}.type",
-                f"unknown audio format {kind!r}; use 'audio/pcm' (24 kHz) or '{ENCODEC_FORMAT}'",
-                ErrorCode.UNSUPPORTED_FORMAT,
-            )
-        if rate != PCM_RATE:
-            raise _fail(f"{path}.rate", f"only rate 24000 is supported, got {rate}", ErrorCode.UNSUPPORTED_FORMAT)
-        if kind == PCM_FORMAT:
-            return cls(PCM_FORMAT, PCM_RATE, None)
-        bw = _num(d.get("bandwidth", DEFAULT_ENCODEC_BANDWIDTH), f"{path}.bandwidth")
-        if bw not in ENCODEC_BANDWIDTHS:
-            raise _fail(
-                f"{path}.bandwidth",
-                f"Encodec bandwidth {bw:g} kbps is not supported; use one of {', '.join(f'{b:g}' for b in ENCODEC_BANDWIDTHS)}",
-                ErrorCode.UNSUPPORTED_FORMAT,
-            )
-        return cls(ENCODEC_FORMAT, PCM_RATE, bw)
-
 
 PCM = AudioFormat()
+
+
+class _Format(_Wire):
+    type: str = PCM_FORMAT
+    rate: WireInt = PCM_RATE
+    bandwidth: float = DEFAULT_ENCODEC_BANDWIDTH
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in (PCM_FORMAT, ENCODEC_FORMAT):
+            what = "not supported" if v in ("audio/pcmu", "audio/pcma") else "unknown"
+            raise _refuse(ErrorCode.UNSUPPORTED_FORMAT,
+                          f"audio format {v!r} is {what}; use 'audio/pcm' (24 kHz) or '{ENCODEC_FORMAT}'")
+        return v
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: int) -> int:
+        if v != PCM_RATE:
+            raise _refuse(ErrorCode.UNSUPPORTED_FORMAT, f"only rate 24000 is supported, got {v}")
+        return v
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _bandwidth(cls, v: float, info: ValidationInfo) -> float:
+        if info.data.get("type") == ENCODEC_FORMAT and v not in ENCODEC_BANDWIDTHS:
+            raise _refuse(ErrorCode.UNSUPPORTED_FORMAT, f"Encodec bandwidth {v:g} kbps is not supported; use one of "
+                                                        f"{', '.join(f'{b:g}' for b in ENCODEC_BANDWIDTHS)}")
+        return v
+
+    def domain(self) -> AudioFormat:
+        return AudioFormat(ENCODEC_FORMAT, PCM_RATE, self.bandwidth) if self.type == ENCODEC_FORMAT else PCM
 
 
 def pcm16_decode(data: bytes, path: str = "audio") -> np.ndarray:
     """``audio/pcm`` bytes to int16 samples; an odd byte count is :class:`ProtocolError`."""
     if len(data) % 2:
-        raise _fail(
-            path,
-            f"audio/pcm needs whole 16-bit samples; got {len(data)} bytes (an odd count)",
-            ErrorCode.INVALID_AUDIO,
-        )
+        raise ProtocolError(ErrorCode.INVALID_AUDIO,
+                            f"audio/pcm needs whole 16-bit samples; got {len(data)} bytes (an odd count)", param=path)
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
@@ -373,35 +396,88 @@ class TurnDetection:
                 out[k] = getattr(self, k)
         return out
 
+
+Milliseconds = Annotated[WireInt, Field(ge=0, le=3_600_000)]
+
+
+class _TurnDetection(_Wire):
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    create_response: bool = True
+    interrupt_response: bool = True
+    silence_duration_ms: Milliseconds | None = None
+    prefix_padding_ms: Milliseconds | None = None
+    idle_timeout_ms: Milliseconds | None = None
+    threshold: float | None = None
+
+    @field_validator("interrupt_response")
     @classmethod
-    def parse(cls, v: Any, path: str, base: TurnDetection | None = None) -> TurnDetection | None:
-        d = _obj(v, path, nullable=True)
-        if d is None:
-            return None
-        base = base or cls()
-        kind = _str(d.get("type", "server_vad"), f"{path}.type")
-        if kind not in ("server_vad", "semantic_vad"):
-            raise _fail(f"{path}.type", f"turn detection type must be 'server_vad', got {kind!r}")
-        create = _bool(d["create_response"], f"{path}.create_response") if "create_response" in d else base.create_response
-        interrupt = True
-        if "interrupt_response" in d and not _bool(d["interrupt_response"], f"{path}.interrupt_response"):
-            raise _fail(
-                f"{path}.interrupt_response",
-                "interrupt_response=false is not supported: barge-in always cancels the response",
-            )
-        for k in ("silence_duration_ms", "prefix_padding_ms", "idle_timeout_ms"):
-            if k in d and d[k] is not None:
-                _int(d[k], f"{path}.{k}", 0, 3_600_000)
-        if "threshold" in d and d["threshold"] is not None:
-            _num(d["threshold"], f"{path}.threshold")
-        silence = d.get("silence_duration_ms")
-        return replace(
-            base,
-            type="server_vad",
-            create_response=create,
-            interrupt_response=interrupt,
-            silence_duration_ms=None if silence is None else int(silence),
-        )
+    def _always(cls, v: bool) -> bool:
+        if not v:
+            raise _refuse(ErrorCode.INVALID_VALUE,
+                          "interrupt_response=false is not supported: barge-in always cancels the response")
+        return v
+
+    def domain(self) -> TurnDetection:
+        return TurnDetection(create_response=self.create_response, silence_duration_ms=self.silence_duration_ms)
+
+
+class _Transcription(_Wire):
+    language: str | None = None
+    model: str | None = None  # reported by the server; what a client sends is ignored
+
+    @field_validator("language")
+    @classmethod
+    def _code(cls, v: str | None) -> str | None:
+        if v is not None and not (1 < len(v) <= 12 and v.replace("-", "").isalpha()):
+            raise _refuse(ErrorCode.INVALID_VALUE, f"not a language code: {v!r}")
+        return v
+
+
+class _AudioIn(_Wire):
+    format: _Format | None = None
+    turn_detection: _TurnDetection | None = None
+    transcription: _Transcription | None = None
+
+
+class _AudioOut(_Wire):
+    format: _Format | None = None
+    speed: float | None = None
+    voice: str | None = None  # reported by the server; what a client sends is ignored
+
+
+class _Audio(_Wire):
+    input: _AudioIn | None = None
+    output: _AudioOut | None = None
+
+
+class _Session(_Wire):
+    type: Literal["realtime"] = "realtime"
+    instructions: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
+    output_modalities: list[str] | None = None
+    audio: _Audio | None = None
+
+    @field_validator("output_modalities")
+    @classmethod
+    def _audio_only(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and sorted(v) not in (["audio"], ["audio", "text"]):
+            raise _refuse(ErrorCode.INVALID_VALUE, f"only ['audio'] is supported (audio with its transcript), got {v!r}")
+        return v
+
+    def patch(self) -> SessionPatch:
+        changes: dict[str, Any] = {}
+        if "instructions" in self.model_fields_set:
+            changes["instructions"] = self.instructions
+        a_in = self.audio.input if self.audio else None
+        a_out = self.audio.output if self.audio else None
+        if a_in is not None and a_in.format is not None:
+            changes["input_format"] = a_in.format.domain()
+        if a_out is not None and a_out.format is not None:
+            changes["output_format"] = a_out.format.domain()
+        if a_in is not None and "turn_detection" in a_in.model_fields_set:
+            changes["turn_detection"] = a_in.turn_detection.domain() if a_in.turn_detection else None
+        if a_in is not None and a_in.transcription is not None and a_in.transcription.language is not None:
+            changes["language"] = a_in.transcription.language
+        return SessionPatch(**changes)
 
 
 @dataclass(frozen=True)
@@ -444,41 +520,11 @@ class SessionPatch:
 
     @classmethod
     def parse(cls, v: Any, path: str = "session") -> SessionPatch:
-        d = _obj(v, path)
-        assert d is not None
-        kind = d.get("type", "realtime")
-        if kind != "realtime":
-            raise _fail(f"{path}.type", f"session type must be 'realtime', got {kind!r}")
-        patch: dict[str, Any] = {}
-        if "instructions" in d:
-            patch["instructions"] = _str(d["instructions"], f"{path}.instructions", nullable=True, max_chars=MAX_TEXT_CHARS)
-        if "output_modalities" in d and d["output_modalities"] is not None:
-            mods = _list(d["output_modalities"], f"{path}.output_modalities")
-            if mods != ["audio"] and mods != ["text", "audio"] and mods != ["audio", "text"]:
-                raise _fail(
-                    f"{path}.output_modalities",
-                    f"only ['audio'] is supported (audio with its transcript), got {mods!r}",
-                )
-        audio = _obj(d.get("audio", {}), f"{path}.audio", nullable=True) or {}
-        a_in = _obj(audio.get("input", {}), f"{path}.audio.input", nullable=True) or {}
-        a_out = _obj(audio.get("output", {}), f"{path}.audio.output", nullable=True) or {}
-        if a_in.get("format") is not None:
-            patch["input_format"] = AudioFormat.parse(a_in["format"], f"{path}.audio.input.format")
-        if a_out.get("format") is not None:
-            patch["output_format"] = AudioFormat.parse(a_out["format"], f"{path}.audio.output.format")
-        if "turn_detection" in a_in:
-            td = a_in["turn_detection"]
-            patch["turn_detection"] = TurnDetection.parse(td, f"{path}.audio.input.turn_detection")
-        tr = _obj(a_in.get("transcription"), f"{path}.audio.input.transcription", nullable=True)
-        if tr is not None and tr.get("language") is not None:
-            lang = _str(tr["language"], f"{path}.audio.input.transcription.language")
-            assert lang is not None
-            if not (1 < len(lang) <= 12 and lang.replace("-", "").isalpha()):
-                raise _fail(f"{path}.audio.input.transcription.language", f"not a language code: {lang!r}")
-            patch["language"] = lang
-        if "speed" in a_out and a_out["speed"] is not None:
-            _num(a_out["speed"], f"{path}.audio.output.speed")
-        return cls(**patch)
+        """The ``session`` object of a ``session.update``; :class:`ProtocolError` when invalid."""
+        try:
+            return _Session.model_validate(v).patch()
+        except ValidationError as exc:
+            raise _protocol_error(exc, (path,)) from None
 
 
 @dataclass(frozen=True)
@@ -540,22 +586,26 @@ class SessionConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SessionConfig:
-        """Read back what :meth:`to_dict` wrote (lenient: missing parts take defaults)."""
-        audio = d.get("audio") or {}
-        a_in, a_out = audio.get("input") or {}, audio.get("output") or {}
-        td = a_in.get("turn_detection", {}) if "turn_detection" in a_in else {}
-        return cls(
-            id=str(d.get("id", "")),
-            model=str(d.get("model", "")),
-            instructions=d.get("instructions") or "",
-            input_format=AudioFormat.parse(a_in.get("format") or {}, "session.audio.input.format"),
-            output_format=AudioFormat.parse(a_out.get("format") or {}, "session.audio.output.format"),
-            turn_detection=TurnDetection.parse(td, "session.audio.input.turn_detection"),
-            language=(a_in.get("transcription") or {}).get("language") or "",
-            asr_model=(a_in.get("transcription") or {}).get("model") or "",
-            tts_voice=str(a_out.get("voice") or ""),
-            profile=str((d.get("s2s") or {}).get("profile", "")),
-        )
+        """Read back what :meth:`to_dict` wrote (lenient: missing parts take defaults);
+        :class:`ProtocolError` for a session this client cannot use (formats, turn detection)."""
+        try:
+            w = _SessionReport.model_validate(d)
+        except ValidationError as exc:
+            raise _protocol_error(exc, ("session",)) from None
+        a_in, a_out = (w.audio.input, w.audio.output) if w.audio else (None, None)
+        tr = a_in.transcription if a_in else None
+        base = cls(id=w.id, model=w.model, instructions=w.instructions or "", language="",
+                   asr_model=(tr.model if tr else None) or "", tts_voice=(a_out.voice if a_out else None) or "",
+                   profile=str((w.s2s or {}).get("profile", "")))
+        return base.apply(w.patch())  # formats, turn detection and language, as a session.update reads them
+
+
+class _SessionReport(_Session):
+    """A server's session object as this client reads it (the rest is ignored)."""
+
+    id: str = ""
+    model: str = ""
+    s2s: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- client events
@@ -563,9 +613,14 @@ class SessionConfig:
 
 @dataclass(kw_only=True)
 class ClientEvent:
-    """Base of the events a client sends. ``event_id`` is the client's own (optional)."""
+    """Base of the events a client sends. ``event_id`` is the client's own (optional).
+
+    Each event class names its wire schema (``_wire``, a pydantic model of the JSON body) and
+    builds itself from a validated one (``_from_wire``); the events without a body need neither.
+    """
 
     type: ClassVar[str] = ""
+    _wire: ClassVar[type[_Wire]]
     event_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -579,8 +634,19 @@ class ClientEvent:
         return {}
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
+    def _from_wire(cls, w: Any, event_id: str | None) -> ClientEvent:
         return cls(event_id=event_id)
+
+
+class _Empty(_Wire):
+    pass
+
+
+ClientEvent._wire = _Empty
+
+
+class _SessionUpdateWire(_Wire):
+    session: _Session
 
 
 @dataclass(kw_only=True)
@@ -588,14 +654,19 @@ class SessionUpdate(ClientEvent):
     """``session.update``: change formats, turn detection, instructions, language."""
 
     type: ClassVar[str] = "session.update"
+    _wire: ClassVar[type[_Wire]] = _SessionUpdateWire
     session: SessionPatch = field(default_factory=SessionPatch)
 
     def _body(self) -> dict[str, Any]:
         return {"session": self.session.to_dict()}
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
-        return cls(event_id=event_id, session=SessionPatch.parse(_req(d, "session", "session")))
+    def _from_wire(cls, w: _SessionUpdateWire, event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, session=w.session.patch())
+
+
+class _AppendWire(_Wire):
+    audio: Base64Bytes
 
 
 @dataclass(kw_only=True)
@@ -603,16 +674,15 @@ class InputAudioBufferAppend(ClientEvent):
     """``input_audio_buffer.append``: ``audio`` holds the decoded bytes (PCM or one Encodec packet)."""
 
     type: ClassVar[str] = "input_audio_buffer.append"
+    _wire: ClassVar[type[_Wire]] = _AppendWire
     audio: bytes = b""
 
     def _body(self) -> dict[str, Any]:
         return {"audio": b64encode(self.audio)}
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
-        text = _str(_req(d, "audio", "audio"), "audio")
-        assert text is not None
-        return cls(event_id=event_id, audio=b64decode(text, "audio"))
+    def _from_wire(cls, w: _AppendWire, event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, audio=w.audio)  # type: ignore[arg-type]  # bytes once validated
 
 
 @dataclass(kw_only=True)
@@ -629,6 +699,57 @@ class InputAudioBufferClear(ClientEvent):
     type: ClassVar[str] = "input_audio_buffer.clear"
 
 
+class _TextPart(_Wire):
+    type: str
+    text: str
+
+    @field_validator("type")
+    @classmethod
+    def _text_only(cls, v: str) -> str:
+        if v != "input_text":
+            raise _refuse(ErrorCode.INVALID_VALUE, f"only 'input_text' content is supported, got {v!r} "
+                                                   "(send speech with input_audio_buffer.append)")
+        return v
+
+
+class _Message(_Wire):
+    type: str = "message"
+    role: str
+    content: list[_TextPart]
+    id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _message(cls, v: str) -> str:
+        if v != "message":
+            raise _refuse(ErrorCode.UNSUPPORTED_EVENT, f"only 'message' items are supported, got {v!r} (there are no tools)")
+        return v
+
+    @field_validator("role")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if v != "user":
+            raise _refuse(ErrorCode.INVALID_VALUE, f"only 'user' messages can be added, got {v!r} (set the system "
+                                                   "prompt with session.update instructions)")
+        return v
+
+    @field_validator("content")
+    @classmethod
+    def _some_text(cls, v: list[_TextPart]) -> list[_TextPart]:
+        text = "\n".join(p.text for p in v if p.text).strip()
+        if not text:
+            raise _refuse(ErrorCode.INVALID_VALUE, "the message has no text")
+        if len(text) > MAX_TEXT_CHARS:
+            raise _refuse(ErrorCode.INVALID_VALUE, f"the message is {len(text)} characters long; the limit is "
+                                                   f"{MAX_TEXT_CHARS}")
+        return v
+
+
+class _ItemCreateWire(_Wire):
+    item: _Message
+    previous_item_id: str | None = None
+
+
 @dataclass(kw_only=True)
 class ConversationItemCreate(ClientEvent):
     """``conversation.item.create`` with a user message of ``input_text`` parts (joined by newlines).
@@ -640,6 +761,7 @@ class ConversationItemCreate(ClientEvent):
     """
 
     type: ClassVar[str] = "conversation.item.create"
+    _wire: ClassVar[type[_Wire]] = _ItemCreateWire
     text: str = ""
     item_id: str | None = None
     previous_item_id: str | None = None
@@ -658,46 +780,18 @@ class ConversationItemCreate(ClientEvent):
         return out
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
-        item = _obj(_req(d, "item", "item"), "item")
-        assert item is not None
-        kind = _str(item.get("type", "message"), "item.type")
-        if kind != "message":
-            raise _fail(
-                "item.type",
-                f"only 'message' items are supported, got {kind!r} (there are no tools)",
-                ErrorCode.UNSUPPORTED_EVENT,
-            )
-        role = _str(_req(item, "role", "item.role"), "item.role")
-        if role != "user":
-            raise _fail(
-                "item.role",
-                f"only 'user' messages can be added, got {role!r} (set the system prompt with "
-                "session.update instructions)",
-            )
-        parts = _list(_req(item, "content", "item.content"), "item.content")
-        texts = []
-        for i, part in enumerate(parts):
-            p = _obj(part, f"item.content[{i}]")
-            assert p is not None
-            ptype = _str(_req(p, "type", f"item.content[{i}].type"), f"item.content[{i}].type")
-            if ptype != "input_text":
-                raise _fail(
-                    f"item.content[{i}].type",
-                    f"only 'input_text' content is supported, got {ptype!r} "
-                    "(send speech with input_audio_buffer.append)",
-                )
-            texts.append(_str(_req(p, "text", f"item.content[{i}].text"), f"item.content[{i}].text"))
-        text = "\n".join(t for t in texts if t).strip()
-        if not text:
-            raise _fail("item.content", "the message has no text")
-        if len(text) > MAX_TEXT_CHARS:
-            raise _fail("item.content", f"the message is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
-        item_id = _str(item["id"], "item.id", nullable=True) if "id" in item else None
-        if item_id is not None and not (0 < len(item_id) <= 64):
-            raise _fail("item.id", "'item.id' must be 1-64 characters")
-        prev = _str(d["previous_item_id"], "previous_item_id", nullable=True) if "previous_item_id" in d else None
-        return cls(event_id=event_id, text=text, item_id=item_id, previous_item_id=prev)
+    def _from_wire(cls, w: _ItemCreateWire, event_id: str | None) -> ClientEvent:
+        text = "\n".join(p.text for p in w.item.content if p.text).strip()
+        return cls(event_id=event_id, text=text, item_id=w.item.id, previous_item_id=w.previous_item_id)
+
+
+class _ResponseParams(_Wire):
+    model_config = ConfigDict(extra="allow")
+    instructions: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
+
+
+class _ResponseCreateWire(_Wire):
+    response: _ResponseParams | None = None
 
 
 @dataclass(kw_only=True)
@@ -705,17 +799,19 @@ class ResponseCreate(ClientEvent):
     """``response.create``: respond now. Per-response overrides in ``response`` are read and ignored."""
 
     type: ClassVar[str] = "response.create"
+    _wire: ClassVar[type[_Wire]] = _ResponseCreateWire
     response: dict[str, Any] | None = None
 
     def _body(self) -> dict[str, Any]:
         return {} if self.response is None else {"response": self.response}
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
-        resp = _obj(d.get("response"), "response", nullable=True)
-        if resp is not None and "instructions" in resp:
-            _str(resp["instructions"], "response.instructions", nullable=True, max_chars=MAX_TEXT_CHARS)
-        return cls(event_id=event_id, response=resp)
+    def _from_wire(cls, w: _ResponseCreateWire, event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, response=None if w.response is None else w.response.model_dump(exclude_unset=True))
+
+
+class _ResponseCancelWire(_Wire):
+    response_id: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -723,15 +819,21 @@ class ResponseCancel(ClientEvent):
     """``response.cancel``: stop the active response (``response.done`` status cancelled follows)."""
 
     type: ClassVar[str] = "response.cancel"
+    _wire: ClassVar[type[_Wire]] = _ResponseCancelWire
     response_id: str | None = None
 
     def _body(self) -> dict[str, Any]:
         return {} if self.response_id is None else {"response_id": self.response_id}
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
-        rid = _str(d["response_id"], "response_id", nullable=True) if "response_id" in d else None
-        return cls(event_id=event_id, response_id=rid)
+    def _from_wire(cls, w: _ResponseCancelWire, event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, response_id=w.response_id)
+
+
+class _TruncateWire(_Wire):
+    item_id: str
+    content_index: Annotated[WireInt, Field(ge=0, le=0)] = 0
+    audio_end_ms: Annotated[WireInt, Field(ge=0, le=24 * 3_600_000)]
 
 
 @dataclass(kw_only=True)
@@ -742,6 +844,7 @@ class ConversationItemTruncate(ClientEvent):
     """
 
     type: ClassVar[str] = "conversation.item.truncate"
+    _wire: ClassVar[type[_Wire]] = _TruncateWire
     item_id: str = ""
     content_index: int = 0
     audio_end_ms: int = 0
@@ -750,12 +853,12 @@ class ConversationItemTruncate(ClientEvent):
         return {"item_id": self.item_id, "content_index": self.content_index, "audio_end_ms": self.audio_end_ms}
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
-        item_id = _str(_req(d, "item_id", "item_id"), "item_id")
-        ci = _int(d.get("content_index", 0), "content_index", 0, 0)
-        end = _int(_req(d, "audio_end_ms", "audio_end_ms"), "audio_end_ms", 0, 24 * 3_600_000)
-        assert item_id is not None
-        return cls(event_id=event_id, item_id=item_id, content_index=ci, audio_end_ms=end)
+    def _from_wire(cls, w: _TruncateWire, event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, item_id=w.item_id, content_index=w.content_index, audio_end_ms=w.audio_end_ms)
+
+
+class _PingWire(_Wire):
+    client_time_ms: float
 
 
 @dataclass(kw_only=True)
@@ -763,14 +866,15 @@ class S2SPing(ClientEvent):
     """``s2s.ping`` (extension): ``client_time_ms`` on the client's clock; answered by ``s2s.pong``."""
 
     type: ClassVar[str] = "s2s.ping"
+    _wire: ClassVar[type[_Wire]] = _PingWire
     client_time_ms: float = 0.0
 
     def _body(self) -> dict[str, Any]:
         return {"client_time_ms": self.client_time_ms}
 
     @classmethod
-    def _parse(cls, d: dict[str, Any], event_id: str | None) -> ClientEvent:
-        return cls(event_id=event_id, client_time_ms=_num(_req(d, "client_time_ms", "client_time_ms"), "client_time_ms"))
+    def _from_wire(cls, w: _PingWire, event_id: str | None) -> ClientEvent:
+        return cls(event_id=event_id, client_time_ms=w.client_time_ms)
 
 
 @dataclass(kw_only=True)
@@ -844,10 +948,11 @@ def parse_client_event(data: str | bytes | bytearray, *, max_bytes: int = MAX_ME
             ErrorCode.UNKNOWN_EVENT, f"unknown event type '{kind[:80]}'", param="type", event_id=event_id
         )
     try:
-        return cls._parse(d, event_id)
-    except ProtocolError as err:
+        return cls._from_wire(cls._wire.model_validate(d), event_id)
+    except ValidationError as exc:
+        err = _protocol_error(exc)
         err.event_id = event_id
-        raise
+        raise err from None
 
 
 # --------------------------------------------------------------------------- server events
@@ -869,6 +974,7 @@ class ServerEvent:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ServerEvent:
+        """The event of a server message's dict; its fields' types are checked (``ValueError``)."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             key = f.metadata.get("wire", f.name)
@@ -877,7 +983,13 @@ class ServerEvent:
                 if f.metadata.get("b64") and isinstance(v, str):
                     v = b64decode(v, key)
                 kwargs[f.name] = v
-        return cls(**kwargs)
+        return _adapter(cls).validate_python(kwargs)
+
+
+@cache
+def _adapter(cls: type[ServerEvent]) -> TypeAdapter[Any]:
+    """Validation of a server event's fields against their annotations (pydantic, over the dataclass)."""
+    return TypeAdapter(cls)
 
 
 def _wire_value(v: Any, meta: Mapping[str, Any]) -> Any:
@@ -1269,22 +1381,36 @@ class EventMapper:
     text message); response ``resp_N`` writes assistant item ``item_resp_N``.
 
     The server calls :meth:`map` for every :class:`engine.events.SessionEvent`, except that it may
-    encode reply audio itself (Encodec, off the event loop) and call :meth:`audio_delta`.
+    encode reply audio itself (Encodec, off the event loop): it then takes the 24 kHz samples from
+    :meth:`reply_pcm` / :meth:`reply_tail` and calls :meth:`audio_delta`.
+
+    Reply audio at another rate than 24 kHz goes through one soxr stream resampler per response,
+    which keeps its filter state between chunks (no clicks at chunk edges); the samples it still
+    holds come out as a last audio delta before ``response.output_audio.done`` of a completed
+    response, and are dropped for a cancelled one.
+
+    Memory is bounded: the mapper remembers the last :data:`MAX_TRACKED` turns and responses (ids,
+    items, partial text, resamplers) and forgets older ones first. Events only refer to recent ones;
+    an event for a forgotten turn still gets the same ``item_<turn>`` id.
     """
 
     def __init__(self) -> None:
         self.last_item_id: str | None = None
         self._turn_items: dict[str, str] = {}
-        self._added: set[str] = set()
-        self._text_turns: set[str] = set()
+        self._added: dict[str, None] = {}  # an ordered set
+        self._text_turns: dict[str, None] = {}
         self._partials: dict[str, str] = {}
         self._responses: dict[str, _Resp] = {}
         self._item_to_response: dict[str, str] = {}
+        self._resamplers: dict[str, StreamResampler] = {}
 
     # ---- ids
 
     def item_for_turn(self, turn_id: str) -> str:
-        return self._turn_items.setdefault(turn_id, f"item_{turn_id}")
+        iid = self._turn_items.get(turn_id)
+        if iid is None:
+            iid = _remember(self._turn_items, turn_id, f"item_{turn_id}")
+        return iid
 
     def item_for_response(self, response_id: str) -> str:
         r = self._responses.get(response_id)
@@ -1304,9 +1430,9 @@ class EventMapper:
     def text_item(self, turn_id: str, text: str, item_id: str | None = None) -> list[ServerEvent]:
         """A ``conversation.item.create`` became turn ``turn_id``: added + done events."""
         iid = item_id or f"item_{turn_id}"
-        self._turn_items[turn_id] = iid
-        self._text_turns.add(turn_id)
-        self._added.add(iid)
+        _remember(self._turn_items, turn_id, iid)
+        _remember(self._text_turns, turn_id, None)
+        _remember(self._added, iid, None)
         prev, self.last_item_id = self.last_item_id, iid
         item = user_item(iid, text=text)
         return [ConversationItemAdded(item=item, previous_item_id=prev), ConversationItemDone(item=item, previous_item_id=prev)]
@@ -1316,6 +1442,23 @@ class EventMapper:
         r = self._responses.get(response_id)
         if r is not None:
             r.cancel_requested = True
+
+    def reply_pcm(self, e: ev.ReplyAudio) -> np.ndarray:
+        """A chunk of reply audio as float32 at 24 kHz (stream-resampled when it is not)."""
+        x = np.asarray(e.samples, dtype=np.float32).reshape(-1)
+        rs = self._resamplers.get(e.response_id)
+        if rs is None or rs.rate_in != e.sample_rate:
+            if e.sample_rate == PCM_RATE:
+                return x
+            rs = _remember(self._resamplers, e.response_id, StreamResampler(int(e.sample_rate), PCM_RATE))
+        return rs.process(x)
+
+    def reply_tail(self, response_id: str, keep: bool = True) -> np.ndarray:
+        """What the response's resampler still holds (empty at 24 kHz); ``keep=False`` drops it."""
+        rs = self._resamplers.pop(response_id, None)
+        if rs is None or not keep:
+            return np.zeros(0, np.float32)
+        return rs.process(np.zeros(0, np.float32), last=True)
 
     def audio_delta(self, response_id: str, payload: bytes) -> ServerEvent:
         """An already-encoded chunk of reply audio."""
@@ -1343,7 +1486,8 @@ class EventMapper:
             r.text += e.delta
             return [ResponseTranscriptDelta(response_id=r.response_id, item_id=r.item_id, delta=e.delta)]
         if isinstance(e, ev.ReplyAudio):
-            return [self.audio_delta(e.response_id, pcm16_encode(_to_24k(e.samples, e.sample_rate)))]
+            pcm = self.reply_pcm(e)
+            return [self.audio_delta(e.response_id, pcm16_encode(pcm))] if pcm.size else []
         if isinstance(e, ev.Interruption):
             r = self._response(e.response_id, None)
             r.interrupted = {"played_ms": int(e.played_ms), "heard_text": e.heard_text}
@@ -1373,7 +1517,7 @@ class EventMapper:
         iid = self.item_for_turn(turn_id)
         if iid in self._added:
             return []
-        self._added.add(iid)
+        _remember(self._added, iid, None)
         prev, self.last_item_id = self.last_item_id, iid
         return [
             InputAudioBufferCommitted(item_id=iid, previous_item_id=prev),
@@ -1387,7 +1531,7 @@ class EventMapper:
         before = self._partials.get(e.turn_id, "")
         delta = e.text[len(before) :] if e.text.startswith(before) else ""
         if e.text.startswith(before):
-            self._partials[e.turn_id] = e.text
+            _remember(self._partials, e.turn_id, e.text)
         return [InputTranscriptionDelta(item_id=iid, delta=delta, s2s_partial=e.text)]
 
     def _final(self, e: ev.TranscriptFinal) -> list[ServerEvent]:
@@ -1407,9 +1551,10 @@ class EventMapper:
             r = _Resp(response_id, iid, self._turn_items.get(turn_id) if turn_id else None)
             self._responses[response_id] = r
             self._item_to_response[iid] = response_id
-            while len(self._responses) > 64:  # keep memory bounded over long sessions
+            while len(self._responses) > MAX_TRACKED:  # keep memory bounded over long sessions
                 old = next(iter(self._responses))
                 self._item_to_response.pop(self._responses.pop(old).item_id, None)
+                self._resamplers.pop(old, None)
         return r
 
     def _started(self, e: ev.ResponseStarted) -> list[ServerEvent]:
@@ -1434,6 +1579,8 @@ class EventMapper:
 
     def _done(self, e: ev.ResponseDone) -> list[ServerEvent]:
         r = self._response(e.response_id, None)
+        tail = self.reply_tail(e.response_id, keep=e.status == "completed")
+        last = [self.audio_delta(r.response_id, pcm16_encode(tail))] if tail.size else []
         r.done = True
         status = e.status
         heard = e.heard_text if status == "cancelled" else e.text
@@ -1468,6 +1615,7 @@ class EventMapper:
             },
         }
         return [
+            *last,
             ResponseAudioDone(**part),
             ResponseTranscriptDone(**part, transcript=heard),
             ConversationItemDone(item=item, previous_item_id=None),
@@ -1475,11 +1623,10 @@ class EventMapper:
         ]
 
 
-def _to_24k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Reply audio arrives at 24 kHz; anything else is resampled (linear: a fallback, not the path)."""
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if rate == PCM_RATE or x.size == 0:
-        return x
-    n = max(1, round(x.size * PCM_RATE / rate))
-    return np.interp(np.linspace(0, x.size - 1, n), np.arange(x.size), x).astype(np.float32)
-
+def _remember(d: dict[str, Any], key: str, value: Any) -> Any:
+    """``d[key] = value`` as the newest entry; the oldest go while ``d`` holds over :data:`MAX_TRACKED`."""
+    d.pop(key, None)
+    d[key] = value
+    while len(d) > MAX_TRACKED:
+        del d[next(iter(d))]
+    return value

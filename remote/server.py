@@ -47,6 +47,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine import events as ev
+from engine.cliargs import CommandParser, add_profile_arguments
 from engine.clock import now_ns
 from engine.errors import ConfigError, ResponseInProgress, S2SError
 from remote import protocol as p
@@ -54,6 +55,7 @@ from remote import web
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.codec import EncodecCodec
+    from engine.config import Profile
     from engine.engine import Engine
     from engine.session import Session
 
@@ -79,7 +81,8 @@ class ServerOptions:
         grace_s: on shutdown, how long running turns may take to finish.
         ping_interval_s: WebSocket keepalive pings (a vanished client is noticed within about twice
             this); None disables.
-        codec_model: Encodec weights (folder or cached hub id) for the ``s2s.encodec`` format.
+        codec_model: Encodec weights (folder or cached hub id) for the ``s2s.encodec`` format;
+            "" takes the profile's ``session.codec_model``, else ``facebook/encodec_24khz``.
         codec_random_weights: TESTS ONLY: use Encodec's architecture with random weights (the sound
             is meaningless; framing and bitrate are real).
         codec_factory: tests: a callable returning the codec (overrides the two above).
@@ -95,10 +98,22 @@ class ServerOptions:
     stats_interval_s: float = 5.0
     grace_s: float = 5.0
     ping_interval_s: float | None = 20.0
-    codec_model: str = "facebook/encodec_24khz"
+    codec_model: str = ""
     codec_random_weights: bool = False
     codec_factory: Callable[[], EncodecCodec] | None = field(default=None, repr=False)
     web: bool = True
+
+
+def codec_path(codec_model: str, profile: Profile) -> str:
+    """The Encodec weights to load: ``--codec-model``, else the profile's ``session.codec_model``
+    (a model reference, resolved like every stage's), else the cached default hub id."""
+    from engine.codec import DEFAULT_MODEL
+    from engine.models import resolve
+
+    if codec_model:
+        return codec_model
+    ref = profile.session.codec_model
+    return resolve("codec", ref, profile.name) if ref else DEFAULT_MODEL
 
 
 def is_loopback(host: str) -> bool:
@@ -296,7 +311,7 @@ class RealtimeServer:
 
                     if o.codec_random_weights:
                         return EncodecCodec.random(seed=0)
-                    return EncodecCodec.load(o.codec_model, "cpu")
+                    return EncodecCodec.load(codec_path(o.codec_model, self.engine.profile), "cpu")
 
                 try:
                     self._codec = await asyncio.to_thread(load)
@@ -717,17 +732,20 @@ class _Connection:
         if enc is None:
             codec = await self.server.codec("session.audio.output.format")
             enc = self._encoders[e.response_id] = codec.stream_encoder(fmt.bandwidth)
-        samples = p._to_24k(e.samples, e.sample_rate)
+        samples = self.mapper.reply_pcm(e)
         for packet in await asyncio.to_thread(enc.push, samples):
             await self.send(self.mapper.audio_delta(e.response_id, packet))
 
     async def _finish_audio(self, response_id: str, flush: bool) -> None:
         self._resp_format.pop(response_id, None)
         enc = self._encoders.pop(response_id, None)
-        if enc is not None and flush:
-            packet = await asyncio.to_thread(enc.flush)
-            if packet is not None:
-                await self.send(self.mapper.audio_delta(response_id, packet))
+        if enc is not None:
+            tail = self.mapper.reply_tail(response_id, keep=flush)  # what the 24 kHz resampler holds
+            if flush:
+                packets = await asyncio.to_thread(lambda: [*enc.push(tail), enc.flush()])
+                for packet in packets:
+                    if packet is not None:
+                        await self.send(self.mapper.audio_delta(response_id, packet))
 
     # ---- periodic
 
@@ -803,7 +821,7 @@ async def serve(
 
 def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: bool = True) -> None:
     """The ``--headless`` options. ``include_profile=False`` leaves out ``--profile``/``--set``/``-v``
-    for a parser that defines them already."""
+    for a parser that defines them already (:mod:`engine.cliargs`; parse with its ``CommandParser``)."""
     g = parser.add_argument_group("headless server (--headless)")
     g.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; anything else needs --token)")
@@ -819,18 +837,15 @@ def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: 
                    help="on SIGTERM/SIGINT, seconds running turns get to finish (default 5)")
     g.add_argument("--max-message-bytes", type=int, default=p.MAX_MESSAGE_BYTES,
                    help=f"largest client message accepted (default {p.MAX_MESSAGE_BYTES})")
-    g.add_argument("--codec-model", default="facebook/encodec_24khz",
-                   help="Encodec weights for the s2s.encodec audio format (folder or cached hub id)")
+    g.add_argument("--codec-model", default="",
+                   help="Encodec weights for the s2s.encodec audio format (folder or cached hub id; default: "
+                        "the profile's session.codec_model, else facebook/encodec_24khz)")
     g.add_argument("--codec-random-weights", action="store_true",
                    help="TESTS ONLY: Encodec with random weights (the audio is noise; framing and bitrate are real)")
     g.add_argument("--no-web", action="store_true",
                    help="do not serve the browser client at / (only /v1/realtime and /healthz)")
     if include_profile:
-        g.add_argument("--profile", default=os.environ.get("S2S_PROFILE", "offline"),
-                       help="profile name (offline, gpu) or path to a .toml file (default: offline)")
-        g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one profile value, e.g. --set llm.max_tokens=48 (repeatable)")
-        g.add_argument("-v", "--verbose", action="store_true", help="log every session and engine internals")
+        add_profile_arguments(g)
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -895,11 +910,16 @@ async def _serve_until_signal(engine: Engine, opts: ServerOptions) -> int:
     return 0
 
 
+def build_parser() -> CommandParser:
+    """The parser of ``python -m remote.server`` (the ``--headless`` options and the profile)."""
+    ap = CommandParser(prog="python -m remote.server", description=__doc__.split("\n", 1)[0])
+    add_headless_arguments(ap)
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m remote.server``: the same as ``s2s-engine --headless``."""
-    ap = argparse.ArgumentParser(prog="python -m remote.server", description=__doc__.split("\n", 1)[0])
-    add_headless_arguments(ap)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return run_headless(args)
     except S2SError as exc:
@@ -911,5 +931,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["RealtimeServer", "ServerOptions", "add_headless_arguments", "check_bind", "is_loopback",
+__all__ = ["RealtimeServer", "ServerOptions", "add_headless_arguments", "build_parser", "check_bind", "is_loopback",
            "options_from_args", "run_headless", "serve"]

@@ -4,7 +4,8 @@ Rules this module keeps:
 
 - PortAudio callbacks never wait on the UI or the network. The input callback copies its
   block into a :class:`ChunkRing` (a bounded deque: ``append``/``popleft`` are atomic under
-  the GIL, no lock); the output callback only pulls from a :class:`JitterBuffer`.
+  the GIL, no lock); the output callback only pulls from a :class:`JitterBuffer` (no lock
+  either: each of its fields has a single writer).
 - Devices run at their native rate; the mic is resampled to the engine's 16 kHz and reply
   audio to the output rate with soxr streams (``engine.audio.StreamResampler``).
 - Every played sample (silence included) is also written, at 16 kHz, to the echo handling's
@@ -138,39 +139,68 @@ class ChunkRing:
 class JitterBuffer:
     """Reply audio waiting to be played, tagged by response; read in exact-size blocks.
 
-    The producer (an agent link) appends chunks as they arrive; the consumer (the output
-    callback or the clock sink) calls :meth:`read`. Playback starts once ``prebuffer_ms``
-    is queued (or the response said it is complete), so network or TTS jitter does not
-    cause a stutter at the start; an underrun later plays silence and re-arms the prebuffer.
-    ``played_ms(response_id)`` says how much of a response was really played.
+    The producer (an agent link, on the event loop) appends chunks as they arrive; the consumer
+    (the output callback or the clock sink, on an audio thread) calls :meth:`read`. Playback
+    starts once ``prebuffer_ms`` is queued (or the response said it is complete), so network or
+    TTS jitter does not cause a stutter at the start; an underrun later plays silence and re-arms
+    the prebuffer. ``played_ms(response_id)`` says how much of a response was really played.
+
+    Thread safety without a lock (the audio callback never waits): every field has one writer.
+    The producer writes ``_pushed``, ``_flushes``, ``_complete`` and ``_muted``; the consumer
+    writes ``_taken``, ``_dropped``, ``_played`` and the playback state; the chunks travel in a
+    deque (``append``/``popleft`` are atomic). ``queued_ms`` is ``pushed - taken - dropped``.
+
+    :meth:`flush` (an interrupt) drops what is queued and mutes the responses it belonged to: a
+    late chunk of a cut response is dropped too, while a new response plays, even if it arrives
+    before the audio thread noticed the flush. A response is unmuted by :meth:`complete` (no more
+    audio comes for it). The per-response records keep the last :data:`MAX_RESPONSES`.
     """
+
+    MAX_RESPONSES = 64
 
     def __init__(self, rate: int, prebuffer_ms: int = 120):
         self.rate = rate
         self.prebuffer = rate * prebuffer_ms // 1000
-        self._q: deque[tuple[str, np.ndarray]] = deque()
-        self._queued = 0
-        self._head: tuple[str, np.ndarray] | None = None
+        self._q: deque[tuple[int, str, np.ndarray]] = deque()  # (flush generation, response, samples)
+        # producer side
+        self._pushed = 0
+        self._flushes = 0
+        self._complete: dict[str, None] = {}
+        self._muted: dict[str, None] = {}
+        self._ids: dict[str, None] = {}  # responses pushed since the last flush
+        # consumer side
+        self._taken = 0
+        self._dropped = 0
+        self._seen_flushes = 0
+        self._head: tuple[int, str, np.ndarray] | None = None
         self._pos = 0
         self._armed = False
-        self._complete: set[str] = set()
-        self._flush_gen = 0
-        self._seen_gen = 0
         self._played: dict[str, int] = {}
         self.current: str | None = None
 
+    # --- producer ---------------------------------------------------------------------------
+
     def push(self, response_id: str, samples: np.ndarray) -> None:
-        if len(samples):
-            self._q.append((response_id, np.asarray(samples, dtype=np.float32)))
-            self._queued += len(samples)
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not x.size or response_id in self._muted:
+            return
+        _remember(self._ids, response_id, self.MAX_RESPONSES)
+        self._q.append((self._flushes, response_id, x))
+        self._pushed += x.size
 
     def complete(self, response_id: str) -> None:
         """No more audio will come for this response: play out whatever is left."""
-        self._complete.add(response_id)
+        _remember(self._complete, response_id, self.MAX_RESPONSES)
+        self._muted.pop(response_id, None)
 
     def flush(self) -> None:
-        """Drop everything queued (interrupt); done by the consumer at its next read."""
-        self._flush_gen += 1
+        """Drop everything queued and any late audio of those responses (interrupt)."""
+        for rid in list(self._ids):
+            _remember(self._muted, rid, self.MAX_RESPONSES)
+        self._ids.clear()
+        self._flushes += 1
+
+    # --- either side (reads only) ---------------------------------------------------------
 
     @property
     def playing(self) -> bool:
@@ -178,23 +208,29 @@ class JitterBuffer:
 
     @property
     def queued_ms(self) -> int:
-        return int(1000 * self._queued / self.rate)
+        return max(0, int(1000 * (self._pushed - self._taken - self._dropped) / self.rate))
 
     def played_ms(self, response_id: str) -> int:
         return int(1000 * self._played.get(response_id, 0) / self.rate)
 
+    # --- consumer -------------------------------------------------------------------------
+
     def read(self, n: int) -> np.ndarray:
         """Exactly ``n`` samples (silence where nothing is ready). Never blocks."""
         out = np.zeros(n, np.float32)
-        if self._seen_gen != self._flush_gen:
-            self._seen_gen = self._flush_gen
-            self._q.clear()
-            self._head, self._pos, self._queued, self._armed = None, 0, 0, False
-            self.current = None
+        flushes = self._flushes
+        if self._seen_flushes != flushes:
+            self._seen_flushes = flushes
+            if self._head is not None:
+                self._dropped += len(self._head[2]) - self._pos
+            self._head, self._pos, self._armed, self.current = None, 0, False, None
+            while self._q and self._q[0][0] < flushes:  # queued before the flush; later pushes stay
+                self._dropped += len(self._q.popleft()[2])
             return out
         if not self._armed:
-            last = self._q[-1][0] if self._q else None
-            if self._queued >= self.prebuffer or (last is not None and last in self._complete):
+            last = self._q[-1][1] if self._q else None
+            queued = self._pushed - self._taken - self._dropped
+            if queued >= self.prebuffer or (last is not None and last in self._complete):
                 self._armed = True
             else:
                 return out
@@ -208,17 +244,27 @@ class JitterBuffer:
                     self.current = None
                     break
                 self._pos = 0
-            rid, data = self._head
+            _, rid, data = self._head
             take = min(n - filled, len(data) - self._pos)
             out[filled:filled + take] = data[self._pos:self._pos + take]
             self._pos += take
             filled += take
-            self._queued -= take
-            self._played[rid] = self._played.get(rid, 0) + take
+            self._taken += take
+            if rid not in self._played:
+                _remember(self._played, rid, self.MAX_RESPONSES, 0)
+            self._played[rid] += take
             self.current = rid
             if self._pos >= len(data):
                 self._head = None
         return out
+
+
+def _remember(d: dict[str, Any], key: str, limit: int, value: Any = None) -> None:
+    """``d[key] = value`` as the newest entry, dropping the oldest beyond ``limit``."""
+    d.pop(key, None)
+    d[key] = value
+    while len(d) > limit:
+        d.pop(next(iter(d)))
 
 
 # --- sources -------------------------------------------------------------------------------

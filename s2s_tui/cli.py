@@ -17,6 +17,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from engine.cliargs import CommandParser, add_profile_arguments
 from s2s_tui.echo import ECHO_CHOICES
 
 if TYPE_CHECKING:
@@ -25,11 +26,9 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="s2s-tui", description="Talk Telugu with the s2s voice agent from a terminal.")
-    p.add_argument("--profile", default=os.environ.get("S2S_PROFILE", "offline"),
-                   help="engine profile for in-process mode (offline, gpu, or a .toml path; default offline)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one profile value (repeatable), e.g. --set llm.max_tokens=48")
+    p = CommandParser(prog="s2s-tui", description="Talk Telugu with the s2s voice agent from a terminal.")
+    add_profile_arguments(p.add_argument_group("engine profile (in-process mode)"),
+                          verbose_help="log to s2s-tui.log")
     p.add_argument("--remote", metavar="URL", help="connect to s2s-engine --headless at URL (ws://host:port)")
     p.add_argument("--token", default=os.environ.get("S2S_TOKEN"), help="token for --remote (or $S2S_TOKEN)")
     p.add_argument("--replay", metavar="FILE.wav", nargs="+",
@@ -42,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--echo", choices=ECHO_CHOICES, default="auto",
                    help="echo handling for speakers: webrtc (WebRTC AEC3 via livekit), gate (reference gate), "
                         "off (headset); default auto = webrtc if livekit works here, else gate")
-    p.add_argument("-v", "--verbose", action="store_true", help="log to s2s-tui.log")
     return p
 
 

@@ -2,8 +2,8 @@
 
 It gives out the same UI messages as the in-process link. What only a remote link has:
 
-- connection state with a retry countdown: the first connection is retried here (the
-  client raises on a failed first connect), later drops are retried by the client;
+- connection state with a retry countdown: the client retries the first connection and every
+  drop (``RealtimeClient(retry_first=True)``, the one reconnect loop), the link shows its states;
 - network time: each turn's latency carries the measured one-way times of that turn (the
   audio that ended it going up, the first reply audio coming down; ``RealtimeClient.network_timing``),
   so the latency panel shows the network's share apart from the engine's stages;
@@ -11,7 +11,9 @@ It gives out the same UI messages as the in-process link. What only a remote lin
 - GPU memory and models come from the server's ``s2s.stats``.
 
 Mic audio is queued (bounded) and sent by one task, so ``send_audio`` never waits on the
-network; while disconnected, audio is dropped (live audio is not worth replaying late).
+network; while disconnected, audio is dropped (live audio is not worth replaying late). A send
+that fails for any other reason is shown as a problem (the same one at most every 10 s) and the
+sender goes on: the microphone never goes silent without a message.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from remote import protocol as p
-from remote.client import AuthError, ConnectionState, NotConnected, RealtimeClient
+from remote.client import AuthError, ConnectionState, NotConnected, RealtimeClient, normalize_url
 from s2s_tui import messages as m
 from s2s_tui.link import AgentLink
 
@@ -39,10 +41,7 @@ class RemoteLink(AgentLink):
     def __init__(self, url: str, token: str | None = None, backoff_initial_s: float = 1.0,
                  backoff_max_s: float = 10.0):
         super().__init__()
-        if "://" not in url:
-            url = "ws://" + url
-        if url.rstrip("/").count("/") <= 2:  # ws://host:port -> the Realtime path
-            url = url.rstrip("/") + "/v1/realtime"
+        url = normalize_url(url)
         self.url, self.token = url, token
         self.target = url
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
@@ -56,6 +55,7 @@ class RemoteLink(AgentLink):
         self._partial: dict[str, str] = {}
         self._last_gpu: tuple[float | None, float | None] = (None, None)
         self._gen = 0  # connections so far: a new connection is a new server session, ids restart
+        self._send_problem: tuple[str, float] | None = None  # the last send failure shown, and until when
 
     def _id(self, server_id: str) -> str:
         """A UI id for a server turn/response id, unique across reconnections."""
@@ -64,41 +64,27 @@ class RemoteLink(AgentLink):
     # --- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        attempt = 0
-        while not self._closing:
-            client = RealtimeClient(self.url, self.token, backoff_initial_s=self.backoff_initial_s,
-                                    backoff_max_s=self.backoff_max_s)
-            self.post(m.LinkState("connecting", f"connecting to {self.url}"))
-            try:
-                await client.connect()
-            except AuthError as exc:
-                self.post(m.LinkState("failed", f"token refused: {exc}", fatal=True))
-                self.post(m.Problem("network", f"the engine refused the token: {exc}. Pass the right one with --token."))
-                return
-            except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out: retry
-                attempt += 1
-                delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
-                self.post(m.LinkState("retrying", f"engine unreachable ({_short(exc)})",
-                                      retry_at=time.monotonic() + delay))
-                await asyncio.sleep(delay)
-                continue
-            attempt = 0
-            self.client = client
-            if not self._turn_detection:
-                with contextlib.suppress(NotConnected):
-                    await client.update_session(turn_detection=False)
-            sender = asyncio.create_task(self._sender(client))
-            try:
-                await self._receive(client)
-            finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
-            if self.client is client and client.state.status == "closed" and client.state.error and not self._closing:
-                # the client gave up: start over with our own retry loop
-                self.ready = False
-                continue
+        client = self.client = RealtimeClient(self.url, self.token, retry_first=True,
+                                              backoff_initial_s=self.backoff_initial_s,
+                                              backoff_max_s=self.backoff_max_s)
+        self.post(m.LinkState("connecting", f"connecting to {self.url}"))
+        try:
+            await client.connect()
+        except AuthError as exc:
+            self.post(m.LinkState("failed", f"token refused: {exc}", fatal=True))
+            self.post(m.Problem("network", f"the engine refused the token: {exc}. Pass the right one with --token."))
             return
+        except Exception as exc:  # noqa: BLE001 - e.g. a malformed URL: say so, the app runs on
+            self.post(m.LinkState("failed", f"cannot connect to {self.url}: {_short(exc)}", fatal=True))
+            self.post(m.Problem("network", f"cannot connect to {self.url}: {_short(exc)}"))
+            return
+        sender = asyncio.create_task(self._sender(client))
+        try:
+            await self._receive(client)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
 
     async def _receive(self, client: RealtimeClient) -> None:
         async for e in client.events():
@@ -118,8 +104,12 @@ class RemoteLink(AgentLink):
         elif s.status == "reconnecting":
             self.ready = False
             at = time.monotonic() + (s.retry_countdown_s() or 0.0)
-            self.post(m.LinkState("retrying", f"connection lost ({_short(s.error)})", retry_at=at))
-            self.post(m.Problem("network", f"connection to the engine lost: {_short(s.error)}; retrying", "warning"))
+            if self._gen == 0:  # never connected yet
+                self.post(m.LinkState("retrying", f"engine unreachable ({_short(s.error)})", retry_at=at))
+            else:
+                self.post(m.LinkState("retrying", f"connection lost ({_short(s.error)})", retry_at=at))
+                self.post(m.Problem("network", f"connection to the engine lost: {_short(s.error)}; retrying",
+                                    "warning"))
         elif s.status == "connecting":
             self.post(m.LinkState("connecting", f"reconnecting to {self.url} (attempt {s.attempt})"))
         elif s.status == "closed":
@@ -229,6 +219,14 @@ class RemoteLink(AgentLink):
                         await client.reset_session()
                 except (NotConnected, p.ProtocolError) as exc:
                     log.debug("dropped %r: %s", item if not isinstance(item, np.ndarray) else "audio", exc)
+                except Exception as exc:  # noqa: BLE001 - anything else: say so, keep sending
+                    what = "microphone audio" if isinstance(item, np.ndarray) else f"'{item[0]}'"
+                    log.exception("sending %s failed", what)
+                    problem = f"sending {what} to the engine failed: {_short(exc)}"
+                    now = time.monotonic()
+                    if self._send_problem is None or self._send_problem[0] != problem or now > self._send_problem[1]:
+                        self._send_problem = (problem, now + 10.0)  # the same failure at most every 10 s
+                        self.post(m.Problem("network", problem))
 
     def send_audio(self, samples: np.ndarray) -> None:
         if self.ready:

@@ -5,6 +5,8 @@
 #
 #   scripts/setup.sh            # CPU (default)
 #   scripts/setup.sh --cuda     # GPU pod: llama.cpp built with CUDA, torch/CTranslate2 checked on CUDA
+#   PYTHON=/usr/bin/python3.12 scripts/setup.sh                     # another interpreter (3.11 or newer)
+#   S2S_TORCH_INDEX=https://download.pytorch.org/whl/cpu scripts/setup.sh   # torch's CPU build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,7 +14,7 @@ CUDA=0
 for a in "$@"; do
   case "$a" in
     --cuda) CUDA=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -43,12 +45,16 @@ if [ "$CUDA" = 1 ]; then
     echo "setup.sh --cuda: the NVIDIA driver supports CUDA $DRIVER_CUDA; torch 2.13.0 needs 12.6 or newer (update the driver)" >&2
     exit 1
   fi
-  [ -n "${S2S_TORCH_INDEX:-}" ] && TORCH_INDEX=(--index-url "$S2S_TORCH_INDEX")
   LLAMA_FLAGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=$GPU_ARCH"
   FLAVOUR=cuda$TOOLKIT-sm$GPU_ARCH
 else
   LLAMA_FLAGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"; FLAVOUR=cpu-portable
 fi
+# Where torch comes from: pip's configured indexes (PyPI by default). On Linux, PyPI's torch is the
+# CUDA build and brings NVIDIA's CUDA libraries as more wheels (gigabytes), even on a CPU machine,
+# unless pip finds a local CPU-only wheel first (the development machines have one).
+# S2S_TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU build instead.
+[ -n "${S2S_TORCH_INDEX:-}" ] && TORCH_INDEX=(--index-url "$S2S_TORCH_INDEX")
 # The cache key holds the version and the flags (pip's own cache ignores CMAKE_ARGS).
 FLAGS_KEY=$(printf '%s' "$LLAMA_FLAGS" | sha1sum | cut -c1-8)
 WHEELHOUSE="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$FLAVOUR-$FLAGS_KEY"
@@ -59,11 +65,35 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 pip_() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 SECONDS=0
 
-# 1. System packages: espeak-ng (Telugu TTS), libportaudio2 (sounddevice), sox (test audio),
-#    chromium + chromium-driver (the browser client's tests; WebDriver from Debian, nothing downloaded),
-#    fonts-lohit-telu (Telugu glyphs in the page's screenshots).
+# 0. Python 3.11 or newer, checked now rather than after the builds below.
+py_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then  # the first that runs and is new enough (a pyenv shim may exist and not run)
+  for cand in python3.11 python3 python3.12 python3.13; do
+    c=$(command -v "$cand" || true)
+    if [ -n "$c" ] && py_ok "$c"; then PY=$c; break; fi
+  done
+  PY=${PY:-$(command -v python3 || true)}
+fi
+if [ -z "$PY" ] || ! py_ok "$PY"; then
+  have=$({ [ -n "$PY" ] && "$PY" --version 2>/dev/null; } || echo "not a working Python")
+  echo "setup.sh: s2s needs Python 3.11 or newer; ${PY:-python3} is $have." \
+       "Install python3.11 (or newer) and run again, or point PYTHON=/path/to/python3.11 at one." >&2
+  exit 1
+fi
+if [ -x .venv/bin/python ] && ! py_ok .venv/bin/python; then
+  echo "setup.sh: .venv was made with $(.venv/bin/python --version 2>&1); s2s needs 3.11 or newer:" \
+       "remove .venv and run again." >&2
+  exit 1
+fi
+
+# 1. System packages: espeak-ng (Telugu TTS, and the test audio), libportaudio2 (sounddevice),
+#    build-essential (the C/C++ compiler the llama-cpp-python source build needs; cmake and ninja
+#    come from PyPI as build requirements when the system lacks them), python3-venv (venv for
+#    Debian's own python3), chromium + chromium-driver (the browser client's tests; WebDriver from
+#    Debian, nothing downloaded), fonts-lohit-telu (Telugu glyphs in the page's screenshots).
 need=()
-for pkg in espeak-ng libportaudio2 sox chromium chromium-driver fonts-lohit-telu; do
+for pkg in espeak-ng libportaudio2 build-essential python3-venv chromium chromium-driver fonts-lohit-telu; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -74,7 +104,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # 2. The virtual environment.
-PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
   step "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
@@ -102,8 +131,8 @@ if ! torch_ok; then
       echo "setup.sh --cuda: torch 2.13.0 for CUDA $TORCH_CUDA could not be installed${TORCH_INDEX[1]:+ from ${TORCH_INDEX[1]}};" \
            "set S2S_TORCH_INDEX to an index that has it, or update the driver to CUDA 13 (580+)" >&2; exit 1; }
   else
-    step "installing torch==2.13.0"
-    pip_ install --progress-bar on torch==2.13.0
+    step "installing torch==2.13.0${TORCH_INDEX[1]:+ from ${TORCH_INDEX[1]}}"
+    pip_ install --progress-bar on "${TORCH_INDEX[@]}" torch==2.13.0
   fi
 fi
 

@@ -1,4 +1,5 @@
-"""``s2s-engine bench``: latency on the real offline models, and the shape-true model builder.
+"""``s2s-engine bench``: latency and the wire on the real offline models, the shape-true model
+builder, and the summary's verdicts on the targets.
 
 Integration tests with the packaged offline models (Whisper base, Gemma 3 270M, espeak-ng);
 the shape models are built small. No timing thresholds except one that holds by a wide margin:
@@ -14,17 +15,19 @@ import shutil
 import pytest
 
 from engine import bench
+from engine.bench_latency import summarize
+from engine.bench_llm import SCRIPTED_REPLY
+from engine.bench_stats import percentile
 from engine.config import SentenceOptions
 from engine.sentences import SentenceChunker
+from remote import bench as wire_bench
+from remote.cli import build_parser
 
 pytestmark = pytest.mark.slow
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s2s-engine")
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench.register(sub)
-    return parser
+    return build_parser()  # the s2s-engine command line, bench wire included
 
 
 def test_register_adds_the_bench_commands():
@@ -32,7 +35,7 @@ def test_register_adds_the_bench_commands():
     args = parser.parse_args(["bench", "latency", "--turns", "2", "--reply", "40", "a.wav"])
     assert args.func is bench.cmd_latency and args.turns == 2 and args.reply == 40 and args.files == ["a.wav"]
     assert parser.parse_args(["bench", "latency"]).reply == "scripted"
-    assert parser.parse_args(["bench", "wire"]).func is bench.cmd_wire
+    assert parser.parse_args(["bench", "wire"]).func is wire_bench.cmd_wire
     args = parser.parse_args(["bench", "make-models", "--out", "x", "--small"])
     assert args.func is bench.cmd_make_models and args.small
     with pytest.raises(SystemExit):
@@ -48,14 +51,14 @@ def test_register_adds_the_bench_commands():
 
 def test_scripted_reply_is_four_chunks():
     chunker = SentenceChunker(SentenceOptions())
-    chunks = chunker.push(bench.SCRIPTED_REPLY, 0) + chunker.flush()
+    chunks = chunker.push(SCRIPTED_REPLY, 0) + chunker.flush()
     assert len(chunks) == 4
 
 
 def test_percentile():
-    assert bench.percentile([], 50) is None
-    assert bench.percentile([1.0, 2.0, 3.0], 50) == 2.0
-    assert bench.percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    assert percentile([], 50) is None
+    assert percentile([1.0, 2.0, 3.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +78,19 @@ def test_latency_reports_all_three_measurements(latency_report):
         assert d["n"] == 1 and d["p50"] > 0 and d["p95"] > 0
     assert s["streaming"]["eot_wait_ms"]["p50"] > 0  # paced: the real end-of-turn wait
     assert s["ratios"]["streaming_over_floor"] > 0 and s["ratios"]["cascade_over_streaming"] > 0
-    assert set(s["targets"]) >= {"streaming_over_floor_met", "cascade_over_streaming_met"}
+    # the verdicts follow from the measured ratios and the stated targets
+    t, ratios = s["targets"], s["ratios"]
+    assert (t["streaming_over_floor_max"], t["cascade_over_streaming_min"]) == (1.15, 3.0)
+    assert t["streaming_over_floor_met"] == (ratios["streaming_over_floor"] <= 1.15)
+    assert t["cascade_over_streaming_met"] == (ratios["cascade_over_streaming"] >= 3.0)  # 4 chunks: it applies
     (turn,) = r["turns"]
     for part in ("asr_ms", "llm_first_chunk_ms", "tts_first_chunk_ms"):
         assert turn["floor"][part] > 0
     # Fairness: the same utterance and the same reply in (a), (b) and (c).
     assert turn["same_transcript"] and turn["same_reply"]
-    assert turn["reply_text"] == bench.SCRIPTED_REPLY
-    assert turn["reply_chunks"] == 4 and s["multi_sentence"]
+    assert turn["reply_text"] == SCRIPTED_REPLY
+    # four sentences; on a busy machine slow tokens can make the chunk timer cut more (max_wait_ms)
+    assert turn["reply_chunks"] >= 4 and s["multi_sentence"]
     assert turn["cascade"]["reply_tokens"] == r["options"]["reply_tokens"] > 20
     assert turn["floor"]["first_chunk"] == "నమస్కారం!"
 
@@ -93,6 +101,50 @@ def test_cascade_waits_longer_than_streaming_on_a_multi_sentence_reply(latency_r
     # streaming speaks after the first few tokens. The gap is hundreds of ms on any machine.
     assert turn["cascade"]["after_eot_ms"] >= turn["streaming"]["after_eot_ms"]
     assert turn["cascade"]["voice_to_voice_ms"] >= turn["streaming"]["voice_to_voice_ms"]
+
+
+def _row(after_eot: float, cascade: float, floor: float, chunks: int = 4) -> dict:
+    return {"streaming": {"after_eot_ms": after_eot}, "cascade": {"after_eot_ms": cascade, "voice_to_voice_ms": None,
+                                                                  "asr_ms": 1, "llm_ms": 1, "tts_ms": 1},
+            "floor": {"total_ms": floor, "asr_ms": 1, "llm_first_chunk_ms": 1, "tts_first_chunk_ms": 1},
+            "reply_chunks": chunks}
+
+
+@pytest.mark.parametrize("rows,floor_met,cascade_met", [
+    ([_row(100, 400, 95), _row(110, 420, 100)], True, True),  # (a)/(c) 1.05, (b)/(a) 3.9
+    ([_row(200, 400, 100)], False, False),  # (a)/(c) 2.0, (b)/(a) 2.0
+    ([_row(100, 400, 95, chunks=2)], True, None),  # replies too short to judge (b)/(a)
+    ([_row(100, 400, 0)], None, True),  # no floor measured: no verdict, not "met"
+])
+def test_summary_judges_the_targets(rows, floor_met, cascade_met):
+    s = summarize(rows, min_sentences=3)
+    assert s["targets"]["streaming_over_floor_met"] is floor_met
+    assert s["targets"]["cascade_over_streaming_met"] is cascade_met
+
+
+def test_wire_benchmark_measures_both_turns_and_the_formats(tmp_path):
+    """One wire benchmark: text and spoken turns in-process and over 127.0.0.1, bytes/s per
+    format, Encodec RTFs (small random codec)."""
+    out = tmp_path / "wire.json"
+    args = _parser().parse_args(["bench", "wire", "--turns", "1", "--bandwidths", "1.5", "--small-codec",
+                                 "--seconds", "0.3", "--json", str(out)])
+    assert args.func(args) == 0
+    r = json.loads(out.read_text(encoding="utf-8"))
+    assert r["schema"] == "s2s.bench.wire/2" and set(r["turns"]) == {"text", "spoken"}
+    for t in r["turns"].values():
+        for key in ("first_audio_in_process_ms", "first_audio_websocket_ms", "done_in_process_ms",
+                    "done_websocket_ms"):
+            assert t[key]["n"] == 1 and t[key]["p50"] > 0
+        assert t["done_websocket_ms"]["p50"] >= t["first_audio_websocket_ms"]["p50"]
+        assert t["delivery_ms"]["n"] == 1 and 0 <= t["delivery_ms"]["p50"] < t["first_audio_websocket_ms"]["p50"]
+    from engine.codec import bytes_per_second
+
+    pcm, enc = r["formats"]
+    assert pcm["format"] == "audio/pcm" and 47_000 < pcm["payload_Bps"] < 49_000  # 24 kHz x 2 bytes
+    assert enc["format"] == "s2s.encodec 1.5 kbps"
+    assert enc["payload_Bps"] == pytest.approx(bytes_per_second(1.5), rel=0.15)
+    assert pcm["message_Bps"] > pcm["payload_Bps"] and enc["message_Bps"] > enc["payload_Bps"]
+    assert r["codec"]["random_weights"] and [row["bandwidth"] for row in r["codec"]["rows"]] == [1.5, 3, 6, 12, 24]
 
 
 def test_make_models_small_builds_and_loads(tmp_path):

@@ -27,13 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def codec() -> C.EncodecCodec:
-    pytest.importorskip("transformers")
     return C.EncodecCodec.random(seed=0)
 
 
 @pytest.fixture(scope="module")
 def small() -> C.EncodecCodec:
-    pytest.importorskip("transformers")
     return C.EncodecCodec.random(seed=0, small=True)
 
 
@@ -60,6 +58,18 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 def test_import_does_not_load_torch() -> None:
     code = "import sys, engine.codec; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+def test_the_packet_format_stands_alone() -> None:
+    """engine.codec_format holds the whole wire format and loads neither torch nor the model module;
+    engine.codec re-exports it."""
+    code = ("import sys, numpy as np; from engine.codec_format import build_packet, parse_packet; "
+            "p = parse_packet(build_packet(np.zeros((2, 3), np.uint16), 1.5, 700)); assert p.num_samples == 700; "
+            "assert not {'torch', 'transformers', 'engine.codec'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    from engine import codec_format as F
+
+    assert C.parse_packet is F.parse_packet and C.MAX_PACKET_FRAMES == F.MAX_PACKET_FRAMES
 
 
 def test_constants_match_encodec_24khz() -> None:
@@ -169,6 +179,9 @@ BAD_PACKETS = {
     "bandwidth code": (_header(bw=7) + _good_packet()[11:], "bandwidth code"),
     "codebooks": (_header(nq=8) + _good_packet()[11:], "codebooks"),
     "zero frames": (_header(frames=0, samples=0), "no frames"),
+    "too many frames": (C.build_packet(np.zeros((2, C.MAX_PACKET_FRAMES + 1), np.uint16), 1.5,
+                                       (C.MAX_PACKET_FRAMES + 1) * C.HOP, max_frames=C.MAX_FRAMES), "at most 150"),
+    "874 s announced": (_header(frames=C.MAX_FRAMES, samples=C.MAX_FRAMES * C.HOP), "at most 150"),
     "samples too many": (_header(samples=961) + _good_packet()[11:], "samples"),
     "samples too few": (_header(samples=640) + _good_packet()[11:], "samples"),
     "truncated payload": (_good_packet()[:-1], "truncated"),
@@ -182,6 +195,20 @@ def test_bad_packets_raise_audio_error(name: str) -> None:
     data, message = BAD_PACKETS[name]
     with pytest.raises(AudioError, match=message):
         C.parse_packet(data)
+
+
+def test_packets_are_capped_at_two_seconds(small: C.EncodecCodec) -> None:
+    """A packet is decoded as one message, so it may hold at most 2 s: a long chunk streams out as
+    several packets, a one-shot encode refuses more, and building a longer one needs ``max_frames``."""
+    assert C.MAX_PACKET_FRAMES == 150 and C.MAX_PACKET_FRAMES * C.HOP == 2 * C.SAMPLE_RATE
+    x = (0.1 * np.sin(np.arange(5 * C.SAMPLE_RATE) / 7)).astype(np.float32)
+    packets = small.stream_encoder(1.5).push(x)
+    parsed = [C.parse_packet(pk) for pk in packets]
+    assert [pk.num_frames for pk in parsed] == [150, 150, 75]
+    with pytest.raises(AudioError, match="too long for one packet"):
+        small.encode(x, 1.5)
+    with pytest.raises(AudioError, match="1..150 frames"):
+        C.build_packet(np.zeros((2, 151), np.uint16), 1.5, 151 * C.HOP)
 
 
 def test_garbage_never_escapes_as_another_exception() -> None:
@@ -399,7 +426,6 @@ def test_load_of_a_missing_folder_names_the_path(tmp_path: Path) -> None:
 
 
 def test_load_of_an_uncached_hub_id_stays_offline() -> None:
-    pytest.importorskip("transformers")
     with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
         C.EncodecCodec.load("s2s-tests/encodec-that-is-not-cached")
 

@@ -86,10 +86,17 @@ async def test_barge_in_on_real_models(offline_engine):
     await asyncio.wait_for(until(lambda e: isinstance(e, Interruption)), 10)
     cut = events[-1]
     assert cut.played_ms >= 100
-    done = [e for e in events if isinstance(e, ResponseDone)]
-    if done:  # the reply was fully synthesised before the cut: playback was cut instead
-        assert cut.played_ms < done[-1].audio_ms
-    assert s.history.messages[-1]["role"] != "assistant" or s.history.messages[-1]["content"] == cut.heard_text
+    done = [e for e in events if isinstance(e, ResponseDone) and e.response_id == cut.response_id]
+    if done:  # the reply was synthesised in full before the cut: its playback was cut
+        assert done[-1].status == "completed" and cut.played_ms < done[-1].audio_ms
+    else:  # cut while still generating: the response ends cancelled, with what was heard
+        await asyncio.wait_for(until(lambda e: isinstance(e, ResponseDone)), 10)
+        end = events[-1]
+        assert (end.response_id, end.status, end.heard_text) == (cut.response_id, "cancelled", cut.heard_text)
+    # the history keeps what was heard; nothing when no word was (the user's turn is then last)
+    last = s.history.messages[-1]
+    assert (last["role"], last["content"]) == (("assistant", cut.heard_text.strip()) if cut.heard_text.strip()
+                                               else ("user", last["content"]))
     await s.close()
 
 
@@ -102,7 +109,7 @@ def test_replay_cli_reports_each_file_and_fails_only_the_bad_one(tmp_path):
     report = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "replay", str(good48), str(bad), "--fast",
+        [sys.executable, "-m", "remote.cli", "replay", str(good48), str(bad), "--fast",
          "--out", str(tmp_path / "out"), "--json", str(report)],
         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
     )
@@ -129,7 +136,7 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path):
         ("models", "list", "--profile", "gpu"): "s2s-engine models fetch --profile gpu",
     }
     for args, expected in cases.items():
-        proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "remote.cli", *args], capture_output=True, text=True,
                               timeout=120, env=env, cwd=ROOT)
         assert proc.returncode == 1, (args, proc.stderr)
         assert "Traceback" not in proc.stdout + proc.stderr

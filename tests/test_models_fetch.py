@@ -16,11 +16,13 @@ from engine.models import ct2_dir, fetch, resolve, status
 def fake_hub(tmp_path, monkeypatch):
     import huggingface_hub
 
+    from engine.codec import EncodecCodec
     from training.tiny import build_tiny_vits, build_tiny_whisper
 
     repos = {
         "org/whisper-te": build_tiny_whisper(tmp_path / "hub" / "whisper"),
         "org/vits-te": build_tiny_vits(tmp_path / "hub" / "vits"),
+        "facebook/encodec_24khz": EncodecCodec.random(small=True).save(tmp_path / "hub" / "encodec"),
     }
     gguf = tmp_path / "hub" / "model.gguf"
     gguf.write_bytes(Path(resolve("llm", "pkg:gemma3-270m")).read_bytes()[:64])  # a stand-in file
@@ -52,6 +54,9 @@ def test_fetch_downloads_converts_and_then_resolves(fake_hub):
     before = {r.stage: r for r in status(profile)}
     assert not before["asr"].present and not before["llm"].present and not before["tts"].present
     assert "s2s-engine models fetch --profile gpu" in before["asr"].problem
+    # the wire codec of the gpu profile is a row too: fetch brings the Encodec weights
+    assert before["codec"].ref == "hf:facebook/encodec_24khz" and not before["codec"].present
+    assert "s2s-engine models fetch --profile gpu" in before["codec"].problem
     after = {r.stage: r for r in fetch(profile)}
     assert all(r.present for r in after.values()), [r.problem for r in after.values()]
     out = ct2_dir("org/whisper-te", "int8")
@@ -60,3 +65,15 @@ def test_fetch_downloads_converts_and_then_resolves(fake_hub):
 
     WhisperModel(str(out), device="cpu", compute_type="int8")  # the conversion loads in faster-whisper
     assert resolve("tts", "hf:org/vits-te", "gpu").endswith("vits")
+    assert "facebook/encodec_24khz" in fake_hub
+    from engine.codec import EncodecCodec
+    from remote.server import codec_path
+
+    # what s2s-engine --headless loads for s2s.encodec: the fetched folder, unless --codec-model says else
+    assert codec_path("", profile) == after["codec"].path
+    assert codec_path("/my/encodec", profile) == "/my/encodec"
+    assert EncodecCodec.load(codec_path("", profile)).random_weights is False
+
+
+def test_the_offline_profile_needs_no_codec_row():
+    assert "codec" not in {r.stage for r in status(load_profile("offline"))}

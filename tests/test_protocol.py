@@ -254,6 +254,31 @@ def test_error_names_the_client_event_id():
     assert err.event_id == "e9" and "conversation.item.delete" in err.message
 
 
+def test_json_types_are_taken_as_they_are():
+    """No coercion ("24000" is not a number, "yes" not a boolean, true not an integer), but an
+    integral float is an integer (Python clients write 1500.0), and NaN/Infinity are refused."""
+    e = p.parse_client_event(msg(type="conversation.item.truncate", item_id="i", audio_end_ms=1500.0))
+    assert e.audio_end_ms == 1500 and isinstance(e.audio_end_ms, int)
+    assert err_of('{"type": "s2s.ping", "client_time_ms": NaN}').param == "client_time_ms"
+    assert err_of('{"type": "s2s.ping", "client_time_ms": Infinity}').code == p.ErrorCode.INVALID_VALUE
+    bad = err_of(msg(type="session.update", session={"audio": {"input": {"turn_detection": {"create_response": 1}}}}))
+    assert bad.param == "session.audio.input.turn_detection.create_response" and "boolean" in bad.message
+
+
+def test_server_events_with_wrong_field_types_are_protocol_errors():
+    """A client reads what a server sends through the same kind of check: a field of the wrong
+    type is a ProtocolError (the client skips the event), not a crash later."""
+    for bad in ('{"type": "s2s.turn.metrics", "response_id": "r", "metrics": {}, "network": "x"}',
+                '{"type": "s2s.pong", "client_time_ms": "soon", "server_time_ms": 1}',
+                '{"type": "response.done", "response": []}'):
+        with pytest.raises(p.ProtocolError) as info:
+            p.parse_server_event(bad)
+        assert info.value.code == p.ErrorCode.INVALID_EVENT
+    with pytest.raises(p.ProtocolError) as info:  # a session this client cannot use
+        p.SessionConfig.from_dict({"id": "s", "audio": {"output": {"format": {"type": "audio/opus"}}}})
+    assert info.value.param == "session.audio.output.format.type"
+
+
 def test_oversized_message_is_refused_before_parsing():
     big = msg(type="input_audio_buffer.append", audio=b64(b"\0" * 900_000))
     assert len(big) > p.MAX_MESSAGE_BYTES
@@ -413,7 +438,6 @@ def test_unknown_server_events_are_kept():
 
 def test_server_events_validate_against_the_openai_sdk_models():
     """Independent check of the shapes: the OpenAI SDK's own pydantic models accept our events."""
-    pytest.importorskip("openai")
     from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
     from pydantic import TypeAdapter
 
@@ -562,9 +586,39 @@ def test_engine_error_maps_to_server_error():
     assert d["error"]["s2s_stage"] == "tts" and d["error"]["s2s_turn_id"] == "turn_3"
 
 
-def test_reply_audio_at_another_rate_is_resampled_to_24k():
-    out = p.EventMapper().map(ev.ReplyAudio("resp_1", 0, np.zeros(1600, np.float32), 16000))
-    assert len(out[0].audio) == 2400 * 2
+def _reply_at(rate: int, x: np.ndarray, status: str, chunk: int) -> list[p.ServerEvent]:
+    m = p.EventMapper()
+    out = m.map(ev.ResponseStarted("resp_1", None))
+    for i in range(0, len(x), chunk):
+        out += m.map(ev.ReplyAudio("resp_1", i // chunk, x[i:i + chunk], rate))
+    return out + m.map(ev.ResponseDone("resp_1", status, "a", "a", 1000, 1000))
+
+
+def _pcm_of(out: list[p.ServerEvent]) -> np.ndarray:
+    deltas = [e.audio for e in out if e.type == "response.output_audio.delta"]
+    return np.concatenate([p.pcm16_decode(d) for d in deltas]).astype(np.float32) / 32767
+
+
+def test_reply_audio_at_another_rate_is_stream_resampled_without_edge_clicks():
+    """20 ms chunks of a 16 kHz tone come out as if the whole reply had been resampled at once:
+    one soxr stream per response keeps its state across chunk edges (chunk-by-chunk linear
+    interpolation, the old way, was 0.06 off at every edge)."""
+    from engine.audio import resample
+
+    x = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(16_000) / 16_000)).astype(np.float32)
+    out = _reply_at(16_000, x, "completed", 320)
+    y = _pcm_of(out)
+    assert len(y) == 24_000  # the resampler's tail comes out before output_audio.done
+    np.testing.assert_allclose(y, resample(x, 16_000, 24_000), atol=1e-3)
+    done = [e for e in out if e.type == "response.done"][0]
+    assert done.response["s2s"]["audio_bytes"] == 48_000
+    assert types(out)[-5:-3] == ["response.output_audio.delta", "response.output_audio.done"]
+
+
+def test_a_cancelled_reply_drops_the_resampler_tail():
+    x = np.zeros(4800, np.float32)
+    completed, cancelled = _pcm_of(_reply_at(16_000, x, "completed", 320)), _pcm_of(_reply_at(16_000, x, "cancelled", 320))
+    assert len(completed) == 7200 and 0 < len(cancelled) < 7200
 
 
 def test_pcm16_round_trip():
@@ -581,3 +635,19 @@ def test_wire_constants():
     from engine.codec import BANDWIDTHS
 
     assert p.ENCODEC_BANDWIDTHS == BANDWIDTHS
+
+
+def test_the_event_mapper_remembers_a_bounded_number_of_turns():
+    """A long session (500 turns) does not grow the mapper: the last MAX_TRACKED turns and responses
+    are remembered, older ones forgotten first, and the recent ones still map correctly."""
+    m = p.EventMapper()
+    for i in range(500):
+        run(m, [ev.SpeechStarted(f"turn_{i}", 0), ev.TranscriptPartial(f"turn_{i}", "న"),
+                ev.SpeechStopped(f"turn_{i}", 10), ev.ResponseStarted(f"resp_{i}", f"turn_{i}"),
+                ev.ReplyAudio(f"resp_{i}", 0, np.zeros(320, np.float32), 16_000)])
+        m.text_item(f"text_{i}", "x", item_id=f"mine_{i}")
+    sizes = {name: len(v) for name, v in vars(m).items() if isinstance(v, dict | set | list)}
+    assert sizes and max(sizes.values()) <= p.MAX_TRACKED, sizes
+    out = run(m, [ev.ResponseStarted("resp_new", "text_499")])
+    assert out[1].previous_item_id == "mine_499"
+    assert run(m, [ev.TranscriptFinal("text_499", "x")]) == []  # still known as a text turn

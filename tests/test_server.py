@@ -527,9 +527,10 @@ async def test_stats_and_ping(server):
         assert set(stats.models) == {"vad", "turn", "asr", "llm", "tts"}
         await client.wait_for(p.S2SPong)
         rtt = await client.ping()
-        assert 0 <= rtt < 200
-        # same machine, same monotonic clock: the offset is about zero
-        assert abs(client.clock_offset_ms) < 50
+        assert 0 <= rtt < 5000  # a generous bound: the machine may be busy
+        # same machine, same monotonic clock: the true offset is 0, and the estimate is off by at
+        # most half the round trip of the ping it came from
+        assert abs(client.clock_offset_ms) <= client.min_rtt_ms / 2 + 1
 
 
 async def test_idle_session_times_out(offline_engine):
@@ -565,7 +566,6 @@ async def test_encodec_refused_without_weights(server):
 
 
 async def test_encodec_negotiation_round_trip(offline_engine, clips):
-    pytest.importorskip("transformers")
     from engine.codec import BANDWIDTHS, HOP, bytes_per_second, parse_packet
 
     srv = await serve(offline_engine, port=0, stats_interval_s=0, codec_factory=small_codec)
@@ -584,6 +584,14 @@ async def test_encodec_negotiation_round_trip(offline_engine, clips):
             await client.send(p.InputAudioBufferAppend(audio=b"EC\x01garbage"))
             err = await client.wait_for(p.Error, limit_s=30)
             assert err.code == "invalid_audio"
+            # a packet that announces more than 2 s is refused before any decoding
+            from engine.codec import MAX_FRAMES, MAX_PACKET_FRAMES, build_packet
+
+            frames = MAX_PACKET_FRAMES + 1
+            big = build_packet(np.zeros((8, frames), np.uint16), 6.0, frames * HOP, max_frames=MAX_FRAMES)
+            await client.send(p.InputAudioBufferAppend(audio=big))
+            err = await client.wait_for(p.Error, limit_s=30)
+            assert err.code == "invalid_audio" and "at most 150" in err.message
             # Encodec out: a text turn's reply arrives as packets at 3 kbps
             await client.send_text("నమస్కారం")
             await client.create_response()
@@ -617,7 +625,8 @@ async def test_encodec_negotiation_round_trip(offline_engine, clips):
 
 
 async def test_stock_openai_sdk_holds_a_spoken_turn(token_server, clips):
-    openai = pytest.importorskip("openai")
+    import openai
+
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{token_server.port}/v1", api_key=TOKEN)
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"],
@@ -778,8 +787,8 @@ async def test_network_time_is_measured_one_way_on_loopback(server, clips):
         figures.append(("spoken", client.network_timing(metrics.response_id)))
         for kind, nt in figures:
             assert nt is not None, kind
-            for leg in (nt.up_ms, nt.down_ms, nt.total_ms):
-                assert leg is not None and 0 <= leg < 50, (kind, nt)
+            for leg in (nt.up_ms, nt.down_ms, nt.total_ms):  # measured, never negative, bounded generously
+                assert leg is not None and 0 <= leg < 2000, (kind, nt)
             # the sum does not depend on the clock offset
             assert nt.total_ms == pytest.approx(max(0.0, nt.up_raw_ms + nt.down_raw_ms), abs=1e-6)
             print(f"\n{kind} turn over 127.0.0.1: up {nt.up_ms:.2f} ms, down {nt.down_ms:.2f} ms "

@@ -18,11 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from training.cli import main  # noqa: E402
-from training.text import (  # noqa: E402
+from training.cli import main
+from training.text import (
     char_ids,
     from_iso15919,
     normalize_telugu,
@@ -245,6 +242,30 @@ def test_asr_resume_continues_the_step_count(asr_run, work, prepared, tiny, caps
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000006", "step-000009"]
 
 
+class _Planted:
+    """What a planted checkpoint could hold: unpickling it creates a file (it could do anything)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(asr_run, work, prepared, tiny, capsys):
+    import torch
+
+    out = work / "asr-planted"
+    shutil.copytree(asr_run, out)
+    marker = work / "planted-code-ran"
+    ckpt = out / "checkpoints" / "step-000006"
+    torch.save({"module": _Planted(marker)}, ckpt / "state.pt")
+    code = run("asr", prepared, "--base", tiny / "whisper", "--out", out, "--steps", "9", "--resume", *TRAIN_FAST)
+    assert code == 2 and not marker.exists()
+    err = capsys.readouterr().err
+    assert "state.pt holds more than tensors and plain values" in err and "--resume" in err
+
+
 def test_ct2_export_loads_in_faster_whisper_and_the_engine(asr_run, prepared):
     from faster_whisper import WhisperModel
 
@@ -260,8 +281,8 @@ def test_ct2_export_loads_in_faster_whisper_and_the_engine(asr_run, prepared):
     )
     assert isinstance(" ".join(s.text for s in segments), str) and info.language == "te"
 
-    asr_whisper = pytest.importorskip("engine.stages.asr_whisper")
     from engine.config import ASROptions
+    from engine.stages import asr_whisper
 
     folder = str(asr_run / "ct2-float16")
     asr = asr_whisper.FasterWhisperASR(ASROptions(model=folder, compute_type="int8"), folder)
@@ -273,7 +294,7 @@ def test_ct2_export_loads_in_faster_whisper_and_the_engine(asr_run, prepared):
 
 
 def test_convert_whisper_to_ct2_writes_missing_processor_files(tiny, tmp_path):
-    from training.export import convert_whisper_to_ct2
+    from engine.ct2_convert import convert_whisper_to_ct2
 
     src = tmp_path / "hf"
     shutil.copytree(tiny / "whisper", src)
@@ -351,7 +372,7 @@ def test_replay_runs_with_the_exported_models(asr_run, tts_run, prepared, tmp_pa
     cmd = [
         sys.executable,
         "-m",
-        "engine.cli",
+        "remote.cli",
         "replay",
         str(wav),
         "--fast",

@@ -11,12 +11,9 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from engine.config import TTSOptions  # noqa: E402
-from engine.errors import ModelError  # noqa: E402
-from engine.registry import backend_class  # noqa: E402
+from engine.config import TTSOptions
+from engine.errors import ModelError
+from engine.registry import backend_class
 
 TELUGU = "నమస్కారం, మీరు ఎలా ఉన్నారు? ఈ రోజు 25 డిగ్రీలు."
 
@@ -33,7 +30,7 @@ def speecht5_export(tmp_path_factory):
     """A SpeechT5 export written straight from the tiny base (no training steps)."""
     from transformers import SpeechT5FeatureExtractor, SpeechT5ForTextToSpeech, SpeechT5HifiGan
 
-    from training.text import tts_model_text
+    from engine.text import tts_model_text
     from training.tiny import build_tiny_speecht5
     from training.tts import TTSOptions as TrainTTSOptions
     from training.tts import base_char_vocab, extend_vocab, write_export
@@ -138,7 +135,7 @@ def test_speecht5_long_text_is_spoken_in_pieces():
 def test_speecht5_export_config_names_the_front_end(speecht5_export):
     config = json.loads((speecht5_export / "s2s_tts.json").read_text())
     assert config["text"]["transliteration"] == "iso15919"
-    assert config["text"]["normalizer"] == "training.text.normalize_telugu"
+    assert config["text"]["normalizer"] == "engine.text.normalize_telugu"
 
 
 def test_cuda_without_a_gpu_is_a_model_error(vits_dir, speecht5_export):

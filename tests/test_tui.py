@@ -286,3 +286,89 @@ async def test_ticks_while_the_status_bar_is_absent_do_not_crash():
             app.main = mounted
         await pilot.pause(0.1)
         assert app.is_running
+
+
+# --- Telugu and the terminal's idea of cell widths -------------------------------------------
+
+LONG_TE = "మీరు ఎలా ఉన్నారు? నేను బాగున్నాను, ధన్యవాదాలు. ఈ రోజు మంచి రోజు. " * 5
+
+
+def _rows(app) -> list[str]:
+    """The screen as Textual composes it, one string per row (what a full refresh writes)."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def test_max_cells_counts_telugu_vowel_signs_that_rich_counts_as_zero():
+    from rich.cells import cell_len
+
+    from s2s_tui.widgets.safetext import SafeText, max_cells, wrap_offsets
+
+    assert cell_len("కు") == 1 and max_cells("కు") == 2  # ు: Rich 0 cells, tmux/glibc wcwidth 1
+    assert max_cells("నమస్కారం") == cell_len("నమస్కారం") + 1  # the anusvara ం
+    assert max_cells("hello") == 5
+    from rich.text import Text
+
+    text = "మీరు ఎలా ఉన్నారు?"
+    cuts = wrap_offsets(text, 8)
+    lines = [text[a:b].strip() for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    assert lines == ["మీరు ఎలా", "ఉన్నారు?"] and all(max_cells(line) <= 8 for line in lines)
+
+    lines = SafeText(Text("కుకుకుకుకు")).lines(4)  # one word longer than a line: cut between clusters
+    assert [line.plain for line in lines] == ["కుకు", "కుకు", "కు"]
+
+
+async def test_telugu_lines_keep_every_panel_aligned_whatever_the_terminal_counts():
+    """Rich gives Telugu spacing vowel signs (ు ూ ం ...) 0 cells, tmux and glibc's wcwidth 1; on a
+    row, whatever follows such a sign moves by one cell per sign in those terminals. The layout
+    keeps borders and the latency panel before any Telugu text on its row, and Telugu lines fit the
+    screen even if every sign takes a cell."""
+    from s2s_tui.widgets.safetext import ambiguous_marks, max_cells
+
+    script = [*SCRIPT, m.ReplyStarted("resp_3", "turn_3"), m.ReplyText("resp_3", LONG_TE),
+              m.ReplyDone("resp_3", "completed", LONG_TE, LONG_TE, 9000)]
+    app = scripted_app(script)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.5)
+        rows = _rows(app)
+    telugu_rows = [r for r in rows if ambiguous_marks(r)]
+    assert len(telugu_rows) >= 8  # the script's lines and the long reply, wrapped
+    for row in rows:
+        for i, ch in enumerate(row):
+            if ambiguous_marks(ch):
+                after = row[i:]
+                frames = [c for c in after if 0x2500 <= ord(c) <= 0x259F]  # box drawing, bars
+                assert not frames, f"{''.join(frames)!r} after Telugu text on row {row.rstrip()!r}"
+                break
+        assert max_cells(row.rstrip()) <= SIZE[0], row.rstrip()
+    assert "వర్షం పడే" in "".join(rows)  # heard and unheard words of the interrupted reply stay apart
+
+
+async def test_a_failing_send_is_shown_and_the_remote_link_keeps_sending():
+    """The server asks for Encodec input and this machine has no Encodec weights: every mic chunk
+    fails to encode. That once ended the link's sender silently (the mic went dead with no word);
+    now the problem is shown and the other commands still go out."""
+    from remote import protocol as p
+    from s2s_tui.link_remote import RemoteLink
+    from tests.test_client import FakeRealtimeServer, settle
+
+    async with FakeRealtimeServer() as srv:
+        link = RemoteLink(srv.url)
+        posted: list = []
+        link.attach(posted.append, None)
+        runner = asyncio.create_task(link.run())
+        try:
+            await settle(lambda: link.ready)
+            cfg = p.SessionConfig(id="sess_1", input_format=p.AudioFormat(p.ENCODEC_FORMAT, 24_000, 6.0))
+            await srv.live[-1].send(p.serialize(p.SessionUpdated(session=cfg.to_dict())))
+            await settle(lambda: link.client.session is not None and link.client.session.input_format.is_encodec)
+            link.send_audio(np.zeros(1600, np.float32))
+            await settle(lambda: any(isinstance(x, m.Problem) for x in posted), 60)
+            problem = next(x for x in posted if isinstance(x, m.Problem))
+            assert "sending microphone audio to the engine failed" in problem.text and "codec" in problem.text
+            link.send_audio(np.zeros(1600, np.float32))
+            link.reset()
+            await settle(lambda: srv.of_type("s2s.session.reset"), 60)
+            assert sum(isinstance(x, m.Problem) for x in posted) == 1  # the same failure is not repeated
+        finally:
+            await link.close()
+            await asyncio.wait_for(runner, 10)

@@ -4,7 +4,6 @@ engine (and its recovery), and a refused token. The app is built with the CLI's 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import socket
 import time
@@ -86,7 +85,7 @@ async def test_interrupt_key_cancels_the_reply(offline_engine):
         assert agent.status == "cancelled"
         assert agent.cut_ms is not None and agent.cut_ms > 0
         assert not app.sink.buffer.playing
-        assert "interrupted" in str(agent.render())
+        assert "interrupted" in rendered(agent)
 
 
 async def test_remote_mode_against_a_headless_server(offline_engine):
@@ -139,6 +138,9 @@ async def test_refused_token_is_shown_not_raised(offline_engine):
             status = app.main.status
             await until(pilot, lambda: status.link_status == "failed", 10, "the refusal")
             assert "token" in status.link_detail
-            await asyncio.sleep(0)
+            await pilot.pause(1.5)  # longer than the first retry delay: a refused token is not retried
+            assert status.link_status == "failed" and app.is_running  # shown, the app goes on
+            assert "refused the token" in app.main.query_one("#problem").text
+            assert server.total_sessions == 0  # refused before any session started
     finally:
         await server.close()

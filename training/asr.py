@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from engine.ct2_convert import convert_whisper_to_ct2
 from training.audio import SAMPLE_RATE, load_audio
 from training.data import load_split
-from training.export import convert_whisper_to_ct2
 from training.loop import TrainConfig, Trainer
 
 

@@ -428,7 +428,7 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 
     built = build_all(args.out, tuple(w.strip() for w in args.only.split(",") if w.strip()))
     if args.ct2 and "whisper" in built:
-        from training.export import convert_whisper_to_ct2
+        from engine.ct2_convert import convert_whisper_to_ct2
 
         built["whisper-ct2"] = convert_whisper_to_ct2(
             built["whisper"], Path(args.out) / "whisper-ct2", "int8"

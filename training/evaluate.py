@@ -2,7 +2,7 @@
 
 - ASR: each validation clip is transcribed by the CTranslate2 model through faster-whisper
   (greedy, language ``te``, no timestamps: the settings the engine uses) and compared with
-  its text by jiwer, after :func:`training.text.scoring_text` on both sides.
+  its text by jiwer, after :func:`engine.text.scoring_text` on both sides.
 - TTS round trip: each validation text is spoken by the TTS export through the engine's own
   backend (``speecht5`` for an ``s2s-train tts`` export, ``vits`` for a VITS folder),
   resampled to 16 kHz and transcribed by the ASR model; the CER against the text says how

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import json
 import math
+import pickle
 import random
 import shutil
 import time
@@ -88,6 +89,28 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors and plain values (what ``torch.load(weights_only=True)`` reads)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -178,12 +201,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                "rng": {
-                    "python": random.getstate(),
-                    "numpy": np.random.get_state(),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                },
+                "rng": _rng_state(),
             },
             tmp / "state.pt",
         )
@@ -203,18 +221,19 @@ class Trainer:
 
     def load_checkpoint(self, ckpt: Path) -> None:
         state = json.loads((ckpt / "trainer_state.json").read_text())
-        blob = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        try:  # tensors and plain containers only: a checkpoint cannot run code when loaded
+            blob = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(f"{ckpt / 'state.pt'} holds more than tensors and plain values, so it was not loaded "
+                             f"(an s2s-train checkpoint never does; an older one stored its RNG state as "
+                             f"objects): remove {ckpt} or train without --resume. "
+                             f"({str(exc).splitlines()[0][:200]})") from None
         self.module.load_state_dict(blob["module"])
         self.module.to(self.device)
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         self.scaler.load_state_dict(blob["scaler"])
-        rng = blob["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        _set_rng_state(blob["rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
 
     # ----------------------------------------------------------------- log

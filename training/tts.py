@@ -2,7 +2,7 @@
 
 SpeechT5's tokenizer is a SentencePiece *character* model over English letters: it has no
 Telugu characters. Two things make Telugu work, both recorded in the export and applied
-identically at inference by ``engine.stages.tts_speecht5`` (through ``training.text``):
+identically at inference by ``engine.stages.tts_speecht5`` (both use ``engine.text``):
 
 1. Telugu is normalised (``normalize_telugu``) and transliterated to ISO 15919 Latin with
    ``indic-transliteration`` (``namaskāraṁ``): reversible, and it reuses the pretrained
@@ -328,7 +328,7 @@ def write_export(
         "backend": "speecht5",
         "sample_rate": int(getattr(vocoder.config, "sampling_rate", SAMPLE_RATE)),
         "text": {
-            "normalizer": "training.text.normalize_telugu",
+            "normalizer": "engine.text.normalize_telugu",
             "transliteration": options.transliteration,
             "library": "indic-transliteration (sanscript.TELUGU -> sanscript.ISO), NFC, lower case",
         },

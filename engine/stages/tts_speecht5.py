@@ -2,7 +2,7 @@
 
 SpeechT5 (transformers) with its HiFi-GAN vocoder, 16 kHz. Its character vocabulary is
 Latin, so the export says how text reaches it (``s2s_tts.json``): Telugu is normalised and
-transliterated to ISO 15919 by ``training.text.tts_model_text``, the very function training
+transliterated to ISO 15919 by ``engine.text.tts_model_text``, the very function training
 used, then mapped to ids with the export's ``text_vocab.json`` (no sentencepiece needed);
 characters outside that vocabulary are dropped. The speaker embedding is the export's
 ``speaker_embedding.npy``, computed from the speaker's audio at training time.
@@ -22,6 +22,7 @@ from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
 from engine.models import model_folder
 from engine.stages.base import ChunkedTTSBackend, torch_device
+from engine.text import char_ids, tts_model_text
 
 TTS_CONFIG = "s2s_tts.json"
 MAX_CHUNK_CHARS = 200  # SpeechT5 attends over at most 450 characters; long replies are spoken in pieces
@@ -64,14 +65,14 @@ class SpeechT5TTS(ChunkedTTSBackend):
         if self._config.get("backend") != "speecht5":
             raise self._error(f"{TTS_CONFIG} is for backend {self._config.get('backend')!r}, not speecht5")
         try:
-            from training.text import tts_model_text
-
             tts_model_text("తెలుగు", self._config.get("text", {}).get("transliteration", "iso15919"))
         except ImportError as exc:
             raise self._error(
                 f"text front end unavailable ({exc})",
-                ".venv/bin/pip install -c constraints.txt -e '.[train]'",
+                ".venv/bin/pip install -c constraints.txt -e '.[gpu]'",
             ) from None
+        except ValueError as exc:
+            raise self._error(f"{TTS_CONFIG}: {exc}") from None
 
         import torch
         from transformers import SpeechT5ForTextToSpeech, SpeechT5HifiGan
@@ -94,13 +95,9 @@ class SpeechT5TTS(ChunkedTTSBackend):
 
     def model_text(self, text: str) -> str:
         """The Latin text the model reads for ``text`` (exactly as in training)."""
-        from training.text import tts_model_text
-
         return tts_model_text(text, self._config.get("text", {}).get("transliteration", "iso15919"))
 
     def _ids(self, text: str) -> list[int]:
-        from training.text import char_ids
-
         ids = char_ids(self.model_text(text), self._vocab, self._eos)
         # the word mark and </s> alone say nothing
         return ids if len([i for i in ids if i != self._eos]) > 1 else []

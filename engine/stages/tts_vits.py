@@ -3,16 +3,15 @@
 VITS is non-autoregressive: one forward pass speaks a whole sentence (about 0.1-0.3 s on a
 CPU for a short sentence with the 36M-parameter MMS model, milliseconds on a GPU). MMS-TTS
 Telugu reads Telugu script directly (no romanisation, no phonemiser); its vocabulary is
-the characters it was trained on, so text is normalised (NFC, numbers as Telugu words via
-``training.text`` when it is importable) and characters outside the vocabulary are dropped
-instead of failing. Licence of facebook/mms-tts-tel: CC-BY-NC-4.0.
+the characters it was trained on, so text is normalised (NFC, numbers as Telugu words:
+:func:`engine.text.normalize_telugu`, always, so what is spoken does not depend on an optional
+package) and characters outside the vocabulary are dropped instead of failing. Licence of facebook/mms-tts-tel: CC-BY-NC-4.0.
 
 torch and transformers are imported in ``setup()`` only.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from engine.config import TTSOptions
 from engine.errors import ModelError, StageError
 from engine.models import model_folder
 from engine.stages.base import ChunkedTTSBackend, torch_device
+from engine.text import normalize_telugu
 
 NORMAL_SPEED = 175  # TTSOptions.speed is espeak-ng words per minute; 175 is VITS speaking_rate 1.0
 MAX_CHUNK_CHARS = 400
@@ -68,13 +68,7 @@ class VitsTTS(ChunkedTTSBackend):
 
     def clean_text(self, text: str) -> str:
         """Text reduced to what the tokenizer knows: NFC, numbers spelt out, lower case, unknown chars dropped."""
-        try:
-            from training.text import normalize_telugu
-
-            text = normalize_telugu(text)
-        except ImportError:  # training is optional for this backend; NFC is the part that matters
-            text = unicodedata.normalize("NFC", text)
-        text = text.lower()
+        text = normalize_telugu(text).lower()
         if getattr(self._tokenizer, "is_uroman", False):
             return " ".join(text.split())  # the tokenizer romanises; leave the script alone
         kept = "".join(c if c in self._chars else (" " if c.isspace() else "") for c in text)

@@ -33,13 +33,14 @@ class MainScreen(Screen):
         status.mode, status.target = self.mode, self.target
         yield status
         with Horizontal(id="body"):
-            conversation = ConversationView(id="conversation")
-            conversation.border_title = "conversation"
-            yield conversation
             latency = LatencyPanel(id="latency")
             latency.border_title = "latency"
             latency.remote = self.remote
             yield latency
+            # rightmost, open on the right: Telugu lines are followed by blanks only (widgets/safetext.py)
+            conversation = ConversationView(id="conversation")
+            conversation.border_title = "conversation "  # the space: no right border to pad the title
+            yield conversation
         yield ProblemLine(id="problem")
         yield Footer()
 

@@ -1,5 +1,9 @@
 """The conversation: user turns (partial transcripts settle into the final text) and agent
-turns that stream in; an interrupted reply shows the heard part and where it was cut."""
+turns that stream in; an interrupted reply shows the heard part and where it was cut.
+
+Turns render as :class:`~s2s_tui.widgets.safetext.SafeText`, so Telugu lines keep the screen
+aligned whichever way the terminal counts vowel signs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
+
+from s2s_tui.widgets.safetext import SafeText
 
 
 class UserTurn(Static):
@@ -19,13 +25,13 @@ class UserTurn(Static):
         super().__init__(classes="turn user")
         self.turn_id = turn_id
 
-    def render(self) -> Text:
+    def render(self) -> SafeText:
         t = Text("you  ", style="bold blue")
         if self.final:
             t.append(self.text or "∅ (nothing recognised)", style="" if self.text else "dim italic")
         else:
             t.append(self.text or "…", style="dim italic")
-        return t
+        return SafeText(t)
 
     def watch_final(self, final: bool) -> None:
         self.set_class(not final, "-partial")
@@ -43,22 +49,23 @@ class AgentTurn(Static):
         super().__init__(classes="turn agent")
         self.response_id = response_id
 
-    def render(self) -> Text:
+    def render(self) -> SafeText:
         t = Text("agent  ", style="bold green")
         if self.status == "cancelled":
             heard = (self.heard or "").strip()
             full = self.text.strip()
             t.append(heard)
             rest = full[len(heard):] if heard and full.startswith(heard) else ("" if heard else full)
-            if rest:
-                t.append(("" if not heard or rest.startswith(" ") else " ") + rest.strip(), style="dim strike")
+            if rest.strip():  # the unheard words, after a space (heard_text is whole words)
+                t.append(" " if heard else "")
+                t.append(rest.strip(), style="dim strike")
             t.append(f"  ✂ interrupted at {(self.cut_ms or 0) / 1000:.1f} s", style="bold yellow")
         elif self.status == "failed":
             t.append(self.text or "", style="")
             t.append("  ✕ failed", style="bold red")
         else:
             t.append(self.text or "…", style="" if self.text else "dim")
-        return t
+        return SafeText(t)
 
     def watch_status(self, status: str) -> None:
         self.set_class(status == "cancelled", "-interrupted")

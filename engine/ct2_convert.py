@@ -1,7 +1,8 @@
-"""Exports the engine loads: Whisper (transformers) -> CTranslate2 for faster-whisper.
+"""Whisper (transformers) -> CTranslate2, the format faster-whisper loads.
 
-``convert_whisper_to_ct2`` is also what ``s2s-engine models fetch`` calls for ``hf+ct2:``
-models, so this module imports nothing heavy at import time and has no side effects.
+``s2s-engine models fetch`` calls :func:`convert_whisper_to_ct2` for ``hf+ct2:`` models, and
+``s2s-train asr`` for its exports (training imports it from here). It imports nothing heavy at
+import time (ctranslate2 and transformers are imported inside) and has no side effects.
 
 faster-whisper needs ``tokenizer.json`` and ``preprocessor_config.json`` next to
 ``model.bin`` (without them it goes to the hub for the tokenizer and guesses the mel
