@@ -272,7 +272,8 @@ class Session:
 
     def update(self, *, turn_detection: bool | None = None, auto_response: bool | None = None,
                instructions: str | None = None, language: str | None = None,
-               eot_silence_ms: int | None = None, turn_policy: str | None = None) -> None:
+               eot_silence_ms: int | None = None, turn_policy: str | None = None,
+               turn_max_silence_ms: int | None = None) -> None:
         if turn_detection is not None:
             self.options.turn_detection = turn_detection
         if auto_response is not None:
@@ -281,10 +282,12 @@ class Session:
             self.instructions = instructions
         if language is not None:
             self.language = None if language in ("", "auto") else language
-        if turn_policy is not None and turn_policy != self._policy.policy:
+        if (turn_policy is not None and turn_policy != self._policy.policy) or turn_max_silence_ms is not None:
             from engine.config import check_turn
 
-            trial = replace(self.turn_options, policy=turn_policy)
+            trial = replace(self.turn_options, policy=turn_policy or self.turn_options.policy)
+            if turn_max_silence_ms is not None:
+                trial.max_silence_ms = int(turn_max_silence_ms)
             check_turn(trial, self.vad_options)
             if TurnPolicy(trial, 0).needs_audio and self.engine.turn_model is None:
                 raise S2SError(f"turn policy {turn_policy!r} needs the audio turn model, which this engine did not "
@@ -292,7 +295,7 @@ class Session:
             self.turn_options = trial
         if eot_silence_ms is not None:
             self.vad_options.end_of_turn_silence_ms = int(eot_silence_ms)
-        if turn_policy is not None or eot_silence_ms is not None:
+        if turn_policy is not None or eot_silence_ms is not None or turn_max_silence_ms is not None:
             self._policy = TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms)
             self._detector = self._new_detector()
 

@@ -370,7 +370,11 @@ class TurnDetection:
     """``audio.input.turn_detection``: server VAD (on by default).
 
     Fields:
-        type: ``server_vad`` (``semantic_vad`` is accepted and treated as ``server_vad``).
+        type: ``server_vad``: the end of turn is decided by the engine's profile policy, or by a
+            fixed silence when ``silence_duration_ms`` is given; ``semantic_vad``: by the
+            evidence (the audio turn model and the transcript, ``engine.turn``).
+        eagerness: ``semantic_vad`` only: ``low`` waits up to twice the profile's longest
+            silence for an unfinished sentence, ``high`` half of it; ``medium``/``auto`` as the profile.
         create_response: respond automatically at the end of each turn (default true).
         interrupt_response: barge-in cancels the response (always true here; false is refused).
         silence_duration_ms: the silence that ends a turn (default: the profile's).
@@ -384,6 +388,7 @@ class TurnDetection:
     silence_duration_ms: int | None = None
     prefix_padding_ms: int | None = None
     threshold: float | None = None
+    eagerness: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -391,7 +396,7 @@ class TurnDetection:
             "create_response": self.create_response,
             "interrupt_response": self.interrupt_response,
         }
-        for k in ("silence_duration_ms", "prefix_padding_ms", "threshold"):
+        for k in ("silence_duration_ms", "prefix_padding_ms", "threshold", "eagerness"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         return out
@@ -408,6 +413,7 @@ class _TurnDetection(_Wire):
     prefix_padding_ms: Milliseconds | None = None
     idle_timeout_ms: Milliseconds | None = None
     threshold: float | None = None
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
 
     @field_validator("interrupt_response")
     @classmethod
@@ -418,7 +424,9 @@ class _TurnDetection(_Wire):
         return v
 
     def domain(self) -> TurnDetection:
-        return TurnDetection(create_response=self.create_response, silence_duration_ms=self.silence_duration_ms)
+        return TurnDetection(type=self.type, create_response=self.create_response,
+                             silence_duration_ms=self.silence_duration_ms,
+                             eagerness=self.eagerness if self.type == "semantic_vad" else None)
 
 
 class _Transcription(_Wire):

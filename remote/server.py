@@ -385,15 +385,18 @@ class _Connection:
         with contextlib.suppress(Exception):
             model = dict(_query(ws.request.path)).get("model") or "s2s"  # type: ignore[union-attr]
         vad = server.engine.profile.vad
+        adaptive = session.turn_policy != "silence"
         self.config = p.SessionConfig(
             id=session.id,
             model=model[:64],
             instructions=session.instructions,
             turn_detection=p.TurnDetection(
+                type="semantic_vad" if adaptive else "server_vad",
                 create_response=session.options.auto_response,
                 silence_duration_ms=vad.end_of_turn_silence_ms,
                 prefix_padding_ms=vad.pre_roll_ms,
                 threshold=vad.threshold,
+                eagerness="auto" if adaptive else None,
             ) if session.options.turn_detection else None,
             language=session.language or "auto",
             asr_model=str(models.get("asr", {}).get("model", "")),
@@ -632,12 +635,9 @@ class _Connection:
             kwargs["turn_detection"] = td is not None
             kwargs["auto_response"] = td.create_response if td is not None else False
             if td is not None:
-                prof = self.server.engine.profile.vad
-                silence = td.silence_duration_ms or prof.end_of_turn_silence_ms
-                td = p.TurnDetection(create_response=td.create_response, silence_duration_ms=silence,
-                                     prefix_padding_ms=prof.pre_roll_ms, threshold=prof.threshold)
+                td, turn = _turn_detection(self.server.engine, td)
+                kwargs.update(turn)
                 new = new.apply(p.SessionPatch(turn_detection=td))
-                kwargs["eot_silence_ms"] = silence
         if patch.instructions is not p.UNSET:
             kwargs["instructions"] = patch.instructions if patch.instructions is not None else \
                 self.server.engine.profile.llm.system_prompt
@@ -788,6 +788,32 @@ class _Connection:
                                         message=f"no client event for {limit:g} s; closing the idle session"))
                 await self.ws.close(p.CloseCode.IDLE_TIMEOUT, "idle timeout")
                 return
+
+
+def _turn_detection(engine: Engine, td: p.TurnDetection) -> tuple[p.TurnDetection, dict[str, Any]]:
+    """What a client's ``turn_detection`` means for the session (``Session.update`` keywords),
+    and the object to report back. ``semantic_vad``: an adaptive end-of-turn policy (the
+    profile's, or one this engine can run), its longest wait scaled by ``eagerness``;
+    ``server_vad`` with ``silence_duration_ms``: a fixed silence; ``server_vad`` alone: the profile's
+    policy (what our own clients send when they turn server VAD back on)."""
+    prof = engine.profile
+    kw: dict[str, Any] = {}
+    if td.type == "semantic_vad":
+        policy = prof.turn.policy
+        if policy == "silence":
+            policy = "combined" if engine.turn_model is not None else "transcript"
+        longest = prof.turn.max_silence_ms
+        scaled = {"low": 2 * longest, "high": max(prof.turn.min_silence_ms, longest // 2)}.get(td.eagerness or "", longest)
+        kw.update(turn_policy=policy, turn_max_silence_ms=scaled)
+        silence = prof.vad.end_of_turn_silence_ms
+    else:
+        silence = td.silence_duration_ms or prof.vad.end_of_turn_silence_ms
+        kw.update(turn_policy="silence" if td.silence_duration_ms else prof.turn.policy, eot_silence_ms=silence,
+                  turn_max_silence_ms=prof.turn.max_silence_ms)
+    reported = p.TurnDetection(type=td.type, create_response=td.create_response, silence_duration_ms=silence,
+                               prefix_padding_ms=prof.vad.pre_roll_ms, threshold=prof.vad.threshold,
+                               eagerness=(td.eagerness or "auto") if td.type == "semantic_vad" else None)
+    return reported, kw
 
 
 def _query(path: str) -> list[tuple[str, str]]:
