@@ -188,7 +188,7 @@ async def test_session_created_with_model_query(server):
         s = d["session"]
         assert s["model"] == "gpt-realtime" and s["type"] == "realtime"
         assert s["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
-        assert s["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+        assert s["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"  # the offline profile is adaptive
         assert s["s2s"]["profile"] == "offline"
 
 
