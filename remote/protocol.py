@@ -121,6 +121,7 @@ class ErrorCode(StrEnum):
     SESSION_LIMIT = "session_limit_reached"
     IDLE_TIMEOUT = "idle_timeout"
     SHUTTING_DOWN = "server_shutting_down"
+    LOADING = "server_loading"
     SERVER_ERROR = "server_error"
 
 

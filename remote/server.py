@@ -6,14 +6,24 @@ shared by every connection; each connection gets its own session.
 
 - ``ws://HOST:PORT/v1/realtime`` (``?model=`` accepted and ignored): the Realtime endpoint, so a
   client with base URL ``http://HOST:PORT/v1`` connects.
-- ``GET /healthz``: JSON with status, profile, loaded models and the session count.
+- ``GET /healthz`` (liveness): 200 while the process runs, loading and draining included. The body
+  is ``ok``; the details (state, profile, models, sessions) need the token.
+- ``GET /readyz`` (readiness, for a load balancer or Kubernetes): 200 when a new session would be
+  taken; 503 while the models load, while draining, and at ``--max-sessions``. The body names the
+  state (``ready``, ``loading``, ``draining``, ``full``); free session slots need the token.
 - ``GET /``: the browser client (``remote/web/``, served by :mod:`remote.web` with a strict
   Content-Security-Policy); ``--no-web`` turns it off.
 - A token, when set, is checked before any session starts, from ``Authorization: Bearer T`` (what
   OpenAI SDKs send) or the ``openai-insecure-api-key.T`` subprotocol (what browsers send).
   Binding to a non-loopback address without a token is refused.
-- SIGTERM/SIGINT: stop accepting, let running turns end within a grace period, close every
-  session with 1001, exit 0.
+- At capacity a new session gets an ``error`` (``session_limit_reached``), then close 1013: a
+  client or balancer retries elsewhere. While loading or draining the handshake gets HTTP 503
+  (``server_loading`` / ``server_shutting_down``), which a balancer can retry on another engine.
+- SIGTERM/SIGINT (drain): readiness turns 503 at once and no new session starts; the listener
+  stays up for the probes; each running turn may finish within a grace period, then its session
+  is closed with 1001; exit 0.
+- ``run_headless`` listens before the models load (off the event loop), so readiness can say
+  ``loading``.
 
 Why the ``websockets`` library: its asyncio server is a thin layer over a sans-I/O protocol,
 handles ping/pong, close codes and size limits, and ``process_request`` serves ``/healthz`` on the
@@ -64,6 +74,7 @@ log = logging.getLogger("remote.server")
 REALTIME_PATHS = ("/v1/realtime", "/realtime")
 _RECEIVED_LOG = 8192  # client messages remembered for network timing (about 80 s of 10 ms chunks)
 HEALTH_PATHS = ("/healthz", "/health")
+READY_PATHS = ("/readyz", "/ready")
 
 
 @dataclass
@@ -73,12 +84,13 @@ class ServerOptions:
     Fields:
         host / port: where to listen (port 0: any free port, see :attr:`RealtimeServer.port`).
         token: required from clients when set; required to bind a non-loopback host.
-        max_sessions: connections beyond this get an ``error`` (``session_limit_reached``) and 1013.
+        max_sessions: connections beyond this get an ``error`` (``session_limit_reached``) and 1013;
+            readiness answers 503 (``full``) while this many sessions run.
         max_message_bytes: larger client messages get an ``error`` (the connection stays).
         idle_timeout_s: a session with no client event and nothing running for this long is
             closed (4000); 0 disables.
         stats_interval_s: how often ``s2s.stats`` is sent; 0 disables.
-        grace_s: on shutdown, how long running turns may take to finish.
+        grace_s: on shutdown (drain), how long running turns may take to finish.
         ping_interval_s: WebSocket keepalive pings (a vanished client is noticed within about twice
             this); None disables.
         codec_model: Encodec weights (folder or cached hub id) for the ``s2s.encodec`` format;
@@ -150,13 +162,20 @@ def _token_from_headers(headers: Headers) -> tuple[str | None, str | None]:
     return bearer, sub
 
 
-def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
-    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+def _response(status: HTTPStatus, data: bytes, content_type: str) -> Response:
     headers = Headers(
-        [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(data))),
+        [("Content-Type", content_type), ("Content-Length", str(len(data))),
          ("Connection", "close"), ("Cache-Control", "no-store")]
     )
     return Response(status.value, status.phrase, headers, data)
+
+
+def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
+    return _response(status, json.dumps(body, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
+
+
+def _text_response(status: HTTPStatus, text: str) -> Response:
+    return _response(status, f"{text}\n".encode(), "text/plain; charset=utf-8")
 
 
 def _http_error(status: HTTPStatus, code: str, message: str) -> Response:
@@ -171,26 +190,48 @@ def _public_models(models: dict[str, Any]) -> dict[str, Any]:
 class RealtimeServer:
     """The headless engine server. Use :func:`serve` to start one.
 
-    ``port`` / ``url`` tell where it listens; :meth:`close` shuts it down gracefully.
+    ``port`` / ``url`` tell where it listens; :meth:`close` drains and shuts it down. Built with
+    ``engine=None`` it listens while the models load (readiness ``loading``) until :meth:`attach`.
     """
 
-    def __init__(self, engine: Engine, options: ServerOptions):
+    def __init__(self, engine: Engine | None, options: ServerOptions):
         check_bind(options.host, options.token)
-        self.engine = engine
+        self.engine: Engine = None  # type: ignore[assignment]  # set by attach(); None while loading
         self.options = options
         self.connections: set[_Connection] = set()
         self.closing = False
         self.started = time.monotonic()
         self.total_sessions = 0
-        self.refused = 0
+        self.refused_token = 0  # handshakes without the right token
+        self.refused_full = 0  # sessions refused at --max-sessions
         self._ws: Server | None = None
         self._codec: EncodecCodec | None = None
         self._codec_lock = asyncio.Lock()
         self._closed = asyncio.Event()
+        self._profile = self._device = ""
+        self._models: dict[str, Any] = {}
+        if engine is not None:
+            self.attach(engine)
+
+    def attach(self, engine: Engine) -> None:
+        """Serve ``engine`` (loaded): readiness turns from ``loading`` to ``ready``."""
         info = engine.describe()
         self._profile = str(info.get("profile", ""))
         self._device = str(info.get("device", ""))
         self._models = info.get("models", {})
+        self.engine = engine
+
+    @property
+    def state(self) -> str:
+        """``loading`` (no engine yet), ``draining`` (shutting down), ``full`` (at --max-sessions)
+        or ``ready``: only ``ready`` takes a new session."""
+        if self.closing:
+            return "draining"
+        if self.engine is None:
+            return "loading"
+        if len(self.connections) >= self.options.max_sessions:
+            return "full"
+        return "ready"
 
     # ---- lifecycle
 
@@ -227,20 +268,28 @@ class RealtimeServer:
         return len(self.connections)
 
     async def close(self, grace_s: float | None = None) -> None:
-        """Stop accepting, let running turns finish (up to ``grace_s``), close sessions with 1001."""
+        """Drain, then stop: readiness turns 503 and new sessions are refused at once (the listener
+        stays up for the probes); each session is closed with 1001 as soon as its running turn has
+        finished, or when ``grace_s`` (default ``--grace``) is over; then the listener closes."""
         if self.closing:
             await self._closed.wait()
             return
         self.closing = True
         grace = self.options.grace_s if grace_s is None else grace_s
         assert self._ws is not None
-        self._ws.server.close()  # stop accepting connections at once
         conns = list(self.connections)
-        if conns and grace > 0:
-            await asyncio.wait([asyncio.ensure_future(c.wait_idle()) for c in conns], timeout=grace)
-        await asyncio.gather(
-            *(c.close(p.CloseCode.GOING_AWAY, "server shutting down") for c in conns), return_exceptions=True
-        )
+        if conns:
+            log.info("draining %d session(s) (grace %.1f s)", len(conns), grace)
+        deadline = asyncio.get_running_loop().time() + max(0.0, grace)
+
+        async def drain(conn: _Connection) -> None:
+            if grace > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await conn.wait_idle()
+            await conn.close(p.CloseCode.GOING_AWAY, "server shutting down")
+
+        await asyncio.gather(*(drain(c) for c in conns), return_exceptions=True)
         self._ws.close(close_connections=True)
         await self._ws.wait_closed()
         self._closed.set()
@@ -254,43 +303,83 @@ class RealtimeServer:
 
     # ---- handshake
 
+    def _authorized(self, headers: Headers) -> bool | None:
+        """True: the right token (or the server has none); False: a wrong one; None: none sent."""
+        token = self.options.token
+        if not token:
+            return True
+        bearer, sub = _token_from_headers(headers)
+        if bearer is None and sub is None:
+            return None
+        return any(t is not None and hmac.compare_digest(t.encode(), token.encode()) for t in (bearer, sub))
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        if path in HEALTH_PATHS:
-            return _json_response(HTTPStatus.SERVICE_UNAVAILABLE if self.closing else HTTPStatus.OK, self.health())
+        if path in HEALTH_PATHS or path in READY_PATHS:
+            return self._probe(path in READY_PATHS, self._authorized(request.headers))
         if self.options.web and web.is_page_request(request):
             return web.page_response(request)
         if path.rstrip("/") not in REALTIME_PATHS:
             return _http_error(HTTPStatus.NOT_FOUND, "not_found", f"no endpoint at {path}; use /v1/realtime")
-        if self.closing:
-            return _http_error(HTTPStatus.SERVICE_UNAVAILABLE, p.ErrorCode.SHUTTING_DOWN, "the server is shutting down")
-        token = self.options.token
-        if token:
-            bearer, sub = _token_from_headers(request.headers)
-            ok = any(t is not None and hmac.compare_digest(t.encode(), token.encode()) for t in (bearer, sub))
-            if not ok:
-                self.refused += 1
-                what = "a wrong token" if (bearer or sub) else "no token"
-                log.warning("refused a client with %s", what)
-                return _http_error(
-                    HTTPStatus.UNAUTHORIZED,
-                    "invalid_api_key",
-                    f"{what}: send 'Authorization: Bearer <token>' or the "
-                    f"'{p.API_KEY_SUBPROTOCOL_PREFIX}<token>' subprotocol",
-                )
+        if self.closing or self.engine is None:
+            log.info("refused a new session with 503: %s", self.state)
+            if self.closing:
+                return _http_error(HTTPStatus.SERVICE_UNAVAILABLE, p.ErrorCode.SHUTTING_DOWN,
+                                   "the server is shutting down")
+            return _http_error(HTTPStatus.SERVICE_UNAVAILABLE, p.ErrorCode.LOADING,
+                               "the server is still loading its models; try again in a few seconds")
+        ok = self._authorized(request.headers)
+        if not ok:
+            self.refused_token += 1
+            what = "no token" if ok is None else "a wrong token"
+            log.warning("refused a client with %s", what)
+            return _http_error(
+                HTTPStatus.UNAUTHORIZED,
+                "invalid_api_key",
+                f"{what}: send 'Authorization: Bearer <token>' or the "
+                f"'{p.API_KEY_SUBPROTOCOL_PREFIX}<token>' subprotocol",
+            )
         return None
+
+    def _probe(self, readiness: bool, authorized: bool | None) -> Response:
+        """``/healthz`` (liveness) or ``/readyz`` (readiness). Without a token only ``ok`` or the
+        state word; with it (or on a server without one) the JSON details; a wrong token gets 401."""
+        if authorized is False:
+            return _http_error(HTTPStatus.UNAUTHORIZED, "invalid_api_key",
+                               "a wrong token: the details need 'Authorization: Bearer <token>'; "
+                               "without a token the answer is the status only")
+        state = self.state
+        status = HTTPStatus.OK if not readiness or state == "ready" else HTTPStatus.SERVICE_UNAVAILABLE
+        if authorized is None:
+            return _text_response(status, state if readiness else "ok")
+        body = self.readiness() if readiness else self.health()
+        return _json_response(status, body)
 
     @staticmethod
     def _select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
         return p.SUBPROTOCOL if p.SUBPROTOCOL in offered else None
 
+    def _sessions(self) -> dict[str, int]:
+        o = self.options
+        active = self.session_count
+        free = max(0, o.max_sessions - active) if self.state == "ready" else 0
+        return {"active": active, "max": o.max_sessions, "free": free, "total": self.total_sessions,
+                "refused_full": self.refused_full}
+
+    def readiness(self) -> dict[str, Any]:
+        """The ``/readyz`` details (token holders only): state and session slots."""
+        state = self.state
+        return {"ready": state == "ready", "state": state, "sessions": self._sessions()}
+
     def health(self) -> dict[str, Any]:
+        """The ``/healthz`` details (token holders only)."""
         return {
-            "status": "shutting_down" if self.closing else "ok",
+            "status": "ok",
+            "state": self.state,
             "profile": self._profile,
             "device": self._device,
             "models": _public_models(self._models),
-            "sessions": {"active": self.session_count, "max": self.options.max_sessions, "total": self.total_sessions},
+            "sessions": self._sessions(),
             "codec": None if self._codec is None else {"name": self._codec.name, "random_weights": self._codec.random_weights},
             "uptime_s": round(time.monotonic() - self.started, 1),
             "protocol": {"max_message_bytes": self.options.max_message_bytes, "audio": ["audio/pcm", p.ENCODEC_FORMAT]},
@@ -333,7 +422,7 @@ class RealtimeServer:
             await _refuse(ws, p.ErrorCode.SHUTTING_DOWN, "the server is shutting down", p.CloseCode.GOING_AWAY)
             return
         if len(self.connections) >= self.options.max_sessions:
-            self.refused += 1
+            self.refused_full += 1
             log.warning("session limit (%d) reached; refusing a client", self.options.max_sessions)
             await _refuse(
                 ws,
@@ -450,8 +539,14 @@ class _Connection:
                 await t
 
     async def wait_idle(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.session.wait_idle()
+        """Until no turn runs: the user is not speaking and nothing is being transcribed or
+        answered (bound it with a timeout)."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self.session.wait_idle()
+            if self.session.state != "user_speaking":
+                break
+            await asyncio.sleep(0.05)  # the VAD ends the turn; its reply then runs
         # let the last events of the turn reach the client
         await asyncio.sleep(0.05)
 
@@ -892,48 +987,68 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 
 
 def run_headless(args: argparse.Namespace) -> int:
-    """Load the engine once, serve until SIGTERM/SIGINT, shut down gracefully; the exit code.
+    """Listen at once, load the engine off the event loop, serve until SIGTERM/SIGINT, drain; the
+    exit code (0 after a drain; a failed load raises its :class:`S2SError` after the listener closed).
 
     ``args`` needs ``host, port, profile, set, token, max_sessions`` (others take defaults).
     """
     opts = options_from_args(args)
     if opts.max_sessions < 1:
         raise ConfigError(f"--max-sessions must be at least 1, got {opts.max_sessions}")
+    if opts.grace_s < 0:
+        raise ConfigError(f"--grace must be 0 or more seconds, got {opts.grace_s:g}")
     check_bind(opts.host, opts.token)  # before the slow model load
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     from engine.config import load_profile
-    from engine.engine import Engine
 
     profile = load_profile(getattr(args, "profile", "offline"), list(getattr(args, "set", None) or []))
-    print(f"s2s-engine: loading profile {profile.name!r} ...", file=sys.stderr, flush=True)
-    engine = Engine.load(profile)
-    try:
-        return asyncio.run(_serve_until_signal(engine, opts))
-    finally:
-        engine.close()
+    return asyncio.run(_serve_until_signal(profile, opts))
 
 
-async def _serve_until_signal(engine: Engine, opts: ServerOptions) -> int:
+async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
+    from engine.engine import Engine
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
-    server = RealtimeServer(engine, opts)
+    server = RealtimeServer(None, opts)
     await server.start()
-    http = "http://" + server.url.removeprefix("ws://").split("/", 1)[0]
-    print(f"s2s-engine: serving {server.url}  (health: {http}/healthz"
-          f"{', token required' if opts.token else ''})", file=sys.stderr, flush=True)
-    if opts.web:
-        print(f"s2s-engine: browser client at {http}/  (through an SSH tunnel: http://localhost:{server.port}/)",
-              file=sys.stderr, flush=True)
-    await stop.wait()
-    print("s2s-engine: shutting down ...", file=sys.stderr, flush=True)
-    await server.close()
-    return 0
+    base = "http://" + server.url.removeprefix("ws://").split("/", 1)[0]
+    print(f"s2s-engine: listening on {server.url}, loading profile {profile.name!r} ... "
+          f"(readiness: {base}/readyz)", file=sys.stderr, flush=True)
+    loading = asyncio.ensure_future(asyncio.to_thread(Engine.load, profile))
+    stopping = asyncio.ensure_future(stop.wait())
+    engine: Engine | None = None
+    try:
+        await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if loading.done():
+            engine = loading.result()  # a failed load raises here (the listener closes below)
+            server.attach(engine)
+            print(f"s2s-engine: serving {server.url}  (health: {base}/healthz, readiness: {base}/readyz"
+                  f"{', token required for details' if opts.token else ''})", file=sys.stderr, flush=True)
+            if opts.web:
+                print(f"s2s-engine: browser client at {base}/  (through an SSH tunnel: "
+                      f"http://localhost:{server.port}/)", file=sys.stderr, flush=True)
+            await stopping
+        else:  # stopped while loading: a thread cannot be interrupted, so wait for it and close
+            print("s2s-engine: stopping while the models load ...", file=sys.stderr, flush=True)
+        print("s2s-engine: draining ...", file=sys.stderr, flush=True)
+        await server.close()
+        if engine is None:
+            with contextlib.suppress(Exception):
+                engine = await loading
+        return 0
+    finally:
+        stopping.cancel()
+        if not server.closing:
+            await server.close(grace_s=0)
+        if engine is not None:
+            await asyncio.to_thread(engine.close)
 
 
 def build_parser() -> CommandParser:

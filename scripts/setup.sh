@@ -91,9 +91,10 @@ fi
 #    build-essential (the C/C++ compiler the llama-cpp-python source build needs; cmake and ninja
 #    come from PyPI as build requirements when the system lacks them), python3-venv (venv for
 #    Debian's own python3), chromium + chromium-driver (the browser client's tests; WebDriver from
-#    Debian, nothing downloaded), fonts-lohit-telu (Telugu glyphs in the page's screenshots).
+#    Debian, nothing downloaded), fonts-lohit-telu (Telugu glyphs in the page's screenshots),
+#    haproxy (the load balancer of deploy/haproxy.cfg, run by tests/test_balancer.py).
 need=()
-for pkg in espeak-ng libportaudio2 build-essential python3-venv chromium chromium-driver fonts-lohit-telu; do
+for pkg in espeak-ng libportaudio2 build-essential python3-venv chromium chromium-driver fonts-lohit-telu haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -181,6 +181,30 @@ async def test_healthz(server):
     assert await asyncio.to_thread(get404) == 404
 
 
+def http_get(url: str, headers: dict | None = None) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+async def test_health_and_readiness_tell_details_only_to_the_token(token_server):
+    base = f"http://127.0.0.1:{token_server.port}"
+    for path, word in (("/healthz", "ok"), ("/readyz", "ready")):
+        status, ctype, body = await asyncio.to_thread(http_get, base + path)
+        assert (status, body) == (200, word + "\n") and ctype.startswith("text/plain")  # nothing else
+        status, _, body = await asyncio.to_thread(http_get, base + path, {"Authorization": "Bearer wrong"})
+        assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
+    status, _, body = await asyncio.to_thread(http_get, base + "/healthz", {"Authorization": f"Bearer {TOKEN}"})
+    details = json.loads(body)
+    assert status == 200 and details["profile"] == "offline" and details["state"] == "ready"
+    assert set(details["models"]) == {"vad", "asr", "llm", "tts"}
+    status, _, body = await asyncio.to_thread(http_get, base + "/readyz", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200 and json.loads(body)["sessions"]["free"] == 8
+
+
 async def test_session_created_with_model_query(server):
     async with connect(server.url + "?model=gpt-realtime") as ws:
         d = await recv_json(ws)
@@ -394,9 +418,13 @@ async def test_four_concurrent_sessions_get_their_own_transcripts(server, englis
 
 async def test_max_sessions_refuses_extra_clients_only(offline_engine):
     srv = await serve(offline_engine, port=0, max_sessions=1, stats_interval_s=0)
+    ready = f"http://127.0.0.1:{srv.port}/readyz"
     try:
+        assert (await asyncio.to_thread(http_get, ready))[0] == 200
         async with connect(srv.url) as first:
             await until(first, "session.created")
+            status, _, body = await asyncio.to_thread(http_get, ready)
+            assert status == 503 and json.loads(body)["state"] == "full"  # a balancer sends no more
             async with connect(srv.url) as second:
                 err = await recv_json(second)
                 assert err["type"] == "error" and err["error"]["code"] == "session_limit_reached"
