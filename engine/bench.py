@@ -90,6 +90,10 @@ def register(subparsers: Any) -> Any:
     mp.set_defaults(func=cmd_make_models)
     return bsub
 
+    from engine import bench_capacity
+
+    bench_capacity.register(bsub, _common)
+
 
 def _write_json(path: str | None, data: dict[str, Any], console: Any) -> None:
     if path:
