@@ -18,6 +18,7 @@ One engine pair serves the whole module; a test that stops an engine leaves it t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -38,11 +39,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from remote import protocol as p
+from remote.server import HEALTH_PATHS, READY_PATHS, add_headless_arguments
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+on_the_session_loop = pytest.mark.asyncio(loop_scope="session")  # the loop the module's engines run on
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "deploy" / "haproxy.cfg"
+DEPLOY = ROOT / "deploy"
+EXAMPLE = DEPLOY / "haproxy.cfg"
 TOKEN = "balancer-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOAD_LIMIT_S = 180  # one engine loading the offline profile on a busy 2-core machine (about 5-15 s)
@@ -288,10 +291,63 @@ async def check_config(path: Path) -> None:
     assert proc.returncode == 0, out.decode()
 
 
-async def test_the_documented_example_is_valid_haproxy():
+def kubernetes_variant(example: str) -> str:
+    """The example with its commented Kubernetes lines (server-template, resolvers) in use."""
+    text, n_servers = re.subn(r"^    server engine\d+ .*\n", "", example, flags=re.M)
+    text, n_template = re.subn(r"^    #   (server-template .*)$", r"    \1", text, flags=re.M)
+    text, n_resolvers = re.subn(r"^# (resolvers k8s)\n#( +parse-resolv-conf)\n#( +hold valid .*)$",
+                                r"\1\n\2\n\3", text, flags=re.M)
+    assert (n_servers, n_template, n_resolvers) == (2, 1, 1), "deploy/haproxy.cfg changed shape"
+    return text
+
+
+@on_the_session_loop
+async def test_the_documented_example_and_its_kubernetes_variant_are_valid_haproxy(tmp_path):
     await check_config(EXAMPLE)
+    variant = tmp_path / "k8s.cfg"
+    variant.write_text(kubernetes_variant(EXAMPLE.read_text()))
+    await check_config(variant)
 
 
+def _engine_args(argv: list[str]) -> argparse.Namespace:
+    """``s2s-engine`` arguments as the headless engine parses them."""
+    parser = argparse.ArgumentParser(prog="s2s-engine", exit_on_error=False)
+    parser.add_argument("--headless", action="store_true")
+    add_headless_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_the_kubernetes_and_docker_examples_match_the_engine():
+    """What deploy/ cannot run here is at least consistent with the engine it deploys."""
+    import yaml
+
+    docs = {d["kind"] + "/" + d["metadata"]["name"]: d for d in yaml.safe_load_all((DEPLOY / "k8s.yaml").read_text())}
+    pod = docs["Deployment/s2s-engine"]["spec"]["template"]["spec"]
+    (engine,) = pod["containers"]
+    args = _engine_args(engine["args"])
+    assert args.headless and args.host == "0.0.0.0" and args.profile == "gpu"
+    assert not any(a.startswith("--token") for a in engine["args"])  # the token comes from a Secret
+    assert [e["name"] for e in engine["env"]] == ["S2S_TOKEN"]
+    # the drain fits in the grace period Kubernetes gives before SIGKILL, with a margin to close
+    assert args.grace + 3 <= pod["terminationGracePeriodSeconds"] <= args.grace + 30
+    ports = {p["name"]: p["containerPort"] for p in engine["ports"]}
+    assert ports["realtime"] == args.port
+    ready, live = engine["readinessProbe"]["httpGet"], engine["livenessProbe"]["httpGet"]
+    assert ready["path"] in READY_PATHS and live["path"] in HEALTH_PATHS
+    assert ready["port"] == live["port"] == "realtime"
+    assert engine["resources"]["limits"]["nvidia.com/gpu"] == 1
+    for name in ("Service/s2s-engine", "Service/s2s-engine-pods"):
+        assert docs[name]["spec"]["selector"] == docs["Deployment/s2s-engine"]["spec"]["selector"]["matchLabels"]
+    fetch = docs["Job/s2s-models-fetch"]["spec"]["template"]["spec"]["containers"][0]
+    assert fetch["args"] == ["models", "fetch", "--profile", "gpu"]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, flags=re.M).group(1))
+    assert cmd == engine["args"]  # the image runs what the Deployment runs
+    assert re.search(r"^ENTRYPOINT \[\"s2s-engine\"\]$", dockerfile, flags=re.M)
+    assert f"EXPOSE {args.port}" in dockerfile and "scripts/setup.sh --cuda" in dockerfile
+
+
+@on_the_session_loop
 async def test_an_engine_listens_while_loading_and_tells_only_the_token_its_details(cluster):
     """Each engine was probed as soon as it listened (cluster start, and any restart): alive,
     not ready (``loading``), and a session is refused with 503 so a balancer can retry it."""
@@ -318,6 +374,7 @@ async def test_an_engine_listens_while_loading_and_tells_only_the_token_its_deta
 # --------------------------------------------------------------------------- the four scenarios
 
 
+@on_the_session_loop
 async def test_sessions_spread_over_both_engines(cluster):
     await cluster.ensure_up()
     sockets: list[ClientConnection] = []
@@ -333,6 +390,7 @@ async def test_sessions_spread_over_both_engines(cluster):
         await close_all(sockets)
 
 
+@on_the_session_loop
 async def test_a_full_engine_gets_no_new_session(cluster):
     await cluster.ensure_up()
     a, b = cluster.engines
@@ -371,6 +429,7 @@ async def test_a_full_engine_gets_no_new_session(cluster):
         await close_all(sockets)
 
 
+@on_the_session_loop
 async def test_a_draining_engine_loses_no_running_turn_while_new_sessions_go_to_the_other(cluster):
     await cluster.ensure_up()
     a, b = cluster.engines
@@ -425,6 +484,7 @@ async def test_a_draining_engine_loses_no_running_turn_while_new_sessions_go_to_
         await close_all(sockets)
 
 
+@on_the_session_loop
 async def test_a_killed_engines_new_sessions_go_to_the_survivor(cluster):
     await cluster.ensure_up()  # starts a again if the drain test stopped it
     a, b = cluster.engines
