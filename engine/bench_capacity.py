@@ -23,7 +23,13 @@ For each N it reports, over every turn of every session:
 
 The largest N whose p95 stays within ``--bound-ms`` (default 1000) with every turn answered is
 the capacity of this engine on this machine. The same command on a GPU pod gives sessions per GPU.
-The LLM writes its own replies (up to ``llm.max_tokens``), as in the product.
+
+``--reply`` is as in ``bench latency`` (:class:`engine.bench.BenchLLM`): ``scripted`` (default) runs
+the model's own compute for the token count of a fixed four-sentence Telugu reply and hands on that
+text, so every turn costs the same and has the same first sentence (a base model's own text may
+have no sentence end for seconds, which would measure the model's prose, not the load);
+``natural`` leaves the LLM as it is (up to ``llm.max_tokens``); ``N`` is N tokens of its own text.
+Every model instance of ``llm.parallel`` keeps running at once: each gets its own wrapper.
 
 Sessions are in-process (no WebSocket): the wire adds little (``bench wire``), and the engine is
 what saturates. Every time comes from :func:`engine.clock.now_ns`; memory from ``/proc`` (Linux;
@@ -36,7 +42,9 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files as files_
 from pathlib import Path
@@ -45,7 +53,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav
-from engine.errors import ConfigError
+from engine.errors import ConfigError, S2SError
+from engine.stages.base import ChatMessage, LLMBackend
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -53,6 +62,79 @@ if TYPE_CHECKING:
 CHUNK_MS = 20
 DEFAULT_BOUND_MS = 1000.0
 SCHEMA = "s2s.bench.capacity/1"
+
+
+# --------------------------------------------------------------------------- fixed replies
+
+
+class _Instance:
+    """One model instance of a llama.cpp LLM, seen as a backend of its own (what BenchLLM wraps)."""
+
+    def __init__(self, inner: LLMBackend, llama: Any):
+        self.inner, self.llama = inner, llama
+        self.options = getattr(inner, "options", None)
+        self.context_size = inner.context_size
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+
+class FixedReplies(LLMBackend):
+    """The engine's LLM with ``--reply`` applied to every model instance: a call takes a free
+    instance (as the llama.cpp backend does), so ``llm.parallel`` calls still run at once."""
+
+    name = "bench"
+
+    def __init__(self, inner: LLMBackend, reply: str | int, seed: int):
+        from engine.bench import BenchLLM
+
+        self.inner, self.reply = inner, reply
+        self.context_size = inner.context_size
+        instances = list(getattr(inner, "_all", None) or [getattr(inner, "llama", None)])
+        wrapped = [BenchLLM(_Instance(inner, llama), reply, seed=seed) for llama in instances]  # type: ignore[arg-type]
+        self.reply_tokens = wrapped[0].reply_tokens
+        self._free: queue.Queue = queue.Queue()
+        for w in wrapped:
+            self._free.put(w)
+
+    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+        one = self._free.get()  # blocks while every instance is generating, as the backend does
+        try:
+            yield from one.stream(messages, max_tokens, cancel)
+        finally:
+            self._free.put(one)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "bench_reply": self.reply, "bench_reply_tokens": self.reply_tokens}
+
+    def setup(self) -> None:
+        self.inner.setup()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def capacity_engine(profile: Any, reply: str | int) -> Engine:
+    """Load the profile's engine; unless ``reply`` is ``natural``, its LLM gives fixed replies."""
+    from engine.engine import Engine
+
+    engine = Engine.load(profile)
+    if reply == "natural":
+        return engine
+    try:
+        engine.llm = FixedReplies(engine.llm, reply, seed=profile.llm.seed)
+    except S2SError:
+        engine.close()
+        raise
+    if engine.llm.reply_tokens is not None:
+        profile.llm.max_tokens = engine.llm.reply_tokens  # the history budget matches the replies
+    return engine
 
 
 # --------------------------------------------------------------------------- memory
@@ -276,6 +358,8 @@ async def run_capacity(engine: Engine, files: list[str], levels: list[int], turn
         "profile": engine.profile.name,
         "engine": engine.describe(),
         "options": {"files": files, "sessions": levels, "turns": turns, "bound_ms": bound_ms,
+                    "reply": getattr(engine.llm, "reply", "natural"),
+                    "reply_tokens": getattr(engine.llm, "reply_tokens", None),
                     "stagger": stagger, "chunk_ms": CHUNK_MS, "max_tokens": engine.profile.llm.max_tokens,
                     "end_of_turn_silence_ms": engine.profile.vad.end_of_turn_silence_ms},
         "levels": rows,
@@ -299,7 +383,8 @@ def render(report: dict[str, Any], console: Any) -> None:
     o = report["options"]
     gpu = any(r["memory"]["gpu_per_session_mb"] is not None for r in report["levels"])
     table = Table(title=f"capacity, profile {report['profile']!r} ({o['turns']} round(s) per session, "
-                        f"stagger {o['stagger']}); voice-to-voice (v2v) in ms, bound: p95 ≤ {o['bound_ms']:g}")
+                        f"stagger {o['stagger']}, reply {o.get('reply')}); voice-to-voice (v2v) in ms, "
+                        f"bound: p95 ≤ {o['bound_ms']:g}")
     cols = ["N", "turns", "missed", "v2v p50", "v2v p95", "v2v max", "RSS MB", "MB/sess"]
     for col in [*cols, *(["GPU MB/sess"] if gpu else []), "in bound"]:
         table.add_column(col, justify="right")
@@ -336,6 +421,14 @@ def _levels(value: str) -> list[int]:
     return sorted(set(levels))
 
 
+def _reply(value: str) -> str | int:
+    if value in ("scripted", "natural"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError("expected scripted, natural or a token count of at least 1")
+
+
 def register(bench_subparsers: Any, common: Any) -> None:
     """Add ``capacity`` to ``s2s-engine bench`` (``common`` adds --profile/--set/--json)."""
     cp = bench_subparsers.add_parser("capacity", help="N concurrent sessions paced in real time: "
@@ -346,6 +439,9 @@ def register(bench_subparsers: Any, common: Any) -> None:
     cp.add_argument("--turns", type=int, default=3, help="rounds over the files per session (default 3)")
     cp.add_argument("--bound-ms", type=float, default=DEFAULT_BOUND_MS,
                     help=f"voice-to-voice p95 bound for the capacity figure (default {DEFAULT_BOUND_MS:g})")
+    cp.add_argument("--reply", type=_reply, default="scripted", metavar="MODE",
+                    help="scripted (default: a fixed 4-sentence reply over the model's own compute), natural, "
+                         "or N tokens (as for bench latency)")
     cp.add_argument("--stagger", choices=("even", "none"), default="even",
                     help="even (default): session k starts k/N of an utterance later; none: all at once")
     cp.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the one-turn warm-up")
@@ -357,13 +453,12 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from engine.config import load_profile
-    from engine.engine import Engine
 
     console = Console(highlight=False)
     files = args.files or [str(files_("engine") / "assets" / "sample_te.wav")]
     profile = load_profile(args.profile, args.set)
     console.print(f"[dim]loading profile {profile.name!r} ...[/]")
-    engine = Engine.load(profile)
+    engine = capacity_engine(profile, args.reply)
 
     def progress(row: dict[str, Any]) -> None:
         v = row["voice_to_voice_ms"]
@@ -384,4 +479,5 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["MemorySampler", "UserResult", "register", "rss_mb", "run_capacity", "run_level", "run_user"]
+__all__ = ["FixedReplies", "MemorySampler", "UserResult", "capacity_engine", "judge", "register", "rss_mb",
+           "run_capacity", "run_level", "run_user"]

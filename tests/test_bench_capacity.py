@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import io
 import json
+import threading
 
 import pytest
 from rich.console import Console
@@ -31,9 +32,10 @@ def test_capacity_is_a_bench_command():
     assert args.func is bench_capacity.cmd_capacity
     assert args.sessions == [1, 2, 4] and args.bound_ms == 800 and args.files == ["a.wav"]
     assert args.turns == 3 and args.stagger == "even" and args.warmup and args.profile == "offline"
-    for bad in ("0,1", "two", ""):
+    assert args.reply == "scripted" and _parser().parse_args(["bench", "capacity", "--reply", "24"]).reply == 24
+    for bad in (["--sessions", "0,1"], ["--sessions", "two"], ["--sessions", ""], ["--reply", "0"]):
         with pytest.raises(SystemExit):
-            _parser().parse_args(["bench", "capacity", "--sessions", bad])
+            _parser().parse_args(["bench", "capacity", *bad])
 
 
 def _row(n: int, p95: float | None, unanswered: int = 0) -> dict:
@@ -71,3 +73,41 @@ def test_two_concurrent_users_on_the_real_engine(offline_engine, tmp_path):
     out = io.StringIO()
     bench_capacity.render(report, Console(file=out, width=120))
     assert "capacity: 2 concurrent session(s)" in out.getvalue()
+
+
+def test_fixed_replies_keep_every_model_instance_generating_at_once():
+    """With llm.parallel = 2 two fixed-reply calls run together: each waits, after its first
+    piece, until the other has started (one instance for both would never get there)."""
+    from engine.config import load_profile
+    from engine.models import resolve
+    from engine.registry import backend_class
+
+    profile = load_profile("offline", ["llm.parallel=2"])
+    inner = backend_class("llm", profile.llm.backend)(profile.llm, resolve("llm", profile.llm.model, "offline"))
+    inner.setup()
+    try:
+        fixed = bench_capacity.FixedReplies(inner, "scripted", seed=1)
+        started = {"a": threading.Event(), "b": threading.Event()}
+        replies: dict[str, str] = {}
+        failures: list[str] = []
+
+        def user(name: str, other: str) -> None:
+            pieces: list[str] = []
+            for piece in fixed.stream([{"role": "user", "content": "నమస్కారం"}], 64, threading.Event()):
+                if not pieces:
+                    started[name].set()
+                    if not started[other].wait(60):
+                        failures.append(f"{other} never started while {name} was generating")
+                pieces.append(piece)
+            replies[name] = "".join(pieces)
+
+        threads = [threading.Thread(target=user, args=("a", "b")), threading.Thread(target=user, args=("b", "a"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not failures and not any(t.is_alive() for t in threads)
+        assert replies == {"a": bench.SCRIPTED_REPLY, "b": bench.SCRIPTED_REPLY}
+        assert fixed.reply_tokens == len(bench._pieces(inner.llama, bench.SCRIPTED_REPLY))
+    finally:
+        inner.close()
