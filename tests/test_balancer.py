@@ -509,3 +509,17 @@ async def test_a_killed_engines_new_sessions_go_to_the_survivor(cluster):
         await cluster.wait_view({"b": "DOWN"})
     finally:
         await close_all(sockets)
+
+
+@on_the_session_loop
+async def test_an_engine_whose_models_fail_to_load_exits_1_with_the_reason():
+    """The listener is up while the models load; a load that fails closes it and exits 1 with one
+    line naming the model, never a traceback (a balancer sees the engine go, an orchestrator restarts it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "remote.server", "--port", "0", "--set", "vad.model=/nonexistent/vad.onnx",
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = err.decode()
+    assert proc.returncode == 1, text
+    assert "listening on ws://127.0.0.1:" in text  # it listened first
+    assert "s2s-engine: error: vad model '/nonexistent/vad.onnx'" in text and "Traceback" not in text
