@@ -29,7 +29,9 @@ the model's own compute for the token count of a fixed four-sentence Telugu repl
 text, so every turn costs the same and has the same first sentence (a base model's own text may
 have no sentence end for seconds, which would measure the model's prose, not the load);
 ``natural`` leaves the LLM as it is (up to ``llm.max_tokens``); ``N`` is N tokens of its own text.
-Every model instance of ``llm.parallel`` keeps running at once: each gets its own wrapper.
+Every model instance of ``llm.parallel`` keeps running at once (each gets its own wrapper), and
+llama.cpp's prompt cache is kept, as in the engine: a turn prefills only what its prompt adds to the
+instance's last one (``bench latency`` empties it before every call to compare like with like).
 
 Sessions are in-process (no WebSocket): the wire adds little (``bench wire``), and the engine is
 what saturates. Every time comes from :func:`engine.clock.now_ns`; memory from ``/proc`` (Linux;
@@ -53,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav
+from engine.bench import BenchLLM
 from engine.errors import ConfigError, S2SError
 from engine.stages.base import ChatMessage, LLMBackend
 
@@ -82,6 +85,18 @@ class _Instance:
         return self.inner.describe()
 
 
+class _KeepingCache(BenchLLM):
+    """BenchLLM that keeps llama.cpp's prompt cache, as the engine does (a conversation's next
+    prompt extends the last one, so only the new part is prefilled); ``bench latency`` empties it
+    to compare like with like, here the load should be the product's."""
+
+    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+        with self._lock:
+            self._llama.set_seed(self.seed)
+            self.last_tokens = 0
+            yield from self._fixed(messages, cancel)
+
+
 class FixedReplies(LLMBackend):
     """The engine's LLM with ``--reply`` applied to every model instance: a call takes a free
     instance (as the llama.cpp backend does), so ``llm.parallel`` calls still run at once."""
@@ -89,12 +104,13 @@ class FixedReplies(LLMBackend):
     name = "bench"
 
     def __init__(self, inner: LLMBackend, reply: str | int, seed: int):
-        from engine.bench import BenchLLM
-
+        if reply == "natural":
+            raise ConfigError("FixedReplies is for --reply scripted or N; natural needs no wrapper")
         self.inner, self.reply = inner, reply
         self.context_size = inner.context_size
         instances = list(getattr(inner, "_all", None) or [getattr(inner, "llama", None)])
-        wrapped = [BenchLLM(_Instance(inner, llama), reply, seed=seed) for llama in instances]  # type: ignore[arg-type]
+        wrapped = [_KeepingCache(_Instance(inner, llama), reply, seed=seed)  # type: ignore[arg-type]
+                   for llama in instances]
         self.reply_tokens = wrapped[0].reply_tokens
         self._free: queue.Queue = queue.Queue()
         for w in wrapped:
