@@ -18,8 +18,9 @@ For each N it reports, over every turn of every session:
   it includes the end-of-turn silence wait and any time a turn waited for a model another session
   was using), and the time after the end-of-turn decision;
 - turns that got no reply audio (an error, or nothing recognised), which count as failures;
-- memory: the process's resident memory (RSS) with the engine loaded and idle, its peak during the
-  run, and (peak − idle) / N as the memory per session; on a GPU the same for CUDA memory used.
+- memory: the process's resident memory (RSS) with the engine loaded and idle (after the warm-up,
+  before the first N), its peak while the N sessions run, and (peak − idle) / N as the memory per
+  session (what earlier levels left allocated stays counted); on a GPU the same for CUDA memory used.
 
 The largest N whose p95 stays within ``--bound-ms`` (default 1000) with every turn answered is
 the capacity of this engine on this machine. The same command on a GPU pod gives sessions per GPU.
@@ -280,13 +281,19 @@ def _dist(values: list[float | None]) -> dict[str, Any]:
             "max": round(max(vals), 1) if vals else None}
 
 
-async def run_level(engine: Engine, n: int, utterances: list[np.ndarray], turns: int, stagger: str,
-                    limit_s: float) -> dict[str, Any]:
-    """N sessions at once; the figures of one row."""
-    period = sum(len(u) for u in utterances) / ENGINE_RATE
+async def idle_memory(engine: Engine) -> tuple[float | None, float | None]:
+    """(RSS MB, CUDA MB used) now: the baseline the sessions' memory is counted from."""
     await asyncio.to_thread(engine.gpu_memory)  # a fresh reading (nvidia-smi may run) off the loop
-    idle_rss = rss_mb()
-    idle_gpu = engine.gpu_memory_cached().get("used_mb")
+    return rss_mb(), engine.gpu_memory_cached().get("used_mb")
+
+
+async def run_level(engine: Engine, n: int, utterances: list[np.ndarray], turns: int, stagger: str,
+                    limit_s: float, baseline: tuple[float | None, float | None] | None = None) -> dict[str, Any]:
+    """N sessions at once; the figures of one row. Memory per session is (peak − ``baseline``) / N,
+    ``baseline`` being the memory of the loaded, idle engine (default: now). Memory that earlier
+    sessions left allocated (allocators keep freed memory) so stays counted, as it is in production."""
+    period = sum(len(u) for u in utterances) / ENGINE_RATE
+    idle_rss, idle_gpu = baseline if baseline is not None else await idle_memory(engine)
     with MemorySampler(engine) as mem:
         users = await asyncio.gather(*(
             run_user(engine, k, utterances, turns, delay_s=(k * period / n if stagger == "even" else 0.0),
@@ -358,9 +365,10 @@ async def run_capacity(engine: Engine, files: list[str], levels: list[int], turn
     per_round = len(utterances)  # answered turns per round over the files (a file may hold several)
     if warmup:  # first calls of each model (allocations, caches) stay out of the figures
         per_round = max(1, (await run_level(engine, 1, utterances, 1, "none", limit_s))["answered"])
+    baseline = await idle_memory(engine)
     rows = []
     for n in levels:
-        row = await run_level(engine, n, utterances, turns, stagger, limit_s)
+        row = await run_level(engine, n, utterances, turns, stagger, limit_s, baseline)
         row["unanswered"] = max(0, per_round * turns * n - row["answered"])
         rows.append(row)
         if progress is not None:
