@@ -267,6 +267,11 @@ class RealtimeServer:
     def session_count(self) -> int:
         return len(self.connections)
 
+    @property
+    def refused(self) -> int:
+        """Clients turned away: no or a wrong token, or at --max-sessions."""
+        return self.refused_token + self.refused_full
+
     async def close(self, grace_s: float | None = None) -> None:
         """Drain, then stop: readiness turns 503 and new sessions are refused at once (the listener
         stays up for the probes); each session is closed with 1001 as soon as its running turn has

@@ -559,7 +559,7 @@ takeFragmentToken();
 const base = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
 const conn = new RealtimeConnection({
   url: `${base}/v1/realtime`,
-  healthUrl: `${location.origin}/healthz`,
+  readyUrl: `${location.origin}/readyz`,
   getToken,
   onEvent,
   onOpen() {

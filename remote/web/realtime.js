@@ -4,9 +4,9 @@
 // byte counts both ways. A browser cannot set headers on a WebSocket, so the token travels as the
 // `openai-insecure-api-key.<token>` subprotocol next to `realtime`.
 //
-// Why a handshake failed is invisible to a page (the browser reports 1006 for a 401 and for a
-// dead server alike), so after a failed handshake the page asks /healthz: a server that answers
-// but refused the socket refused the token.
+// Why a handshake failed is invisible to a page (the browser reports 1006 for a 401, a 503 and a
+// dead server alike), so after a failed handshake the page asks /readyz (no token needed): a server
+// that is ready but refused the socket refused the token; otherwise it says why (loading, draining, full).
 
 const SUBPROTOCOL = 'realtime';
 const KEY_PREFIX = 'openai-insecure-api-key.';
@@ -14,6 +14,18 @@ const SENT_LOG = 8192; // send times of the last messages (for the per-turn netw
 const PING_EVERY_MS = 2000;
 
 const encoder = new TextEncoder();
+
+/** The server's readiness state ('ready', 'loading', 'draining', 'full'), or null when it does not
+ * answer. Without a token /readyz says the word; a server without a token answers JSON. */
+async function readiness(url) {
+  try {
+    const r = await fetch(url, { cache: 'no-store' });
+    const text = (await r.text()).trim();
+    return text.startsWith('{') ? JSON.parse(text).state : text;
+  } catch {
+    return null;
+  }
+}
 
 /** UTF-8 size of a string (audio events are ASCII; transcripts are Telugu). */
 export function utf8Length(s) {
@@ -34,12 +46,12 @@ export function tokenIsSendable(token) {
 
 export class RealtimeConnection {
   /**
-   * @param {{url: string, healthUrl: string, getToken: () => (string|null),
+   * @param {{url: string, readyUrl: string, getToken: () => (string|null),
    *          onEvent: (e: object) => void, onState: (s: object) => void, onOpen: () => void}} o
    */
   constructor(o) {
     this.url = o.url;
-    this.healthUrl = o.healthUrl;
+    this.readyUrl = o.readyUrl;
     this.getToken = o.getToken;
     this.onEvent = o.onEvent;
     this.onState = o.onState;
@@ -154,15 +166,9 @@ export class RealtimeConnection {
   async _closed(opened, code, reason) {
     const err = this._lastError || {};
     if (!opened) {
-      // a refused or failed handshake: is the server there at all?
-      let health = null;
-      try {
-        const r = await fetch(this.healthUrl, { cache: 'no-store' });
-        health = await r.json();
-      } catch {
-        health = null;
-      }
-      if (health && health.status === 'ok') {
+      // a refused or failed handshake: is the server there, and does it take sessions?
+      const state = await readiness(this.readyUrl);
+      if (state === 'ready') {
         const token = this.getToken();
         this._setState({
           status: 'auth',
@@ -170,8 +176,12 @@ export class RealtimeConnection {
         });
         return; // no retry until the user gives a token
       }
-      const why = health ? 'the server is shutting down' : 'the server is not reachable';
-      this._retry(why);
+      if (state === 'full') {
+        this._retry('the server is full', 'full');
+      } else {
+        this._retry({ loading: 'the server is loading its models', draining: 'the server is shutting down' }[state]
+          || 'the server is not reachable');
+      }
       return;
     }
     if (err.code === 'session_limit_reached' || code === 1013) {
