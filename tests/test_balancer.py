@@ -364,7 +364,7 @@ async def test_an_engine_listens_while_loading_and_tells_only_the_token_its_deta
     base = f"http://127.0.0.1:{a.port}"
     status, body = await asyncio.to_thread(http_get, f"{base}/healthz", AUTH)
     details = json.loads(body)
-    assert status == 200 and details["profile"] == "offline" and set(details["models"]) == {"vad", "asr", "llm", "tts"}
+    assert status == 200 and details["profile"] == "offline" and set(details["models"]) == {"vad", "turn", "asr", "llm", "tts"}
     status, body = await asyncio.to_thread(http_get, f"{base}/readyz", AUTH)
     assert status == 200 and json.loads(body)["sessions"]["free"] == 2
     for path in ("/healthz", "/readyz"):  # a wrong token is told so, not answered

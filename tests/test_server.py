@@ -200,7 +200,7 @@ async def test_health_and_readiness_tell_details_only_to_the_token(token_server)
     status, _, body = await asyncio.to_thread(http_get, base + "/healthz", {"Authorization": f"Bearer {TOKEN}"})
     details = json.loads(body)
     assert status == 200 and details["profile"] == "offline" and details["state"] == "ready"
-    assert set(details["models"]) == {"vad", "asr", "llm", "tts"}
+    assert set(details["models"]) == {"vad", "turn", "asr", "llm", "tts"}
     status, _, body = await asyncio.to_thread(http_get, base + "/readyz", {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200 and json.loads(body)["sessions"]["free"] == 8
 
