@@ -88,11 +88,11 @@ def register(subparsers: Any) -> Any:
                     help="CTranslate2 weights (default float16)")
     mp.add_argument("--json", dest="json_path", metavar="OUT.json", help="also write the summary as JSON")
     mp.set_defaults(func=cmd_make_models)
-    return bsub
 
     from engine import bench_capacity
 
     bench_capacity.register(bsub, _common)
+    return bsub
 
 
 def _write_json(path: str | None, data: dict[str, Any], console: Any) -> None:

@@ -39,7 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from remote import protocol as p
-from remote.server import HEALTH_PATHS, READY_PATHS, add_headless_arguments
+from remote.server import HEALTH_PATHS, READY_PATHS
 
 on_the_session_loop = pytest.mark.asyncio(loop_scope="session")  # the loop the module's engines run on
 
@@ -310,11 +310,10 @@ async def test_the_documented_example_and_its_kubernetes_variant_are_valid_hapro
 
 
 def _engine_args(argv: list[str]) -> argparse.Namespace:
-    """``s2s-engine`` arguments as the headless engine parses them."""
-    parser = argparse.ArgumentParser(prog="s2s-engine", exit_on_error=False)
-    parser.add_argument("--headless", action="store_true")
-    add_headless_arguments(parser)
-    return parser.parse_args(argv)
+    """``argv`` as ``s2s-engine`` parses it (the image's entry point)."""
+    from remote.cli import build_parser
+
+    return build_parser().parse_args(argv)
 
 
 def test_the_kubernetes_and_docker_examples_match_the_engine():
@@ -338,8 +337,8 @@ def test_the_kubernetes_and_docker_examples_match_the_engine():
     assert engine["resources"]["limits"]["nvidia.com/gpu"] == 1
     for name in ("Service/s2s-engine", "Service/s2s-engine-pods"):
         assert docs[name]["spec"]["selector"] == docs["Deployment/s2s-engine"]["spec"]["selector"]["matchLabels"]
-    fetch = docs["Job/s2s-models-fetch"]["spec"]["template"]["spec"]["containers"][0]
-    assert fetch["args"] == ["models", "fetch", "--profile", "gpu"]
+    fetch = _engine_args(docs["Job/s2s-models-fetch"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert (fetch.command, fetch.models_command, fetch.profile) == ("models", "fetch", "gpu")
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, flags=re.M).group(1))
     assert cmd == engine["args"]  # the image runs what the Deployment runs
