@@ -93,8 +93,9 @@ fi
 #    Debian's own python3), chromium + chromium-driver (the browser client's tests; WebDriver from
 #    Debian, nothing downloaded), fonts-lohit-telu (Telugu glyphs in the page's screenshots),
 #    haproxy (the load balancer of deploy/haproxy.cfg, run by tests/test_balancer.py).
+#    S2S_APT_PACKAGES replaces the list (deploy/Dockerfile: an image needs no browser or balancer).
 need=()
-for pkg in espeak-ng libportaudio2 build-essential python3-venv chromium chromium-driver fonts-lohit-telu haproxy; do
+for pkg in ${S2S_APT_PACKAGES:-espeak-ng libportaudio2 build-essential python3-venv chromium chromium-driver fonts-lohit-telu haproxy}; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
