@@ -47,7 +47,7 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files as files_
 from pathlib import Path
@@ -78,6 +78,9 @@ class _Instance:
         self.inner, self.llama = inner, llama
         self.options = getattr(inner, "options", None)
         self.context_size = inner.context_size
+        probe = getattr(inner, "sentence_end_probability", None)  # the end-of-turn text signal
+        if probe is not None:
+            self.sentence_end_probability = probe
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
@@ -95,6 +98,21 @@ class _KeepingCache(BenchLLM):
         with self._lock:
             self._llama.set_seed(self.seed)
             self.last_tokens = 0
+            yield from self._fixed(messages, cancel)
+
+    def stream_turn(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+                    turn_end: Callable[[float | None], None]) -> Iterator[str]:
+        """The end-of-turn probability first, on the same instance, as the engine's backend does
+        (the reply reuses that prefill); then the fixed reply."""
+        probe = getattr(self.inner, "sentence_end_probability", None)
+        if probe is None:
+            turn_end(None)
+            yield from self.stream(messages, max_tokens, cancel)
+            return
+        with self._lock:
+            self._llama.set_seed(self.seed)
+            self.last_tokens = 0
+            turn_end(probe(self._llama, messages))
             yield from self._fixed(messages, cancel)
 
 
@@ -121,6 +139,14 @@ class FixedReplies(LLMBackend):
         one = self._free.get()  # blocks while every instance is generating, as the backend does
         try:
             yield from one.stream(messages, max_tokens, cancel)
+        finally:
+            self._free.put(one)
+
+    def stream_turn(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+                    turn_end: Callable[[float | None], None]) -> Iterator[str]:
+        one = self._free.get()
+        try:
+            yield from one.stream_turn(messages, max_tokens, cancel, turn_end)
         finally:
             self._free.put(one)
 

@@ -112,5 +112,10 @@ def test_fixed_replies_keep_every_model_instance_generating_at_once():
         assert not failures and not any(t.is_alive() for t in threads)
         assert replies == {"a": bench_llm.SCRIPTED_REPLY, "b": bench_llm.SCRIPTED_REPLY}
         assert fixed.reply_tokens == len(bench_llm._pieces(inner.llama, bench_llm.SCRIPTED_REPLY))
+        # the end-of-turn text signal is read first, as the engine's backend does
+        signals: list[float | None] = []
+        reply = "".join(fixed.stream_turn([{"role": "user", "content": "మీరు ఎలా ఉన్నారు?"}], 64,
+                                          threading.Event(), signals.append))
+        assert reply == bench_llm.SCRIPTED_REPLY and len(signals) == 1 and 0.0 <= signals[0] <= 1.0
     finally:
         inner.close()
