@@ -199,7 +199,8 @@ class RealtimeServer:
         self.engine: Engine = None  # type: ignore[assignment]  # set by attach(); None while loading
         self.options = options
         self.connections: set[_Connection] = set()
-        self.closing = False
+        self.closing = False  # draining: readiness 503, no new session
+        self._close_started = False
         self.started = time.monotonic()
         self.total_sessions = 0
         self.refused_token = 0  # handshakes without the right token
@@ -276,10 +277,10 @@ class RealtimeServer:
         """Drain, then stop: readiness turns 503 and new sessions are refused at once (the listener
         stays up for the probes); each session is closed with 1001 as soon as its running turn has
         finished, or when ``grace_s`` (default ``--grace``) is over; then the listener closes."""
-        if self.closing:
+        if self._close_started:
             await self._closed.wait()
             return
-        self.closing = True
+        self._close_started = self.closing = True
         grace = self.options.grace_s if grace_s is None else grace_s
         assert self._ws is not None
         conns = list(self.connections)
@@ -299,6 +300,11 @@ class RealtimeServer:
         await self._ws.wait_closed()
         self._closed.set()
         log.info("server closed")
+
+    def stop_accepting(self) -> None:
+        """Readiness turns 503 (``draining``) and new sessions are refused; nothing closes yet
+        (:meth:`close` does that)."""
+        self.closing = True
 
     async def __aenter__(self) -> RealtimeServer:
         return self
@@ -1040,17 +1046,19 @@ async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
                 print(f"s2s-engine: browser client at {base}/  (through an SSH tunnel: "
                       f"http://localhost:{server.port}/)", file=sys.stderr, flush=True)
             await stopping
-        else:  # stopped while loading: a thread cannot be interrupted, so wait for it and close
+        else:  # stopped while loading: a thread cannot be interrupted; the probes say draining meanwhile
             print("s2s-engine: stopping while the models load ...", file=sys.stderr, flush=True)
-        print("s2s-engine: draining ...", file=sys.stderr, flush=True)
-        await server.close()
-        if engine is None:
+            server.stop_accepting()
             with contextlib.suppress(Exception):
                 engine = await loading
+        print("s2s-engine: draining ...", file=sys.stderr, flush=True)
+        await server.close()
         return 0
     finally:
         stopping.cancel()
-        if not server.closing:
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        if not server._close_started:
             await server.close(grace_s=0)
         if engine is not None:
             await asyncio.to_thread(engine.close)

@@ -522,3 +522,22 @@ async def test_an_engine_whose_models_fail_to_load_exits_1_with_the_reason():
     assert proc.returncode == 1, text
     assert "listening on ws://127.0.0.1:" in text  # it listened first
     assert "s2s-engine: error: vad model '/nonexistent/vad.onnx'" in text and "Traceback" not in text
+
+
+@on_the_session_loop
+async def test_sigterm_while_the_models_load_exits_0():
+    """Stopped before it was ever ready (a rollout that changes its mind): readiness says
+    draining, the load is let finish (a thread cannot be interrupted), the engine exits 0."""
+    e = EngineProcess("early", max_sessions=1)
+    await e.start()
+    try:
+        assert e.proc is not None
+        e.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (await asyncio.to_thread(http_get, f"http://127.0.0.1:{e.port}/readyz"))[1] != "draining\n":
+            assert time.monotonic() < deadline and e.alive, e.lines[-5:]
+            await asyncio.sleep(0.02)
+        assert await e.wait_exit(LOAD_LIMIT_S) == 0
+        assert any("stopping while the models load" in line for line in e.lines)
+    finally:
+        await e.stop()
