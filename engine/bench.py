@@ -3,6 +3,7 @@
     s2s-engine bench latency [--profile P] [--set k=v]... [--turns N] [--reply MODE] [--json OUT] FILES...
     s2s-engine bench wire [--profile P] [--turns N] [--seconds S] [--json OUT] [FILE]
     s2s-engine bench make-models --out DIR [--small] [--asr-tokens N]
+    s2s-engine bench asr SET... / bench asr-set OUT   (engine.bench_asr)
 
 ``bench latency`` loads one engine and, for every turn of every WAV, measures in one run:
 
@@ -657,6 +658,10 @@ def register(subparsers: Any) -> None:
                     help="CTranslate2 weights (default float16)")
     mp.add_argument("--json", dest="json_path", metavar="OUT.json", help="also write the summary as JSON")
     mp.set_defaults(func=cmd_make_models)
+
+    from engine.bench_asr import register as register_asr
+
+    register_asr(bsub)  # bench asr, bench asr-set
 
 
 def _write_json(path: str | None, data: dict[str, Any], console: Any) -> None:

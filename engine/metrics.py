@@ -49,6 +49,9 @@ class TurnMetrics:
         tts_audio_s / tts_compute_s: seconds of audio synthesised and compute spent on it.
         asr_audio_s: seconds of user audio transcribed.
         interrupted: the reply was cut by barge-in or cancel.
+        script_ok: the transcript is in the ASR language's script (False: mostly another script,
+            the model did not understand; None: cannot be told, see ``engine.script``).
+        asr_stop: why the final decode stopped early ("loop", "script", "cap", "no_speech"), or None.
         gpu_mem_used_mb / gpu_mem_total_mb: CUDA memory when present, else None.
         extra: asr_decode_ms (what the final decode cost), asr_speculative (1.0 when it was
             decoded during the end-of-turn silence, so asr_ms only counts what was left of it).
@@ -70,6 +73,8 @@ class TurnMetrics:
     tts_compute_s: float = 0.0
     asr_audio_s: float = 0.0
     interrupted: bool = False
+    script_ok: bool | None = None
+    asr_stop: str | None = None
     gpu_mem_used_mb: float | None = None
     gpu_mem_total_mb: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
@@ -119,6 +124,8 @@ class TurnMetrics:
             "asr_audio_s": round(self.asr_audio_s, 3),
             "asr_decode_ms": self.extra.get("asr_decode_ms"),
             "asr_speculative": bool(self.extra.get("asr_speculative")),
+            "script_ok": self.script_ok,
+            "asr_stop": self.asr_stop,
             "interrupted": self.interrupted,
             "gpu_mem_used_mb": self.gpu_mem_used_mb,
             "gpu_mem_total_mb": self.gpu_mem_total_mb,

@@ -557,10 +557,11 @@ class Session:
                                   "asr", turn.id))
             return
         metrics.asr_final_ns = now_ns()
+        metrics.script_ok, metrics.asr_stop = tr.script_ok, tr.stop
         if turn.speculative:
             metrics.extra["asr_speculative"] = 1.0
         text = tr.text.strip()
-        self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language))
+        self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language, tr.script_ok))
         if not text:
             return  # noise or a cough: nothing to answer
         if turn.held:
