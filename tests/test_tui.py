@@ -268,3 +268,18 @@ async def test_ticks_while_the_status_bar_is_absent_do_not_crash():
             app.main = mounted
         await pilot.pause(0.1)
         assert app.is_running
+
+
+async def test_a_transcript_in_the_wrong_script_is_flagged_in_the_conversation():
+    from s2s_tui.widgets.conversation import UserTurn
+
+    script = [m.LinkState("ready", "connected"),
+              m.UserFinal("turn_1", "ہمسکارا مینھے گاملہ رو", script_ok=False, language="te"),
+              m.UserFinal("turn_2", "నమస్కారం, మీరు ఎలా ఉన్నారు?", script_ok=True, language="te")]
+    app = scripted_app(script)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        turns = {w.turn_id: w for w in app.main.query(UserTurn)}
+        wrong, right = turns["turn_1"].render().plain, turns["turn_2"].render().plain
+        assert "⚠ not in Telugu script: the speech recogniser did not understand" in wrong
+        assert "⚠" not in right and turns["turn_1"].has_class("-wrong-script")

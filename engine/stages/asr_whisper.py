@@ -10,7 +10,7 @@ tokens and no-speech rule), with three differences:
 - the token cap follows the audio length and the language's script, and really is the cap:
   CTranslate2 decodes at most ``max_length / 2`` tokens, so ``transcribe(max_new_tokens=N)``
   stops at about N/2;
-- the decode runs in steps (12 tokens, then 24, 48, ...) and stops after a step that loops or
+- the decode runs in steps (16 tokens, then 32, 64, ...) and stops after a step that loops or
   writes another script than the language's. CTranslate2's ``generate`` takes no logits
   processor or stopping callback, so steps are the only way to look at the output mid-decode;
   a greedy decode continued from its own tokens gives exactly the tokens of one long decode.
@@ -106,7 +106,7 @@ class FasterWhisperASR(ASRBackend):
         o = self.options
         return transcribe(self._model, audio, language, o.window_s, o.beam_size,
                           tokens_per_s=o.max_tokens_per_s, step=o.decode_step_tokens,
-                          stop_on_wrong_script=o.stop_on_wrong_script)
+                          stop_on_wrong_script=o.stop_on_wrong_script, no_speech_threshold=o.no_speech_threshold)
 
     def variant(self, **changes: object) -> FasterWhisperASR:
         """The same loaded model with other decode options (``beam_size``, ``window_s``, ...):
@@ -133,10 +133,10 @@ MAX_TOKENS = 224
 CAP_BASE_TOKENS = 8
 LATIN_TOKENS_PER_S = 12.0
 OTHER_TOKENS_PER_S = 30.0
-NO_SPEECH_PROB = 0.6
 NO_SPEECH_LOGPROB = -1.0
-"""faster-whisper's ``no_speech_threshold`` and ``log_prob_threshold``: a decode whose first step
-is probably not speech and not confidently worded is dropped, as ``transcribe()`` drops it."""
+"""faster-whisper's ``log_prob_threshold``: a decode whose first step is probably not speech
+(``no_speech_threshold``, 0.6 in faster-whisper) and not confidently worded is dropped, as
+``transcribe()`` drops it."""
 
 
 def window_for(seconds: float, window_s: int) -> int:
@@ -205,8 +205,8 @@ def features(model, audio: np.ndarray, window: int) -> np.ndarray:  # noqa: ANN0
 
 
 def transcribe(model, audio: np.ndarray, language: str | None, window_s: int = WHISPER_WINDOW_S,  # noqa: ANN001
-               beam_size: int = 1, *, tokens_per_s: float = 0.0, step: int = 12,
-               stop_on_wrong_script: bool = True) -> Transcript:
+               beam_size: int = 1, *, tokens_per_s: float = 0.0, step: int = 16,
+               stop_on_wrong_script: bool = True, no_speech_threshold: float = 0.6) -> Transcript:
     """Transcribe one utterance with a faster-whisper ``WhisperModel`` as ``transcribe()`` does
     (no timestamps, temperature 0, no previous text, its suppressed tokens and no-speech rule),
     encoding a ``window_for`` window, and decoding in bounded steps (see ``ASROptions``).
@@ -239,7 +239,7 @@ def transcribe(model, audio: np.ndarray, language: str | None, window_s: int = W
         )[0]
         out = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         ended = len(result.sequences_ids[0]) < limit
-        if first and result.no_speech_prob > NO_SPEECH_PROB and _avg_logprob(result) < NO_SPEECH_LOGPROB:
+        if first and result.no_speech_prob > no_speech_threshold and _avg_logprob(result) < NO_SPEECH_LOGPROB:
             return Transcript("", language, None, "no_speech", 0)
         tokens = out
         if step > 0:
