@@ -247,10 +247,10 @@ def transcribe(model, audio: np.ndarray, language: str | None, window_s: int = W
             if keep is not None:
                 tokens, stop = tokens[:keep], "loop"
                 break
-            if check_script and script_ok(_text(tokenizer, tokens), language) is False:
-                stop = "script"
-                break
         if ended:
+            break
+        if step > 0 and check_script and script_ok(_text(tokenizer, tokens), language) is False:
+            stop = "script"
             break
         if len(tokens) >= cap:
             stop = "cap"
