@@ -4,6 +4,7 @@
     s2s-engine bench turn / make-wavs ...          end-of-turn signals (engine/bench_turn.py)
     s2s-engine bench make-models --out DIR [--small] [--asr-tokens N]
     s2s-engine bench wire [--turns N] [--json OUT] in-process vs WebSocket (remote/bench.py)
+    s2s-engine bench asr SET... / bench asr-set OUT   (engine.bench_asr)
 
 Each job has its module:
 
@@ -90,8 +91,10 @@ def register(subparsers: Any) -> Any:
     mp.set_defaults(func=cmd_make_models)
 
     from engine import bench_capacity
+    from engine.bench_asr import register as register_asr
 
     bench_capacity.register(bsub, _common)
+    register_asr(bsub)  # bench asr, bench asr-set
     return bsub
 
 

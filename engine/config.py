@@ -123,6 +123,18 @@ class ASROptions:
             max(window_s, its length + 2 s) instead (the same log-Mel padding, a shorter
             window), which costs a fraction of the encoder time. 30 (the default) is
             Whisper's own behaviour. Language "auto" always uses 30.
+        max_tokens_per_s: the decode's token cap: 8 plus this many tokens per second of audio, at
+            most 224. 0 chooses by the language's script: 12 for Latin-script languages, 30 for
+            the others (Whisper spells Telugu in byte-level pieces: 20-26 tokens a second of
+            speech were measured on synthetic Telugu).
+        decode_step_tokens: the decode runs in steps, the first this many tokens, each next one
+            twice as long, and stops after a step that loops (repeats itself) or, with
+            stop_on_wrong_script, writes another script than the language's (the turn's
+            ``script_ok`` is then False). 0: one call up to the cap, no early stop.
+        stop_on_wrong_script: see decode_step_tokens.
+        no_speech_threshold: a turn whose decode gives Whisper's no-speech token more than this
+            probability, and whose first tokens average a log probability under -1, is dropped as
+            no speech (faster-whisper's own rule, 0.6). 1 turns the rule off.
     """
 
     backend: str = "faster-whisper"
@@ -136,6 +148,10 @@ class ASROptions:
     partial_interval_ms: int = 600
     partial_max_cost_ms: int = 300
     window_s: int = 30
+    max_tokens_per_s: float = 0.0
+    decode_step_tokens: int = 16
+    stop_on_wrong_script: bool = True
+    no_speech_threshold: float = 0.6
 
 
 @dataclass
@@ -364,6 +380,9 @@ def load_profile(name_or_path: str | Path = "offline", overrides: list[str] | No
     for assignment in overrides or []:
         profile.set(assignment)
     check_turn(profile.turn, profile.vad)
+    if profile.asr.max_tokens_per_s < 0 or profile.asr.decode_step_tokens < 0:
+        raise ConfigError("asr.max_tokens_per_s and asr.decode_step_tokens must be 0 or more, got "
+                          f"{profile.asr.max_tokens_per_s} and {profile.asr.decode_step_tokens}")
     if profile.asr.window_s < 1:
         raise ConfigError(f"asr.window_s must be at least 1 second (30: Whisper's own window), "
                           f"got {profile.asr.window_s}")

@@ -49,11 +49,13 @@ class TranscriptPartial:
 
 @dataclass(frozen=True)
 class TranscriptFinal:
-    """The final transcript of a user turn (audio or text)."""
+    """The final transcript of a user turn (audio or text). ``script_ok``: see
+    :class:`engine.stages.base.Transcript` (None for typed text)."""
 
     turn_id: str
     text: str
     language: str | None = None
+    script_ok: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,9 @@ class TurnMetrics:
         tts_audio_s / tts_compute_s: seconds of audio synthesised and compute spent on it.
         asr_audio_s: seconds of user audio transcribed.
         interrupted: the reply was cut by barge-in or cancel.
+        script_ok: the transcript is in the ASR language's script (False: mostly another script,
+            the model did not understand; None: cannot be told, see ``engine.script``).
+        asr_stop: why the final decode stopped early ("loop", "script", "cap", "no_speech"), or None.
         gpu_mem_used_mb / gpu_mem_total_mb: CUDA memory when present, else None.
         turn_policy: what ended the turn (``engine.turn.TurnDecision.by``: silence,
             smart-turn, transcript, combined, max-silence, fallback-silence; commit or text for
@@ -81,6 +84,8 @@ class TurnMetrics:
     tts_compute_s: float = 0.0
     asr_audio_s: float = 0.0
     interrupted: bool = False
+    script_ok: bool | None = None
+    asr_stop: str | None = None
     gpu_mem_used_mb: float | None = None
     gpu_mem_total_mb: float | None = None
     turn_policy: str | None = None
@@ -138,6 +143,8 @@ class TurnMetrics:
             "asr_audio_s": round(self.asr_audio_s, 3),
             "asr_decode_ms": self.extra.get("asr_decode_ms"),
             "asr_speculative": bool(self.extra.get("asr_speculative")),
+            "script_ok": self.script_ok,
+            "asr_stop": self.asr_stop,
             "interrupted": self.interrupted,
             "turn_policy": self.turn_policy,
             "turn_probability": _round(self.turn_probability, 3),

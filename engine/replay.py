@@ -30,6 +30,7 @@ from engine.events import (
     TurnMetricsEvent,
 )
 from engine.metrics import STAGES
+from engine.script import script_warning
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TurnReport:
     turn_id: str
     transcript: str = ""
     language: str | None = None
+    script_ok: bool | None = None
     partials: list[str] = field(default_factory=list)
     response_id: str | None = None
     reply_text: str = ""
@@ -95,7 +97,7 @@ async def replay_file(engine: Engine, path: str | Path, out_dir: str | Path | No
                 turn(ev.turn_id).partials.append(ev.text)
             elif isinstance(ev, TranscriptFinal):
                 t = turn(ev.turn_id)
-                t.transcript, t.language = ev.text, ev.language
+                t.transcript, t.language, t.script_ok = ev.text, ev.language, ev.script_ok
             elif isinstance(ev, ResponseStarted):
                 t = turn(ev.turn_id)
                 t.response_id = ev.response_id
@@ -201,7 +203,8 @@ def render(report: FileReport, console: Any) -> None:
     if not report.turns:
         console.print("  no speech detected")
     for t in report.turns:
-        console.print(f"  [cyan]{t.turn_id}[/] user : {t.transcript or '∅ (nothing recognised)'}")
+        flag = f"  [bold yellow]⚠ {script_warning(t.language)}[/]" if t.script_ok is False else ""
+        console.print(f"  [cyan]{t.turn_id}[/] user : {t.transcript or '∅ (nothing recognised)'}{flag}")
         if t.response_id:
             cut = f"  [yellow](interrupted after {t.played_ms} ms: heard “{t.heard_text}”)[/]" if t.interrupted else ""
             console.print(f"  [cyan]{t.turn_id}[/] agent: {t.reply_text or '∅'}{cut}")

@@ -793,10 +793,11 @@ class Session:
                                   "asr", turn.id))
             return
         metrics.asr_final_ns = now_ns()
+        metrics.script_ok, metrics.asr_stop = tr.script_ok, tr.stop
         if turn.speculative:
             metrics.extra["asr_speculative"] = 1.0
         text = tr.text.strip()
-        self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language))
+        self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language, tr.script_ok))
         if not text_usable(text, self.language):
             self._no_text_evidence(turn)  # noise, or a transcript the ASR did not understand
         if not text:

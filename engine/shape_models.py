@@ -412,7 +412,9 @@ def make_models(out: str | Path, small: bool = False, only: list[str] | None = N
                 raise ModelError("asr", "shape model", str(path),
                                  f"wrote {info['check_tokens']} tokens instead of {tokens}")
         models["asr"] = info
-        overrides.append(f"asr.model={path}")
+        # Random weights repeat one token: the loop stop would end their decode after its first
+        # 16-token step, where a real Telugu model writes all its tokens. One call to the cap does.
+        overrides += [f"asr.model={path}", "asr.decode_step_tokens=0"]
     if "llm" in stages:
         wt = (llm_type or ("f16" if small else "q4_k_m")).lower()
         log(f"LLM: Gemma 3 {'small' if small else '1B'}-shaped GGUF ({wt}) ...")

@@ -27,10 +27,10 @@ answers "end now" (with what decided it) or "keep waiting". It never waits past
 from __future__ import annotations
 
 import math
-import unicodedata
 from dataclasses import dataclass
 
 from engine.config import TurnOptions
+from engine.script import script_ok
 
 AUDIO_POLICIES = ("smart-turn", "combined")
 TEXT_POLICIES = ("transcript", "combined")
@@ -147,37 +147,7 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-# Letters of the scripts a transcript may be written in, by ISO 639-1 language.
-_SCRIPT_OF = {"te": "TELUGU", "hi": "DEVANAGARI", "mr": "DEVANAGARI", "ta": "TAMIL", "kn": "KANNADA",
-              "ml": "MALAYALAM", "bn": "BENGALI", "gu": "GUJARATI", "pa": "GURMUKHI", "ur": "ARABIC",
-              "ar": "ARABIC", "ru": "CYRILLIC", "ja": "", "zh": "CJK", "ko": "HANGUL"}
-
-
-def script_share(text: str, language: str | None) -> float | None:
-    """The share of the letters in ``text`` that belong to ``language``'s script (Latin for
-    languages not listed); None when the text has no letters or the language is unknown."""
-    if not language:
-        return None
-    script = _SCRIPT_OF.get(language, "LATIN")
-    if not script:
-        return None
-    letters = [c for c in text if c.isalpha() or unicodedata.category(c) in ("Mn", "Mc")]
-    if not letters:
-        return None
-    ours = sum(1 for c in letters if unicodedata.name(c, "").startswith(script))
-    return ours / len(letters)
-
-
-def text_usable(text: str, language: str | None, min_share: float = 0.5) -> bool:
-    """Is ``text`` evidence of what was said? It needs letters, mostly of ``language``'s script
-    (any letters when the language is not known): digits or symbols alone ("2. 2") are not."""
-    if not any(c.isalpha() for c in text):
-        return False
-    share = script_share(text, language)
-    return share is None or share >= min_share
-
-
-def script_ok(text: str, language: str | None, min_share: float = 0.5) -> bool:
-    """Is ``text`` written mostly in ``language``'s script? (True when it cannot be told.)"""
-    share = script_share(text, language)
-    return share is None or share >= min_share
+def text_usable(text: str, language: str | None) -> bool:
+    """Is ``text`` evidence of what was said? It needs letters, and not mostly in another script
+    than ``language``'s (``engine.script``): digits or symbols alone ("2. 2") are not."""
+    return any(c.isalpha() for c in text) and script_ok(text, language) is not False

@@ -1076,7 +1076,12 @@ class InputTranscriptionDelta(ServerEvent):
 
 @dataclass(kw_only=True)
 class InputTranscriptionCompleted(ServerEvent):
-    """``conversation.item.input_audio_transcription.completed``: the final transcript of a user turn."""
+    """``conversation.item.input_audio_transcription.completed``: the final transcript of a user turn.
+
+    Extensions: ``s2s_language``, the language used or detected; ``s2s_script_ok``, False when the
+    transcript is mostly in another script than that language's (the model did not understand),
+    null when that cannot be told.
+    """
 
     type: ClassVar[str] = "conversation.item.input_audio_transcription.completed"
     item_id: str = ""
@@ -1084,6 +1089,7 @@ class InputTranscriptionCompleted(ServerEvent):
     transcript: str = ""
     usage: dict[str, Any] = field(default_factory=lambda: {"type": "duration", "seconds": 0.0})
     s2s_language: str | None = None
+    s2s_script_ok: bool | None = None
 
 
 @dataclass(kw_only=True)
@@ -1549,7 +1555,8 @@ class EventMapper:
         out = self._commit(e.turn_id)
         iid = self.item_for_turn(e.turn_id)
         self._partials.pop(e.turn_id, None)
-        out.append(InputTranscriptionCompleted(item_id=iid, transcript=e.text, s2s_language=e.language))
+        out.append(InputTranscriptionCompleted(item_id=iid, transcript=e.text, s2s_language=e.language,
+                                               s2s_script_ok=e.script_ok))
         out.append(ConversationItemDone(item=user_item(iid, transcript=e.text)))
         return out
 

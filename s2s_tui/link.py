@@ -167,7 +167,7 @@ class InProcessLink(AgentLink):
         elif isinstance(e, ev.TranscriptPartial):
             post(m.UserPartial(e.turn_id, e.text))
         elif isinstance(e, ev.TranscriptFinal):
-            post(m.UserFinal(e.turn_id, e.text))
+            post(m.UserFinal(e.turn_id, e.text, e.script_ok, e.language))
         elif isinstance(e, ev.ResponseStarted):
             self.last_response = e.response_id
             post(m.ReplyStarted(e.response_id, e.turn_id))

@@ -137,7 +137,7 @@ class RemoteLink(AgentLink):
             post(m.UserPartial(self._id(_turn(e.item_id)), text))
         elif isinstance(e, p.InputTranscriptionCompleted):
             self._partial.pop(e.item_id, None)
-            post(m.UserFinal(self._id(_turn(e.item_id)), e.transcript))
+            post(m.UserFinal(self._id(_turn(e.item_id)), e.transcript, e.s2s_script_ok, e.s2s_language))
         elif isinstance(e, p.ConversationItemAdded):
             item = e.item or {}
             if item.get("role") == "user":

@@ -112,10 +112,18 @@ class UserPartial(_Msg):
 
 @dataclass(eq=False)
 class UserFinal(_Msg):
-    """The final transcript of a user turn (empty when nothing was recognised)."""
+    """The final transcript of a user turn (empty when nothing was recognised).
+
+    Fields:
+        script_ok: False when the transcript is mostly in another script than the ASR language's
+            (the model did not understand); None when that cannot be told or for typed text.
+        language: the ASR language (names the script the flag asks for).
+    """
 
     turn_id: str
     text: str
+    script_ok: bool | None = None
+    language: str | None = None
 
 
 @dataclass(eq=False)

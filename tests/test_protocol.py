@@ -378,7 +378,8 @@ def all_server_events() -> list[p.ServerEvent]:
         p.InputAudioBufferCommitted(item_id="item_turn_1", previous_item_id=None),
         p.InputAudioBufferCleared(),
         p.InputTranscriptionDelta(item_id="item_turn_1", delta="నమ", s2s_partial="నమ"),
-        p.InputTranscriptionCompleted(item_id="item_turn_1", transcript="నమస్తే", s2s_language="te"),
+        p.InputTranscriptionCompleted(item_id="item_turn_1", transcript="నమస్తే", s2s_language="te",
+                                      s2s_script_ok=True),
         p.ConversationItemAdded(item=p.user_item("item_turn_1", transcript=None)),
         p.ConversationItemDone(item=p.user_item("item_turn_1", text="హలో")),
         p.ConversationItemTruncated(item_id="item_resp_1", audio_end_ms=700),
@@ -480,7 +481,7 @@ def test_spoken_turn_maps_to_realtime_sequence():
         ev.TranscriptPartial("turn_1", "నమస్"),
         ev.TranscriptPartial("turn_1", "నేను"),  # a revision: no delta, full text in s2s_partial
         ev.SpeechStopped("turn_1", 1500),
-        ev.TranscriptFinal("turn_1", "నమస్తే", "te"),
+        ev.TranscriptFinal("turn_1", "నమస్తే", "te", True),
         ev.ResponseStarted("resp_1", "turn_1"),
         ev.ReplyTextDelta("resp_1", "హలో"),
         ev.ReplySegment("resp_1", 0, "హలో"),
@@ -511,7 +512,7 @@ def test_spoken_turn_maps_to_realtime_sequence():
     assert [e.delta for e in out[1:4]] == ["నమ", "స్", ""]
     assert out[3].s2s_partial == "నేను"
     assert out[0].item_id == out[5].item_id == "item_turn_1"
-    assert out[7].transcript == "నమస్తే" and out[7].s2s_language == "te"
+    assert out[7].transcript == "నమస్తే" and out[7].s2s_language == "te" and out[7].s2s_script_ok is True
     assert out[10].item["id"] == "item_resp_1" and out[10].previous_item_id == "item_turn_1"
     pcm = p.pcm16_decode(out[12].audio)
     assert pcm.tolist() == [0, 16384, -16384, 32767, -32767]

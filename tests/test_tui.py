@@ -372,3 +372,18 @@ async def test_a_failing_send_is_shown_and_the_remote_link_keeps_sending():
         finally:
             await link.close()
             await asyncio.wait_for(runner, 10)
+
+
+async def test_a_transcript_in_the_wrong_script_is_flagged_in_the_conversation():
+    from s2s_tui.widgets.conversation import UserTurn
+
+    script = [m.LinkState("ready", "connected"),
+              m.UserFinal("turn_1", "ہمسکارا مینھے گاملہ رو", script_ok=False, language="te"),
+              m.UserFinal("turn_2", "నమస్కారం, మీరు ఎలా ఉన్నారు?", script_ok=True, language="te")]
+    app = scripted_app(script)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        turns = {w.turn_id: w for w in app.main.query(UserTurn)}
+        wrong, right = turns["turn_1"].render().text.plain, turns["turn_2"].render().text.plain
+        assert "⚠ not in Telugu script: the speech recogniser did not understand" in wrong
+        assert "⚠" not in right and turns["turn_1"].has_class("-wrong-script")

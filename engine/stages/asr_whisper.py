@@ -1,8 +1,21 @@
-"""faster-whisper (CTranslate2) speech recognition.
+"""faster-whisper (CTranslate2) speech recognition, with bounded decodes.
 
 CTranslate2 runs Whisper int8 on CPU and float16 on CUDA, several times faster than the
-reference implementation; faster-whisper adds the decoding loop and tokenizer. The
-``transcribe()`` generator is consumed here, inside the worker thread, never on the event
+reference implementation; faster-whisper adds the tokenizer, the feature extractor and its
+``transcribe()`` loop. A turn (at most 30 s) is decoded here with CTranslate2's ``generate``
+directly, exactly as ``transcribe()`` decodes one 30 s chunk (same features, prompt, suppressed
+tokens and no-speech rule), with three differences:
+
+- the encoder window can be shorter than 30 s (``asr.window_s``);
+- the token cap follows the audio length and the language's script, and really is the cap:
+  CTranslate2 decodes at most ``max_length / 2`` tokens, so ``transcribe(max_new_tokens=N)``
+  stops at about N/2;
+- the decode runs in steps (16 tokens, then 32, 64, ...) and stops after a step that loops or
+  writes another script than the language's. CTranslate2's ``generate`` takes no logits
+  processor or stopping callback, so steps are the only way to look at the output mid-decode;
+  a greedy decode continued from its own tokens gives exactly the tokens of one long decode.
+
+Everything runs in the caller's thread (a worker of the engine's ASR pool), never on the event
 loop. ``num_workers=2`` lets a final decode start while a partial one is still running.
 """
 
@@ -12,6 +25,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +33,10 @@ import numpy as np
 from engine.config import ASROptions
 from engine.errors import ModelError
 from engine.models import model_folder
+from engine.script import script_of, script_ok
 from engine.stages.base import ASRBackend, Transcript
 
-MAX_NEW_TOKENS = 440  # Whisper's decoder holds 448 positions, a few go to the prompt
-TOKENS_PER_SECOND = 40
 log = logging.getLogger(__name__)
-
-
-def collapse_repeats(text: str, keep: int = 2) -> str:
-    """Cut a run of the same word repeated more than ``keep`` times (a decoding loop) to one."""
-    words, out, run = text.split(), [], 0
-    for w in words:
-        run = run + 1 if out and w == out[-1] else 1
-        if run <= keep:
-            out.append(w)
-    if len(out) < len(words):  # a loop happened: keep one copy of the looping word
-        cleaned: list[str] = []
-        for w in out:
-            if not (cleaned and w == cleaned[-1]):
-                cleaned.append(w)
-        out = cleaned
-    return " ".join(out)
 
 
 class FasterWhisperASR(ASRBackend):
@@ -106,28 +103,17 @@ class FasterWhisperASR(ASRBackend):
         return None if lang in ("", "auto", None) else lang
 
     def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
-        seconds = len(audio) / 16_000
-        window = window_for(seconds, self.options.window_s)
-        if window < WHISPER_WINDOW_S and language:
-            return self._transcribe_window(np.asarray(audio, np.float32), language, window)
-        segments, info = self._model.transcribe(
-            np.asarray(audio, np.float32),
-            language=language,
-            task="transcribe",
-            beam_size=self.options.beam_size,
-            vad_filter=False,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            temperature=0.0,
-            max_new_tokens=max_new_tokens(seconds),
-        )
-        text = " ".join(s.text.strip() for s in segments).strip()  # consumes the generator here
-        text = text.replace("\ufffd", "").strip()  # bytes of a character cut by the token limit
-        return Transcript(text=collapse_repeats(text), language=info.language)
+        o = self.options
+        return transcribe(self._model, audio, language, o.window_s, o.beam_size,
+                          tokens_per_s=o.max_tokens_per_s, step=o.decode_step_tokens,
+                          stop_on_wrong_script=o.stop_on_wrong_script, no_speech_threshold=o.no_speech_threshold)
 
-    def _transcribe_window(self, audio: np.ndarray, language: str, window: int) -> Transcript:
-        text = transcribe_window(self._model, audio, language, window, self.options.beam_size)
-        return Transcript(text=collapse_repeats(text), language=language)
+    def variant(self, **changes: object) -> FasterWhisperASR:
+        """The same loaded model with other decode options (``beam_size``, ``window_s``, ...):
+        for benchmarks that compare settings without loading the model again."""
+        other = FasterWhisperASR(replace(self.options, **changes), self.model_path)
+        other._model, other.device, other.decode_cost_ms = self._model, self.device, self.decode_cost_ms
+        return other
 
     def close(self) -> None:
         self._model = None
@@ -135,12 +121,22 @@ class FasterWhisperASR(ASRBackend):
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.options.model, "path": self.model_path,
                 "device": self.device, "compute_type": self.options.compute_type,
-                "window_s": self.options.window_s,
+                "beam_size": self.options.beam_size, "window_s": self.options.window_s,
+                "decode_step_tokens": self.options.decode_step_tokens,
                 "decode_cost_ms": round(self.decode_cost_ms or 0, 1)}
 
 
 WHISPER_WINDOW_S = 30
 WINDOW_MARGIN_S = 2
+MAX_TOKENS = 224
+"""CTranslate2 decodes at most half of Whisper's 448 text positions (``max_length / 2``)."""
+CAP_BASE_TOKENS = 8
+LATIN_TOKENS_PER_S = 12.0
+OTHER_TOKENS_PER_S = 30.0
+NO_SPEECH_LOGPROB = -1.0
+"""faster-whisper's ``log_prob_threshold``: a decode whose first step is probably not speech
+(``no_speech_threshold``, 0.6 in faster-whisper) and not confidently worded is dropped, as
+``transcribe()`` drops it."""
 
 
 def window_for(seconds: float, window_s: int) -> int:
@@ -151,34 +147,143 @@ def window_for(seconds: float, window_s: int) -> int:
     return min(WHISPER_WINDOW_S, max(window_s, math.ceil(seconds + WINDOW_MARGIN_S)))
 
 
-def max_new_tokens(seconds: float) -> int:
-    """Whisper can loop on one token ("... ... ...") for seconds; no real speech needs more than
-    ~40 tokens a second (Telugu letters take several byte-level tokens)."""
-    return min(MAX_NEW_TOKENS, 16 + int(TOKENS_PER_SECOND * seconds))
+def max_new_tokens(seconds: float, language: str | None = None, tokens_per_s: float = 0.0) -> int:
+    """The token cap of one decode. Real speech needs a few tokens a second in a Latin-script
+    language and 20-26 in Telugu (byte-level pieces); a decode past that is looping."""
+    if tokens_per_s <= 0:
+        tokens_per_s = LATIN_TOKENS_PER_S if script_of(language) == "latin" else OTHER_TOKENS_PER_S
+    return min(MAX_TOKENS, CAP_BASE_TOKENS + int(tokens_per_s * seconds))
 
 
-def transcribe_window(model, audio: np.ndarray, language: str, window: int, beam_size: int = 1) -> str:  # noqa: ANN001
-    """Transcribe one utterance (at most ``window`` seconds) with a faster-whisper ``WhisperModel``,
-    encoding ``window`` seconds instead of 30, then decoding as ``transcribe()`` would with no
-    timestamps, temperature 0 and no previous text."""
+def find_loop(tokens: list[int], max_period: int = 24, min_repeats: int = 3, min_span: int = 6) -> int | None:
+    """Whether ``tokens`` end in a loop: the same block of 1..``max_period`` tokens at least
+    ``min_repeats`` times in a row (``min_span`` tokens at least) up to the end, the last copy
+    possibly cut short. Returns how many tokens to keep (the text before the loop plus one copy
+    of the block), or None when the end does not loop."""
+    n = len(tokens)
+    for period in range(1, min(max_period, n // min_repeats) + 1):
+        start = n - period  # extend the periodic tail back as far as it goes
+        while start > 0 and tokens[start - 1] == tokens[start - 1 + period]:
+            start -= 1
+        if n - start >= max(min_repeats * period, min_span):
+            return start + period
+    return None
+
+
+def collapse_repeats(text: str, keep: int = 2) -> str:
+    """Cut a run of the same word repeated more than ``keep`` times (a decoding loop) to one."""
+    words, out, run = text.split(), [], 0
+    for w in words:
+        run = run + 1 if out and w == out[-1] else 1
+        if run <= keep:
+            out.append(w)
+    if len(out) < len(words):  # a loop happened: keep one copy of the looping word
+        cleaned: list[str] = []
+        for w in out:
+            if not (cleaned and w == cleaned[-1]):
+                cleaned.append(w)
+        out = cleaned
+    return " ".join(out)
+
+
+def features(model, audio: np.ndarray, window: int) -> np.ndarray:  # noqa: ANN001
+    """Log-Mel features of one utterance for a ``window``-second encoder input.
+
+    At 30 s exactly as faster-whisper's ``transcribe()`` makes them (the utterance's own
+    spectrogram, normalised to its loudest bin, zero-padded to 3000 frames), so the engine's
+    decode of a turn equals ``transcribe()`` on the same audio. Below 30 s the audio is padded
+    with silence to the window first: a shorter encoder input is further from what Whisper was
+    trained on, and real silence (rather than zero features) keeps it closer."""
+    audio = np.asarray(audio, np.float32)
+    frames = window * 100
+    if window >= WHISPER_WINDOW_S:
+        feats = model.feature_extractor(audio[: window * 16_000])[:, :-1]
+        return np.pad(feats, ((0, 0), (0, max(0, frames - feats.shape[1]))))[:, :frames]
+    padded = np.zeros(window * 16_000, np.float32)
+    padded[: min(len(audio), len(padded))] = audio[: len(padded)]
+    return model.feature_extractor(padded)[:, :frames]
+
+
+def transcribe(model, audio: np.ndarray, language: str | None, window_s: int = WHISPER_WINDOW_S,  # noqa: ANN001
+               beam_size: int = 1, *, tokens_per_s: float = 0.0, step: int = 16,
+               stop_on_wrong_script: bool = True, no_speech_threshold: float = 0.6) -> Transcript:
+    """Transcribe one utterance with a faster-whisper ``WhisperModel`` as ``transcribe()`` does
+    (no timestamps, temperature 0, no previous text, its suppressed tokens and no-speech rule),
+    encoding a ``window_for`` window, and decoding in bounded steps (see ``ASROptions``).
+    Longer than 30 s: faster-whisper's own ``transcribe()`` (its 30 s chunks)."""
+    audio = np.asarray(audio, np.float32)
+    seconds = len(audio) / 16_000
+    if seconds > WHISPER_WINDOW_S:
+        return _transcribe_long(model, audio, language, beam_size)
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
 
-    samples = window * 16_000
-    # Pad the audio with silence to the window first, as Whisper pads to 30 s, so the log-Mel
-    # normalisation (relative to the loudest bin) sees the same signal.
-    padded = np.zeros(samples, np.float32)
-    padded[: min(len(audio), samples)] = np.asarray(audio, np.float32)[:samples]
-    features = model.feature_extractor(padded)[:, : samples // 160]
+    window = window_for(seconds, window_s) if language else WHISPER_WINDOW_S
+    encoded = model.encode(features(model, audio, window))
+    if not language:  # detect it on Whisper's own 30 s window, as transcribe() does
+        language = model.model.detect_language(encoded)[0][0][0][2:-2]
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-    result = model.model.generate(
-        model.encode(features), [prompt], beam_size=beam_size,
-        max_length=len(prompt) + max_new_tokens(len(audio) / 16_000),
-        suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
-    )[0]
-    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    suppress = get_suppressed_tokens(tokenizer, (-1,))
+    cap = max_new_tokens(seconds, language, tokens_per_s)
+    check_script = stop_on_wrong_script and script_of(language) is not None
+    tokens: list[int] = []
+    stop, size = None, (step if step > 0 else cap)
+    while True:
+        n = min(size, cap - len(tokens))
+        limit = len(tokens) + n  # CTranslate2 returns at most max_length // 2 tokens (prefix included)
+        first = not tokens
+        result = model.model.generate(
+            encoded, [prompt + tokens], beam_size=beam_size, max_length=2 * limit,
+            suppress_blank=first, suppress_tokens=suppress, return_scores=first, return_no_speech_prob=first,
+        )[0]
+        out = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        ended = len(result.sequences_ids[0]) < limit
+        if first and result.no_speech_prob > no_speech_threshold and _avg_logprob(result) < NO_SPEECH_LOGPROB:
+            return Transcript("", language, None, "no_speech", 0)
+        tokens = out
+        if step > 0:
+            keep = find_loop(tokens)
+            if keep is not None:
+                tokens, stop = tokens[:keep], "loop"
+                break
+        if ended:
+            break
+        if step > 0 and check_script and script_ok(_text(tokenizer, tokens), language) is False:
+            stop = "script"
+            break
+        if len(tokens) >= cap:
+            stop = "cap"
+            break
+        size *= 2
+    text = collapse_repeats(_text(tokenizer, tokens))
+    return Transcript(text, language, script_ok(text, language), stop, len(tokens))
+
+
+def transcribe_window(model, audio: np.ndarray, language: str, window: int, beam_size: int = 1) -> str:  # noqa: ANN001
+    """The text of :func:`transcribe` at a ``window``-second encoder window (``s2s-train eval``)."""
+    return transcribe(model, audio, language, window, beam_size).text
+
+
+def _text(tokenizer, tokens: list[int]) -> str:  # noqa: ANN001
+    # U+FFFD: the bytes of a character cut by a step or the cap
     return tokenizer.decode(tokens).replace("\ufffd", "").strip()
+
+
+def _avg_logprob(result) -> float:  # noqa: ANN001
+    """faster-whisper's average log probability of a result (length penalty 1)."""
+    n = len(result.sequences_ids[0])
+    return result.scores[0] * n / (n + 1)
+
+
+def _transcribe_long(model, audio: np.ndarray, language: str | None, beam_size: int) -> Transcript:  # noqa: ANN001
+    segments, info = model.transcribe(
+        audio, language=language, task="transcribe", beam_size=beam_size, vad_filter=False,
+        condition_on_previous_text=False, without_timestamps=True, temperature=0.0,
+    )
+    text = " ".join(s.text.strip() for s in segments).replace("\ufffd", "").strip()  # consumes the generator
+    text = collapse_repeats(text)
+    return Transcript(text, info.language, script_ok(text, info.language))
 
 
 def _probe_audio() -> np.ndarray:

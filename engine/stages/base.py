@@ -37,10 +37,23 @@ class ChatMessage(TypedDict):
 
 @dataclass(frozen=True)
 class Transcript:
-    """ASR output. ``language`` is what was used or detected."""
+    """ASR output.
+
+    Fields:
+        text: what was recognised ("" for nothing).
+        language: what was used or detected.
+        script_ok: the text is in the language's script (False: mostly another script, so the
+            model did not understand; None: cannot be told, see ``engine.script``).
+        stop: why the decode stopped before its end-of-text token: "loop" (it repeated itself),
+            "script" (it wrote another script), "cap" (the token cap), "no_speech"; None otherwise.
+        tokens: text tokens the decode wrote.
+    """
 
     text: str
     language: str | None = None
+    script_ok: bool | None = None
+    stop: str | None = None
+    tokens: int = 0
 
 
 class Stage:

@@ -109,7 +109,7 @@ class MainScreen(Screen):
     @on(m.UserFinal)
     def _final(self, msg: m.UserFinal) -> None:
         self.user_speaking = False
-        self.conversation.final(msg.turn_id, msg.text)
+        self.conversation.final(msg.turn_id, msg.text, msg.script_ok, msg.language)
         if not msg.text.strip():
             self.waiting_reply = False
 

@@ -12,29 +12,38 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from engine.script import script_warning
 from s2s_tui.widgets.safetext import SafeText
 
 
 class UserTurn(Static):
-    """One user turn; ``partial`` while speaking, ``final`` once transcribed."""
+    """One user turn; ``partial`` while speaking, ``final`` once transcribed; ``wrong_script``
+    when the final transcript is not in the language's script (the recogniser did not understand)."""
 
     text: reactive[str] = reactive("")
     final: reactive[bool] = reactive(False)
+    wrong_script: reactive[bool] = reactive(False)
 
     def __init__(self, turn_id: str) -> None:
         super().__init__(classes="turn user")
         self.turn_id = turn_id
+        self.language: str | None = None
 
     def render(self) -> SafeText:
         t = Text("you  ", style="bold blue")
         if self.final:
             t.append(self.text or "∅ (nothing recognised)", style="" if self.text else "dim italic")
+            if self.wrong_script:
+                t.append(f"  ⚠ {script_warning(self.language)}", style="bold yellow")
         else:
             t.append(self.text or "…", style="dim italic")
         return SafeText(t)
 
     def watch_final(self, final: bool) -> None:
         self.set_class(not final, "-partial")
+
+    def watch_wrong_script(self, wrong: bool) -> None:
+        self.set_class(wrong, "-wrong-script")
 
 
 class AgentTurn(Static):
@@ -101,9 +110,10 @@ class ConversationView(VerticalScroll):
         if not w.final:
             w.text = text
 
-    def final(self, turn_id: str, text: str) -> None:
+    def final(self, turn_id: str, text: str, script_ok: bool | None = None, language: str | None = None) -> None:
         w = self.user(turn_id)
-        w.text, w.final = text, True
+        w.language = language
+        w.text, w.final, w.wrong_script = text, True, script_ok is False
         self.scroll_end(animate=False)
 
     def reply_text(self, response_id: str, delta: str) -> None:
