@@ -42,6 +42,7 @@ class BenchLLM(LLMBackend):
         self._lock = threading.Lock()
         self.script_pieces: list[str] = []
         self.last_tokens = 0
+        self.keep_cache = False  # True: llama.cpp's prompt cache is kept between calls, as in the engine
         if reply != "natural":
             if self._llama is None:
                 raise ConfigError(f"--reply {reply} needs the llama-cpp LLM backend; use --reply natural")
@@ -66,7 +67,8 @@ class BenchLLM(LLMBackend):
     def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
         with self._lock:  # one Llama: the engine also serialises calls, this guards the bench's own
             if self._llama is not None:
-                self._llama.reset()  # no prefix reuse: every call pays the whole prefill
+                if not self.keep_cache:
+                    self._llama.reset()  # no prefix reuse: every call pays the whole prefill
                 self._llama.set_seed(self.seed)
             self.last_tokens = 0
             if self.reply == "natural":
@@ -86,7 +88,8 @@ class BenchLLM(LLMBackend):
             yield from self.stream(messages, max_tokens, cancel)
             return
         with self._lock:
-            self._llama.reset()
+            if not self.keep_cache:
+                self._llama.reset()
             self._llama.set_seed(self.seed)
             self.last_tokens = 0
             turn_end(probe(self._llama, messages))

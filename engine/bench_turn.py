@@ -19,6 +19,10 @@ closes a cut-off sentence by itself ("... a table for" becomes "... a table for 
 transcript signal is tested against that on purpose. The paused utterances are clean: no
 breath, hesitation ("um") or filled pause, which real users make.
 
+The policies are compared as the engine runs: llama.cpp's prompt cache is kept between calls (the
+system prompt is prefilled once), unlike ``bench latency``'s (a)/(b)/(c), which empty it so that all
+three pay the same prefill.
+
 Counting, per policy (``--turn-policies``), over the paused utterances:
 
 - **resumed**: turns that were ended, then continued by the user within ``turn.resume_ms``
@@ -162,40 +166,53 @@ async def compare_policies(engine: Engine, complete: list[str], paused: list[str
     from engine.bench_latency import stream_file
 
     out: dict[str, Any] = {}
-    for policy in policies:
-        v2v, eot, after, per_file = [], [], [], []
-        resumed = half = answered = 0
-        for kind, files in (("complete", complete), ("paused", paused)):
-            for path in files:
-                audio, _ = load_wav(path)
-                for rep in range(turns):
-                    streamed = await stream_file(engine, audio, paced=paced, turn_policy=policy)
-                    n_resumed = sum(int(t.metrics.get("resumed") or 0) for t in streamed)
-                    n_half = sum(int(t.metrics.get("half_replies") or 0) for t in streamed)
-                    if kind == "paused":
-                        n_half += max(0, len(streamed) - 1)  # the first part answered as a turn of its own
-                        resumed, half, answered = resumed + n_resumed, half + n_half, answered + 1
-                    else:
-                        for t in streamed:
-                            v2v.append(t.metrics.get("voice_to_voice_ms"))
-                            eot.append(t.metrics.get("eot_wait_ms"))
-                            after.append(t.metrics.get("after_eot_ms"))
-                    per_file.append({
-                        "file": path, "kind": kind, "repeat": rep + 1, "turns": len(streamed),
-                        "resumed": n_resumed, "half_replies": n_half,
-                        "transcripts": [t.transcript for t in streamed],
-                        "turn_policy": [t.metrics.get("turn_policy") for t in streamed],
-                        "voice_to_voice_ms": [t.metrics.get("voice_to_voice_ms") for t in streamed],
-                        "eot_wait_ms": [t.metrics.get("eot_wait_ms") for t in streamed],
-                        "probabilities": [(t.metrics.get("turn_audio_probability"),
-                                           t.metrics.get("turn_text_probability")) for t in streamed],
-                    })
-        out[policy] = {
-            "complete": {"voice_to_voice_ms": _dist(v2v), "eot_wait_ms": _dist(eot), "after_eot_ms": _dist(after)},
-            "paused": {"utterances": answered, "resumed": resumed, "replies_to_half": half},
-            "files": per_file,
-        }
+    kept = getattr(engine.llm, "keep_cache", None)
+    if kept is not None:  # as the engine runs: the system prompt's prefill stays cached
+        engine.llm.keep_cache = True
+    try:
+        for policy in policies:
+            out[policy] = await _one_policy(engine, complete, paused, policy, turns, paced, stream_file)
+    finally:
+        if kept is not None:
+            engine.llm.keep_cache = kept
     return out
+
+
+async def _one_policy(engine: Engine, complete: list[str], paused: list[str], policy: str, turns: int,
+                      paced: bool, stream_file: Any) -> dict[str, Any]:
+    v2v, eot, after, per_file = [], [], [], []
+    resumed = half = answered = 0
+    for kind, files in (("complete", complete), ("paused", paused)):
+        for path in files:
+            audio, _ = load_wav(path)
+            for rep in range(turns):
+                streamed = await stream_file(engine, audio, paced=paced, turn_policy=policy)
+                n_resumed = sum(int(t.metrics.get("resumed") or 0) for t in streamed)
+                n_half = sum(int(t.metrics.get("half_replies") or 0) for t in streamed)
+                if kind == "paused":
+                    n_half += max(0, len(streamed) - 1)  # the first part answered as a turn of its own
+                    resumed, half, answered = resumed + n_resumed, half + n_half, answered + 1
+                else:
+                    for t in streamed:
+                        v2v.append(t.metrics.get("voice_to_voice_ms"))
+                        eot.append(t.metrics.get("eot_wait_ms"))
+                        after.append(t.metrics.get("after_eot_ms"))
+                per_file.append({
+                    "file": path, "kind": kind, "repeat": rep + 1, "turns": len(streamed),
+                    "resumed": n_resumed, "half_replies": n_half,
+                    "transcripts": [t.transcript for t in streamed],
+                    "turn_policy": [t.metrics.get("turn_policy") for t in streamed],
+                    "voice_to_voice_ms": [t.metrics.get("voice_to_voice_ms") for t in streamed],
+                    "eot_wait_ms": [t.metrics.get("eot_wait_ms") for t in streamed],
+                    "asr_decode_ms": [t.metrics.get("asr_decode_ms") for t in streamed],
+                    "probabilities": [(t.metrics.get("turn_audio_probability"),
+                                       t.metrics.get("turn_text_probability")) for t in streamed],
+                })
+    return {
+        "complete": {"voice_to_voice_ms": _dist(v2v), "eot_wait_ms": _dist(eot), "after_eot_ms": _dist(after)},
+        "paused": {"utterances": answered, "resumed": resumed, "replies_to_half": half},
+        "files": per_file,
+    }
 
 
 def render_compare(report: dict[str, Any], console: Any) -> None:
