@@ -34,7 +34,9 @@ Counting, per policy (``--turn-policies``), over the paused utterances:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -45,12 +47,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.audio import ENGINE_RATE, load_wav, write_wav
+from engine.audio import ENGINE_RATE, AudioError, load_wav, write_wav
 from engine.errors import ConfigError, S2SError
 from engine.turn import TurnEvidence, TurnPolicy
 
 if TYPE_CHECKING:
     from engine.engine import Engine
+
+log = logging.getLogger(__name__)
 
 # (a first part that is not a finished sentence, the rest)
 SENTENCES: dict[str, list[tuple[str, str]]] = {
@@ -106,10 +110,17 @@ def _trim(audio: np.ndarray) -> np.ndarray:
     return audio[voiced[0]: voiced[-1] + 1] if len(voiced) else audio
 
 
+@functools.cache
 def _has_festival_te() -> bool:
-    if shutil.which("text2wave") is None:
+    """festival's Telugu voice is installed *and* speaks: without a default English voice
+    (festvox-kallpc16k) festival lacks an intonation method and writes an empty file."""
+    if shutil.which("text2wave") is None or not Path("/usr/share/festival/voices/telugu").exists():
         return False
-    return any(Path(p).exists() for p in ("/usr/share/festival/voices/telugu",))
+    try:
+        return len(_festival_te("నమస్కారం")) > 0
+    except (subprocess.SubprocessError, OSError, AudioError) as exc:
+        log.warning("festival's Telugu voice does not speak here, skipped: %s", exc)
+        return False
 
 
 def voices() -> dict[str, list[tuple[str, Any]]]:
