@@ -85,6 +85,10 @@ class TurnOptions:
             transcript counts as complete.
         audio_weight: for "combined": the audio model's weight against the transcript's (1.0),
             on each signal's log-odds from its threshold.
+        audio_when: for "combined": "always" runs the audio model at the first pause, beside
+            the ASR; "undecided" runs it only once the transcript's reading is in and leaves
+            the answer open (or will not come: a transcript in the wrong script), which keeps
+            the cores for the ASR where they are few.
         resume_ms: speech that starts within this long after the end of a turn's speech,
             while its reply is being made or played, continues that turn: the reply is
             cancelled and both parts are answered as one utterance. 0 turns it off.
@@ -99,6 +103,7 @@ class TurnOptions:
     audio_threshold: float = 0.5
     text_threshold: float = 0.2
     audio_weight: float = 0.5
+    audio_when: str = "always"
     resume_ms: int = 1500
 
 
@@ -349,6 +354,8 @@ def check_turn(turn: TurnOptions, vad: VADOptions) -> None:
         raise ConfigError(f"turn.audio_weight must be 0 or more, got {turn.audio_weight}")
     if turn.resume_ms < 0:
         raise ConfigError(f"turn.resume_ms must be 0 (off) or more, got {turn.resume_ms}")
+    if turn.audio_when not in ("always", "undecided"):
+        raise ConfigError(f"turn.audio_when must be always or undecided, got {turn.audio_when!r}")
 
 
 def profile_names() -> list[str]:

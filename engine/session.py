@@ -130,6 +130,7 @@ class _Turn:
     task: asyncio.Task | None = None
     evidence: TurnEvidence = field(default_factory=TurnEvidence)
     predict_task: asyncio.Task | None = None  # the audio turn model, for a held turn
+    audio_clip: np.ndarray | None = None  # what the audio model will hear, until it runs
     known_text: str | None = None  # a partial transcript that already covers the turn's audio
 
 
@@ -593,15 +594,24 @@ class Session:
         """The first short silence: run the turn now, held back, in case the pause is its end,
         and gather the end-of-turn policy's evidence (the audio model, the transcript)."""
         turn = self._speculate(end_sample)
-        if self._policy.needs_audio and self.engine.turn_model is not None:
-            start = self._turn_start if self._turn_start is not None else self._buf_start
-            audio = self._buf[max(0, start - self._buf_start):].copy()
-            turn.predict_task = asyncio.create_task(self._predict_turn(turn, audio),
-                                                    name=f"{self.id}-{turn.id}-turn-model")
-        else:
-            turn.evidence.audio_usable = False
         if not self._policy.needs_text:
             turn.evidence.text_usable = False
+        if self._policy.needs_audio and self.engine.turn_model is not None:
+            start = self._turn_start if self._turn_start is not None else self._buf_start
+            turn.audio_clip = self._buf[max(0, start - self._buf_start):].copy()
+            self._maybe_predict(turn)  # now, or once the transcript leaves the answer open
+        else:
+            turn.evidence.audio_usable = False
+
+    def _maybe_predict(self, turn: _Turn) -> None:
+        """Start the audio turn model on the held turn's audio if the policy wants it now."""
+        if turn.audio_clip is None or turn.predict_task is not None or self._spec is not turn:
+            return
+        if not self._policy.audio_needed(turn.evidence):
+            return
+        audio, turn.audio_clip = turn.audio_clip, None
+        turn.predict_task = asyncio.create_task(self._predict_turn(turn, audio),
+                                                name=f"{self.id}-{turn.id}-turn-model")
 
     def _speculate(self, end_sample: int) -> _Turn:
         self._drop_spec()
@@ -640,6 +650,7 @@ class Session:
         else:
             turn.evidence.text = p
         if self._spec is turn:
+            self._maybe_predict(turn)
             self._check_turn_end()
 
     def _check_turn_end(self) -> None:
@@ -818,6 +829,7 @@ class Session:
         if turn.held and turn.evidence.text_usable and turn.evidence.text is None:
             turn.evidence.text_usable = False
             if self._spec is turn:
+                self._maybe_predict(turn)
                 self._check_turn_end()
 
     def _start_response(self, metrics: TurnMetrics, turn: _Turn | None = None) -> str:

@@ -15,9 +15,12 @@ the turn as soon as the evidence says "complete", or wait longer when it says "i
   weather like in Hyderabad today" near 1, in Telugu as well as English. A transcript in
   the wrong script (the ASR did not understand) is no evidence and is not used.
 - ``combined``: both, fused in log-odds: each signal's logit measured from its own threshold,
-  the audio model's weighted by ``audio_weight`` (0.5: the transcript counts double), and the
-  turn is complete when the sum is at or above 0. A signal that is not usable (a transcript in
-  the wrong script, a failed model) is left out.
+  the audio model's weighted by ``audio_weight`` (0.5: the transcript counts double; its
+  probability held within ``AUDIO_P_RANGE``), and the turn is complete when the sum is at or
+  above 0. A signal that is not usable (a transcript in the wrong script, a failed model) is
+  left out. When the transcript alone settles the sum whatever the audio says, the audio model
+  is not waited for; with ``audio_when = "undecided"`` it is not even run then (on a 2-core CPU
+  it would share the cores with the turn's ASR).
 
 :class:`TurnPolicy` is pure: the session feeds it the silence so far and the evidence, and it
 answers "end now" (with what decided it) or "keep waiting". It never waits past
@@ -34,6 +37,10 @@ from engine.script import script_ok
 
 AUDIO_POLICIES = ("smart-turn", "combined")
 TEXT_POLICIES = ("transcript", "combined")
+AUDIO_WHEN = ("always", "undecided")
+AUDIO_P_RANGE = (0.02, 0.98)
+"""The audio model's P(complete) is taken within these bounds: one model's certainty is never
+infinite evidence, and it bounds what the audio can add to the transcript's say (``text_decides``)."""
 
 
 @dataclass
@@ -107,10 +114,32 @@ class TurnPolicy:
         terms = []
         if self.needs_audio and ev.audio_usable and ev.audio is not None:
             weight = self.o.audio_weight if self.policy == "combined" else 1.0
-            terms.append(weight * (_logit(ev.audio) - _logit(self.o.audio_threshold)))
+            audio = min(max(ev.audio, AUDIO_P_RANGE[0]), AUDIO_P_RANGE[1])
+            terms.append(weight * (_logit(audio) - _logit(self.o.audio_threshold)))
         if self.needs_text and ev.text_usable and ev.text is not None:
             terms.append(_logit(ev.text) - _logit(self.o.text_threshold))
         return sum(terms) if terms else None
+
+    def text_decides(self, ev: TurnEvidence) -> bool:
+        """``combined`` only: the transcript's reading alone settles the answer, since no audio
+        probability (within ``AUDIO_P_RANGE``, at ``audio_weight``) could turn it. The turn
+        then need not wait for the audio model, nor run it (``TurnOptions.audio_when``)."""
+        if self.policy != "combined" or not ev.text_usable or ev.text is None:
+            return False
+        t = _logit(ev.text) - _logit(self.o.text_threshold)
+        w, th = self.o.audio_weight, _logit(self.o.audio_threshold)
+        return t + w * (_logit(AUDIO_P_RANGE[0]) - th) >= 0 or t + w * (_logit(AUDIO_P_RANGE[1]) - th) < 0
+
+    def audio_needed(self, ev: TurnEvidence) -> bool:
+        """Should the audio model run now? With ``audio_when = "undecided"`` (``combined``):
+        only once the transcript signal is in and leaves the answer open, or will not come."""
+        if not self.needs_audio:
+            return False
+        if self.o.audio_when == "always" or not self.needs_text:
+            return True
+        if ev.text_usable and ev.text is None:
+            return False  # not yet known
+        return not self.text_decides(ev)
 
     def probability(self, ev: TurnEvidence) -> float | None:
         """The evidence as one P(complete): the single signal's own, or for ``combined`` the
@@ -130,8 +159,8 @@ class TurnPolicy:
             return TurnDecision("max-silence", self.probability(ev), silence_ms)
         if silence_ms < self.o.min_silence_ms:
             return None
-        if self.needs_audio and ev.audio_usable and ev.audio is None:
-            return None  # the audio model is still running
+        if self.needs_audio and ev.audio_usable and ev.audio is None and not self.text_decides(ev):
+            return None  # the audio model is still running (or not started: see TurnOptions.audio_when)
         if self.needs_text and ev.text_usable and ev.text is None:
             return None  # the transcript (or the model's reading of it) is still coming
         z = self.score(ev)

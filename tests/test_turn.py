@@ -51,7 +51,7 @@ def test_combined_fuses_both_signals_and_waits_for_them():
     d = p.decide(200, TurnEvidence(audio=0.9, text=0.6))
     assert d is not None and d.by == "combined" and d.probability > 0.5
     assert p.decide(400, TurnEvidence(audio=0.9, text=None)) is None  # the transcript is still coming
-    assert p.decide(400, TurnEvidence(audio=None, text=0.9)) is None  # the audio model is still running
+    assert p.decide(400, TurnEvidence(audio=None, text=0.5)) is None  # the audio model is still running
     # a transcript that clearly stops mid-sentence outweighs an audio model that hears an end
     assert p.decide(1000, TurnEvidence(audio=0.9, text=0.002)) is None
     # both unsure the same way: incomplete
@@ -63,6 +63,57 @@ def test_combined_fuses_both_signals_and_waits_for_them():
     # each signal counts from its own threshold: at both thresholds the score is 0 (complete)
     at = TurnEvidence(audio=0.5, text=0.2)
     assert p.score(at) == pytest.approx(0.0, abs=1e-9) and p.decide(200, at) is not None
+
+
+def test_a_transcript_that_settles_it_alone_does_not_wait_for_the_audio_model():
+    p = policy("combined", min_silence_ms=200, audio_threshold=0.5, text_threshold=0.2, audio_weight=0.5)
+    # 0.97: complete whatever the audio model could say (its P is held within 0.02..0.98)
+    assert p.text_decides(TurnEvidence(text=0.97))
+    assert p.decide(150, TurnEvidence(text=0.97)) is None  # still not before min_silence_ms
+    assert p.decide(250, TurnEvidence(text=0.97)).by == "combined"
+    assert p.decide(250, TurnEvidence(audio=0.0, text=0.97)).by == "combined"  # the worst audio cannot turn it
+    # 0.002: incomplete whatever the audio; 0.5: the audio model decides which way, so it is waited for
+    assert p.text_decides(TurnEvidence(text=0.002)) and p.decide(250, TurnEvidence(text=0.002)) is None
+    assert not p.text_decides(TurnEvidence(text=0.5)) and p.decide(250, TurnEvidence(text=0.5)) is None
+    assert p.decide(250, TurnEvidence(audio=0.9, text=0.5)).by == "combined"
+    assert p.decide(250, TurnEvidence(audio=0.05, text=0.5)) is None
+    # the clamp: a certain audio model counts as 0.98
+    assert p.score(TurnEvidence(audio=1.0, text=0.5)) == pytest.approx(p.score(TurnEvidence(audio=0.98, text=0.5)))
+    # only combined reads it so; a single-signal policy waits for its one signal
+    assert not policy("smart-turn").text_decides(TurnEvidence(text=0.97))
+
+
+def test_audio_when_undecided_asks_for_the_audio_model_only_when_it_can_matter():
+    always = policy("combined")
+    assert always.audio_needed(TurnEvidence())  # at the pause, beside the ASR
+    lazy = policy("combined", audio_when="undecided")
+    assert not lazy.audio_needed(TurnEvidence())  # the transcript's reading is not in yet
+    assert not lazy.audio_needed(TurnEvidence(text=0.97))
+    assert lazy.audio_needed(TurnEvidence(text=0.5))
+    assert lazy.audio_needed(TurnEvidence(text_usable=False))  # the transcript will not help
+    assert policy("smart-turn", audio_when="undecided").audio_needed(TurnEvidence())
+    assert not policy("transcript").audio_needed(TurnEvidence())
+    with pytest.raises(ConfigError):
+        load_profile("offline", ["turn.audio_when=sometimes"])
+
+
+@pytest.mark.parametrize("text_p, runs_audio", [(0.97, False), (0.5, True)])
+async def test_undecided_runs_the_audio_model_only_when_the_transcript_leaves_it_open(text_p, runs_audio):
+    llm, turn_model = FakeLLM(delay=0.0, eou=text_p), FakeTurnModel(0.9)
+    engine = fake_engine(llm=llm, turn_model=turn_model,
+                         overrides=["turn.policy=combined", "turn.audio_when=undecided", "turn.min_silence_ms=200",
+                                    "turn.max_silence_ms=1200"])
+    s = engine.new_session()
+    await s.start()
+    await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+    await paced(s, tail_silence(1.6))
+    m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
+    assert m.turn_policy == "combined" and m.turn_text_probability == text_p
+    assert len(turn_model.calls) == int(runs_audio)
+    assert (m.turn_audio_probability == 0.9) is runs_audio
+    assert m.stages_ms()["eot_wait_ms"] < 600
+    await s.close()
+    engine.close()
 
 
 def test_unusable_evidence_is_not_waited_for():
@@ -235,9 +286,11 @@ async def test_a_failing_turn_model_leaves_the_transcript_to_decide():
     engine.close()
 
 
-async def test_wrong_script_transcript_is_no_text_evidence():
+@pytest.mark.parametrize("audio_when", ["always", "undecided"])
+async def test_wrong_script_transcript_is_no_text_evidence(audio_when):
+    turn_model = FakeTurnModel(0.9)
     engine = fake_engine(asr=FakeASR("じゃまさら、みんえらんはる"), llm=FakeLLM(delay=0.0, eou=0.01),
-                         turn_model=FakeTurnModel(0.9), overrides=["turn.policy=combined"])
+                         turn_model=turn_model, overrides=["turn.policy=combined", f"turn.audio_when={audio_when}"])
     s = engine.new_session()
     await s.start()
     await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
@@ -245,6 +298,7 @@ async def test_wrong_script_transcript_is_no_text_evidence():
     m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
     assert m.turn_policy == "combined" and m.turn_text_probability is None  # the audio model decided alone
     assert engine.llm.turn_reads == 0  # the language model was not asked
+    assert len(turn_model.calls) == 1 and m.turn_audio_probability == 0.9  # "undecided": run once the text was no use
     await s.close()
     engine.close()
 
