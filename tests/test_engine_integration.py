@@ -128,6 +128,8 @@ def test_replay_cli_reports_each_file_and_fails_only_the_bad_one(tmp_path):
     turn = files["stereo48k.wav"]["turns"][0]
     assert files["stereo48k.wav"]["audio"]["sample_rate"] == 48_000
     assert turn["reply_text"] and Path(turn["reply_wav"]).exists()
+    # the base model's dialogue reply ends at the next speaker label, its own included
+    assert not any(label in turn["reply_text"] for label in ("సహాయకుడు", "వినియోగదారు"))
     assert turn["metrics"]["voice_to_voice_ms"] > 0
     assert turn["script_ok"] is False and turn["metrics"]["script_ok"] is False
 

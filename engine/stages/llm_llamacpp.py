@@ -37,6 +37,9 @@ from engine.stages.base import ChatMessage, LLMBackend
 log = logging.getLogger(__name__)
 
 USER, AGENT = "వినియోగదారు", "సహాయకుడు"
+DIALOGUE_STOPS = [f"\n{USER}", f"{USER}:", f"\n{AGENT}", f"{AGENT}:", "\n\n"]
+"""Where a reply in the dialogue format ends: at the next speaker label, the user's or its own
+(a base model may go on with a second "సహాయకుడు:" line of its own), or a blank line."""
 EMPTY_RETRIES = 2  # an empty reply is sampled again this many times
 EXAMPLE = (
     f"{USER}: ఈ రోజు వాతావరణం ఎలా ఉంది?\n"
@@ -278,7 +281,7 @@ class LlamaCppLLM(LLMBackend):
         common = dict(max_tokens=max_tokens, temperature=temperature, top_p=o.top_p,
                       repeat_penalty=o.repeat_penalty, stream=True)
         if o.prompt_format == "dialogue":
-            chunks = llm(dialogue_prompt(messages), stop=[f"\n{USER}", f"{USER}:", "\n\n"], **common)
+            chunks = llm(dialogue_prompt(messages), stop=DIALOGUE_STOPS, **common)
             texts = (c["choices"][0].get("text") or "" for c in chunks)
         else:
             chunks = llm.create_chat_completion(list(messages), **common)
