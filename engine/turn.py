@@ -37,7 +37,6 @@ from engine.script import script_ok
 
 AUDIO_POLICIES = ("smart-turn", "combined")
 TEXT_POLICIES = ("transcript", "combined")
-AUDIO_WHEN = ("always", "undecided")
 AUDIO_P_RANGE = (0.02, 0.98)
 """The audio model's P(complete) is taken within these bounds: one model's certainty is never
 infinite evidence, and it bounds what the audio can add to the transcript's say (``text_decides``)."""
