@@ -125,7 +125,7 @@ def default_threads() -> int:
     """One thread per core, up to 8 (``llm.n_threads = 0``), as the ASR's ``cpu_threads``.
 
     llama-cpp-python's own default is half the logical CPUs (it assumes two hyperthreads a
-    core): one thread on a 2-vCPU machine, where two threads generate 1.8x faster (21 -> 38-42
+    core): one thread on a 2-vCPU machine, where two threads generate 1.5-1.8x faster (21-24 -> 35-42
     tokens/s for Gemma 3 270M Q4_K_M, 2026-12-01). The stages of one turn mostly run one
     after the other (ASR, then the LLM, then TTS), so the LLM can have the cores to itself.
     """
