@@ -56,14 +56,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav, resample, write_wav
+from engine.bench_llm import BenchASR
 from engine.errors import ConfigError, S2SError
 from engine.script import script_ok, script_share
-from engine.stages.base import ASRBackend, Transcript
 
 if TYPE_CHECKING:
     from engine.engine import Engine
 
-CHUNK_MS = 20
 EN_SENTENCES = [
     "Hello, what is the weather like in Hyderabad today?",
     "Please turn off the lights before you leave the room.",
@@ -266,39 +265,6 @@ def make_set(out: str | Path, languages: tuple[str, ...] = ("en", "te"), rates: 
 # --------------------------------------------------------------------------- the Session's cut
 
 
-class _Recorder(ASRBackend):
-    """Wraps the engine's ASR and keeps the audio and result of its recent calls."""
-
-    name = "bench-recorder"
-
-    def __init__(self, inner: ASRBackend):
-        self.inner = inner
-        self.decode_cost_ms = getattr(inner, "decode_cost_ms", None)
-        self.device = getattr(inner, "device", "cpu")
-        self._lock = threading.Lock()
-        self.calls: list[tuple[np.ndarray, Transcript]] = []
-
-    def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
-        tr = self.inner.transcribe(audio, language)
-        with self._lock:
-            self.calls.append((np.array(audio, np.float32, copy=True), tr))
-            del self.calls[:-16]
-        return tr
-
-    def audio_for(self, text: str) -> np.ndarray | None:
-        with self._lock:
-            for audio, tr in reversed(self.calls):
-                if tr.text.strip() == text:
-                    return audio
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 @dataclass
 class Cut:
     """What the Session made of one file: its turns' audio and transcripts."""
@@ -311,13 +277,14 @@ class Cut:
 async def session_cut(engine: Engine, audio: np.ndarray, rate: int, language: str) -> Cut:
     """Feed ``audio`` (at ``rate``) to a fresh Session in 20 ms chunks, as fast as it takes them,
     and return the turns it transcribed with the audio of each (``engine.asr`` must be the
-    recorder of :func:`bench_engine`)."""
+    :class:`engine.bench_llm.BenchASR` of :func:`bench_engine`)."""
+    from engine.bench_latency import feed
     from engine.events import ErrorEvent, TranscriptFinal
 
-    eot = engine.profile.vad.end_of_turn_silence_ms
-    stream = np.concatenate([audio, np.zeros(int(rate * (eot + 1000) / 1000), np.float32)])
     session = engine.new_session()
     session.update(language=language)
+    eot = session.max_turn_wait_ms  # the adaptive policy's longest wait, not only the fixed silence
+    stream = np.concatenate([audio, np.zeros(int(rate * (eot + 1000) / 1000), np.float32)])
     await session.start()
     cut = Cut()
 
@@ -332,15 +299,8 @@ async def session_cut(engine: Engine, audio: np.ndarray, rate: int, language: st
                 cut.error = f"{ev.stage or 'engine'}: {ev.message}"
 
     collector = asyncio.create_task(collect())
-    step = rate * CHUNK_MS // 1000
     try:
-        for start in range(0, len(stream), step):
-            session.push_audio(stream[start: start + step], rate)
-            await session.input_processed()
-            if session.busy:
-                await session.wait_idle()
-        await session.input_processed()
-        await session.wait_idle()
+        await feed(session, stream, rate, paced=False)
     finally:
         await session.close()
         await collector
@@ -406,7 +366,7 @@ def bench_engine(profile: str, overrides: list[str]) -> Engine:
     if not hasattr(engine.asr, "variant"):
         engine.close()
         raise ConfigError(f"bench asr compares settings of the faster-whisper backend, not {engine.asr.name!r}")
-    engine.asr = _Recorder(engine.asr)
+    engine.asr = BenchASR(engine.asr)
     return engine
 
 

@@ -134,26 +134,33 @@ async def stream_file(engine: Engine, audio: np.ndarray, paced: bool = True,
                 turn(ev.turn_id).errors.append(f"{ev.stage or 'engine'}: {ev.message}")
 
     collector = asyncio.create_task(collect())
-    step = ENGINE_RATE * CHUNK_MS // 1000
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     try:
-        for i, start in enumerate(range(0, len(stream), step)):
-            session.push_audio(stream[start: start + step])
-            if paced:
-                delay = t0 + (i + 1) * CHUNK_MS / 1000 - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            else:
-                await session.input_processed()
-                if session.busy:
-                    await session.wait_idle()
-        await session.input_processed()
-        await session.wait_idle()
+        await feed(session, stream, paced=paced)
     finally:
         await session.close()
         await collector
     return [t for t in turns.values() if t.metrics]
+
+
+async def feed(session: Any, stream: np.ndarray, rate: int = ENGINE_RATE, paced: bool = True) -> None:
+    """Push ``stream`` (at ``rate``) into ``session`` in 20 ms chunks: paced in real time like a
+    microphone, or as fast as the Session takes them (each turn's work awaited before more audio
+    goes in); then wait until the Session is idle."""
+    step = rate * CHUNK_MS // 1000
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i, start in enumerate(range(0, len(stream), step)):
+        session.push_audio(stream[start: start + step], rate)
+        if paced:
+            delay = t0 + (i + 1) * CHUNK_MS / 1000 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        else:
+            await session.input_processed()
+            if session.busy:
+                await session.wait_idle()
+    await session.input_processed()
+    await session.wait_idle()
 
 
 def _synth(engine: Engine, text: str) -> np.ndarray:

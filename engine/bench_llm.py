@@ -174,7 +174,7 @@ class BenchASR(ASRBackend):
         tr = self.inner.transcribe(audio, language)
         with self._lock:
             self.calls.append((np.array(audio, np.float32, copy=True), tr.text.strip()))
-            del self.calls[:-8]
+            del self.calls[:-16]  # a turn's final call stays until its TranscriptFinal is read
         return tr
 
     def audio_for(self, text: str) -> np.ndarray | None:

@@ -174,15 +174,13 @@ async def compare_policies(engine: Engine, complete: list[str], paused: list[str
                            turns: int = 1, paced: bool = True) -> dict[str, Any]:
     """Stream every file under every policy; voice-to-voice on complete utterances, and the
     early ends, resumes and replies to half an utterance on paused ones."""
-    from engine.bench_latency import stream_file
-
     out: dict[str, Any] = {}
     kept = getattr(engine.llm, "keep_cache", None)
     if kept is not None:  # as the engine runs: the system prompt's prefill stays cached
         engine.llm.keep_cache = True
     try:
         for policy in policies:
-            out[policy] = await _one_policy(engine, complete, paused, policy, turns, paced, stream_file)
+            out[policy] = await _one_policy(engine, complete, paused, policy, turns, paced)
     finally:
         if kept is not None:
             engine.llm.keep_cache = kept
@@ -190,7 +188,9 @@ async def compare_policies(engine: Engine, complete: list[str], paused: list[str
 
 
 async def _one_policy(engine: Engine, complete: list[str], paused: list[str], policy: str, turns: int,
-                      paced: bool, stream_file: Any) -> dict[str, Any]:
+                      paced: bool) -> dict[str, Any]:
+    from engine.bench_latency import stream_file
+
     v2v, eot, after, per_file = [], [], [], []
     resumed = half = answered = 0
     for kind, files in (("complete", complete), ("paused", paused)):

@@ -172,7 +172,7 @@ class LLMOptions:
         chat_format: llama-cpp-python chat format ("gemma"), or "" to use the GGUF's template.
         n_ctx: context window in tokens.
         n_gpu_layers: layers on the GPU (-1: all; 0 on CPU).
-        n_threads: 0 uses one thread per core, up to 8 (``llm_llamacpp.default_threads``).
+        n_threads: 0 uses one thread per core, up to 8 (``stages.base.default_cpu_threads``).
         max_tokens: the longest reply, in tokens.
         temperature / top_p / repeat_penalty / seed: sampling.
         system_prompt: asks for short spoken Telugu replies.

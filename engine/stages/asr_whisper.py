@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from engine.config import ASROptions
 from engine.errors import ModelError
 from engine.models import model_folder
 from engine.script import script_of, script_ok
-from engine.stages.base import ASRBackend, Transcript
+from engine.stages.base import ASRBackend, Transcript, default_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class FasterWhisperASR(ASRBackend):
         try:
             self._model = WhisperModel(
                 str(path), device=device, compute_type=compute_type,
-                cpu_threads=self.options.cpu_threads or min(os.cpu_count() or 4, 8), num_workers=2,
+                cpu_threads=self.options.cpu_threads or default_cpu_threads(), num_workers=2,
                 local_files_only=True,
             )
             # Warm up and measure what one decode costs on this hardware (for adaptive

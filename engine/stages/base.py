@@ -17,6 +17,7 @@ resolved model path, loads in ``setup()`` and frees in ``close()``.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -33,6 +34,18 @@ SAMPLE_RATE = 16_000
 class ChatMessage(TypedDict):
     role: str  # "system" | "user" | "assistant"
     content: str
+
+
+def default_cpu_threads() -> int:
+    """CPU threads of a model stage whose profile says 0 (``asr.cpu_threads``,
+    ``llm.n_threads``): one per core, up to 8.
+
+    llama-cpp-python's own default is half the logical CPUs (it assumes two hyperthreads a core):
+    one thread on a 2-vCPU machine, where two generate 1.5-1.8x faster (21-24 -> 35-42 tokens/s
+    for Gemma 3 270M Q4_K_M, 2026-12-01, docs/benchmarks.md). The stages of one turn mostly run
+    one after the other (ASR, then the LLM, then TTS), so each can have the cores to itself.
+    """
+    return min(os.cpu_count() or 4, 8)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ closes cut-off sentences with a full stop by itself.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ import numpy as np
 
 from engine.config import LLMOptions
 from engine.errors import ConfigError, ModelError
-from engine.stages.base import ChatMessage, LLMBackend
+from engine.stages.base import ChatMessage, LLMBackend, default_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +120,6 @@ def eval_last_logits(llm: Any, tokens: list[int]) -> np.ndarray:
     return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
 
 
-def default_threads() -> int:
-    """One thread per core, up to 8 (``llm.n_threads = 0``), as the ASR's ``cpu_threads``.
-
-    llama-cpp-python's own default is half the logical CPUs (it assumes two hyperthreads a
-    core): one thread on a 2-vCPU machine, where two threads generate 1.5-1.8x faster (21-24 -> 35-42
-    tokens/s for Gemma 3 270M Q4_K_M, 2026-12-01). The stages of one turn mostly run one
-    after the other (ASR, then the LLM, then TTS), so the LLM can have the cores to itself.
-    """
-    return min(os.cpu_count() or 4, 8)
-
-
 class LlamaCppLLM(LLMBackend):
     name = "llama-cpp"
 
@@ -164,7 +152,7 @@ class LlamaCppLLM(LLMBackend):
                     self.model_path,
                     n_ctx=self.options.n_ctx,
                     n_gpu_layers=self.options.n_gpu_layers,
-                    n_threads=self.options.n_threads or default_threads(),
+                    n_threads=self.options.n_threads or default_cpu_threads(),
                     chat_format=self.options.chat_format or None,
                     seed=self.options.seed,
                     verbose=False,
@@ -306,4 +294,4 @@ class LlamaCppLLM(LLMBackend):
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.options.model, "path": self.model_path,
                 "device": self.device, "n_ctx": self.context_size, "prompt_format": self.options.prompt_format,
-                "parallel": len(self._all), "n_threads": self.options.n_threads or default_threads()}
+                "parallel": len(self._all), "n_threads": self.options.n_threads or default_cpu_threads()}
