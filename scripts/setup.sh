@@ -55,7 +55,8 @@ fi
 # unless pip finds a local CPU-only wheel first (the development machines have one).
 # S2S_TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU build instead.
 [ -n "${S2S_TORCH_INDEX:-}" ] && TORCH_INDEX=(--index-url "$S2S_TORCH_INDEX")
-# The cache key holds the version and the flags (pip's own cache ignores CMAKE_ARGS).
+# The cache key holds the version and the flags. pip's own wheel cache ignores CMAKE_ARGS (a CPU
+# build cached there would come back for --cuda), so the build below bypasses it.
 FLAGS_KEY=$(printf '%s' "$LLAMA_FLAGS" | sha1sum | cut -c1-8)
 WHEELHOUSE="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$FLAVOUR-$FLAGS_KEY"
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
@@ -152,7 +153,7 @@ if ! ls "$WHEELHOUSE"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     LLAMA_FLAGS="$LLAMA_FLAGS -DCUDAToolkit_ROOT=$root -DCMAKE_CUDA_COMPILER=$root/bin/nvcc"
     echo "    CUDA toolkit: $root; GPU architecture sm_$GPU_ARCH"
   fi
-  ( env "${build_env[@]}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="$LLAMA_FLAGS" "${PIP[@]}" wheel --no-deps -w "$WHEELHOUSE.tmp" "llama-cpp-python==$LLAMA_VERSION" >"$log" 2>&1 ) &
+  ( env "${build_env[@]}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="$LLAMA_FLAGS" "${PIP[@]}" wheel --no-cache-dir --no-deps -w "$WHEELHOUSE.tmp" "llama-cpp-python==$LLAMA_VERSION" >"$log" 2>&1 ) &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do sleep 15; kill -0 "$pid" 2>/dev/null && printf '    ... still building (%ds)\n' "$SECONDS"; done
   if ! wait "$pid"; then echo "llama-cpp-python build failed; log: $log" >&2; tail -n 30 "$log" >&2; exit 1; fi

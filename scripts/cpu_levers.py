@@ -1,0 +1,195 @@
+"""Measurements behind docs/benchmarks.md "The compute floor on a 2-core CPU": what each remaining
+lever on the path to the first reply is worth on this machine. Not part of the engine.
+
+    .venv/bin/python scripts/cpu_levers.py llm-output   # the LLM's output projection, requantized
+    .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe + first token, one decode
+    .venv/bin/python scripts/cpu_levers.py asr-prefix   # Whisper: encoder vs decoder, a forced prefix
+
+``llm-output`` writes GGUF copies of the offline Gemma 3 270M with an ``output.weight`` of its own
+(the model ties it to ``token_embd``, Q8_0, 178 MB: most of the bytes a generated token reads)
+at Q5_0 / Q4_1 / Q4_0, then prints greedy tokens/s and perplexity on the Telugu and English text
+in this repository. The copies go to a temporary folder and are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TELUGU_LINE = re.compile(r"[\u0C00-\u0C7F][\u0C00-\u0C7F ,.?!]{30,}")
+
+
+def _median_ms(f, n: int = 5) -> tuple[object, float]:  # noqa: ANN001
+    out, times = None, []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = f()
+        times.append((time.perf_counter() - t0) * 1000)
+    return out, statistics.median(times)
+
+
+def requantize_output(src: str, dst: str, qtype_name: str) -> None:
+    """Copy a GGUF, adding ``output.weight``: ``token_embd`` requantized to ``qtype_name``."""
+    import gguf
+    from gguf.quants import dequantize, quantize
+
+    qtype = gguf.GGMLQuantizationType[qtype_name]
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, arch=r.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    for f in r.fields.values():
+        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
+            continue
+        vt = f.types[0]
+        w.add_key_value(f.name, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    datas = []
+    for t in r.tensors:
+        if t.name == "token_embd.weight":
+            out = quantize(dequantize(t.data, t.tensor_type), qtype)
+            w.add_tensor_info("output.weight", out.shape, out.dtype, out.nbytes, qtype)
+            datas.append(out)
+        w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        datas.append(t.data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for d in datas:
+        w.write_tensor_data(d)
+    w.close()
+
+
+def _texts() -> dict[str, list[str]]:
+    te: set[str] = set()
+    for p in [*ROOT.glob("engine/**/*.py"), *ROOT.glob("training/**/*.py"), *ROOT.glob("tests/*.py"),
+              *ROOT.glob("docs/*.md")]:
+        te.update(m.group(0).strip() for m in TELUGU_LINE.finditer(p.read_text(encoding="utf-8")))
+    from engine.bench_asr import EN_SENTENCES
+
+    return {"te": sorted(te), "en": list(EN_SENTENCES)}
+
+
+def llm_output() -> None:
+    from llama_cpp import Llama
+
+    from engine.models import resolve
+
+    src = resolve("llm", "pkg:gemma3-270m")
+    texts = _texts()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"Q8_0 (tied, as shipped)": src}
+        for q in ("Q5_0", "Q4_1", "Q4_0"):
+            paths[f"{q} output"] = f"{tmp}/{q}.gguf"
+            requantize_output(src, paths[f"{q} output"], q)
+        for name, path in paths.items():
+            llm = Llama(path, n_ctx=1024, n_threads=2, logits_all=True, verbose=False)
+            ppl = {}
+            for lang, lines in texts.items():
+                nll = n = 0.0
+                for line in lines:
+                    toks = llm.tokenize(line.encode(), add_bos=True)
+                    llm.reset()
+                    llm.eval(toks)
+                    lg = np.asarray(llm.scores[: len(toks) - 1], np.float64)
+                    lg -= lg.max(1, keepdims=True)
+                    lp = lg[np.arange(len(toks) - 1), toks[1:]] - np.log(np.exp(lg).sum(1))
+                    nll, n = nll - lp.sum(), n + len(toks) - 1
+                ppl[lang] = (math.exp(nll / n), int(n))
+            prompt = llm.tokenize(b"Once upon a time in Hyderabad, there was", add_bos=True)
+            speeds = []
+            for _ in range(3):
+                llm.reset()
+                for i, _tok in enumerate(llm.generate(prompt, temp=0.0)):
+                    if i == 0:
+                        t1 = time.perf_counter()
+                    if i == 49:
+                        break
+                speeds.append(49 / (time.perf_counter() - t1))
+            print(f"{name:24s} tokens/s {min(speeds):.1f}-{max(speeds):.1f}  "
+                  f"perplexity te {ppl['te'][0]:.1f} ({ppl['te'][1]} tokens)  en {ppl['en'][0]:.1f} ({ppl['en'][1]} tokens)")
+            del llm
+
+
+def merge() -> None:
+    import llama_cpp
+    from llama_cpp import Llama
+
+    from engine.models import resolve
+    from engine.stages.llm_llamacpp import dialogue_prompt, eval_last_logits
+
+    llm = Llama(resolve("llm", "pkg:gemma3-270m"), n_ctx=2048, n_threads=2, verbose=False)
+    system = {"role": "system", "content": "మీరు తెలుగులో మాట్లాడే సహాయకుడు. చిన్న సమాధానాలు ఇవ్వండి."}
+    user = "Hello, what is the weather like in Hyderabad today"
+    full = dialogue_prompt([system, {"role": "user", "content": user + "?"}])
+    before = llm.tokenize(full[: full.index(user)].encode(), add_bos=True, special=True)
+    probe = llm.tokenize(full[: full.index(user) + len(user)].encode(), add_bos=True, special=True)
+    reply = llm.tokenize(full.encode(), add_bos=True, special=True)
+    assert reply[: len(probe)] == probe
+    two, one = [], []
+    for _ in range(7):
+        llm.reset()
+        llm.eval(before)  # the system prompt and the history stay cached between turns
+        t0 = time.perf_counter()
+        eval_last_logits(llm, probe)
+        t1 = time.perf_counter()
+        gen = llm.generate(reply, temp=0.0)
+        next(gen)
+        two.append(((t1 - t0) * 1000, (time.perf_counter() - t0) * 1000))
+        gen.close()
+        llm.reset()
+        llm.eval(before)
+        t0 = time.perf_counter()
+        n0, new = llm.n_tokens, reply[llm.n_tokens:]
+        llm._batch.set_batch(batch=new, n_past=n0, logits_all=False)
+        llm._batch.batch.logits[len(probe) - 1 - n0] = True  # the probe's row too
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n0: n0 + len(new)] = new
+        llm.n_tokens += len(new)
+        llama_cpp.llama_get_logits_ith(llm._ctx.ctx, len(probe) - 1 - n0)
+        t1 = time.perf_counter()
+        llm.sample(temp=0.0)
+        one.append(((t1 - t0) * 1000, (time.perf_counter() - t0) * 1000))
+    for name, rows in (("two decodes (the engine)", two), ("one decode, two logit rows", one)):
+        print(f"{name:28s} end-of-turn probability after {statistics.median(r[0] for r in rows):.0f} ms, "
+              f"first reply token after {statistics.median(r[1] for r in rows):.0f} ms (median of 7)")
+
+
+def asr_prefix() -> None:
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+
+    from engine.models import resolve
+    from engine.stages.asr_whisper import features, transcribe
+
+    m = WhisperModel(resolve("asr", "pkg:whisper-base"), device="cpu", compute_type="int8", cpu_threads=2)
+    tok = Tokenizer(m.hf_tokenizer, True, task="transcribe", language="en")
+    sot = [*tok.sot_sequence, tok.no_timestamps]
+    from engine.audio import resample
+    from engine.bench_asr import EN_SENTENCES, _espeak
+
+    for sentence in EN_SENTENCES[:4]:
+        audio, rate = _espeak(sentence, "en-us", 160)
+        audio = resample(audio, rate, 16_000).astype(np.float32)
+        enc, t_enc = _median_ms(lambda a=audio: m.encode(features(m, a, 10)))
+        r, t_gen = _median_ms(lambda e=enc: m.model.generate(e, [sot], beam_size=1, max_length=200)[0])
+        ids = [t for t in r.sequences_ids[0] if t < tok.eot]
+        _, t_pre = _median_ms(lambda e=enc, p=ids[:-3]: m.model.generate(e, [sot + p], beam_size=1, max_length=200))
+        _, t_all = _median_ms(lambda a=audio: transcribe(m, a, "en", 10))
+        print(f"{len(audio) / 16000:.1f} s: encoder {t_enc:.0f} ms, decoder {t_gen:.0f} ms ({len(ids)} tokens), "
+              f"decoder with all but 3 tokens forced {t_pre:.0f} ms; the engine's transcribe() {t_all:.0f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix"])
+    {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix}[ap.parse_args().what]()
+
+
+if __name__ == "__main__":
+    main()
