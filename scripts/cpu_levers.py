@@ -2,7 +2,7 @@
 lever on the path to the first reply is worth on this machine. Not part of the engine.
 
     .venv/bin/python scripts/cpu_levers.py llm-output   # the LLM's output projection, requantized
-    .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe + first token, one decode
+    .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe and first token: one decode or two
     .venv/bin/python scripts/cpu_levers.py asr-prefix   # Whisper: encoder vs decoder, a forced prefix
 
 ``llm-output`` writes GGUF copies of the offline Gemma 3 270M with an ``output.weight`` of its own
@@ -117,11 +117,10 @@ def llm_output() -> None:
 
 
 def merge() -> None:
-    import llama_cpp
     from llama_cpp import Llama
 
     from engine.models import resolve
-    from engine.stages.llm_llamacpp import dialogue_prompt, eval_last_logits
+    from engine.stages.llm_llamacpp import dialogue_prompt, eval_logits
 
     llm = Llama(resolve("llm", "pkg:gemma3-270m"), n_ctx=2048, n_threads=2, verbose=False)
     system = {"role": "system", "content": "మీరు తెలుగులో మాట్లాడే సహాయకుడు. చిన్న సమాధానాలు ఇవ్వండి."}
@@ -131,33 +130,21 @@ def merge() -> None:
     probe = llm.tokenize(full[: full.index(user) + len(user)].encode(), add_bos=True, special=True)
     reply = llm.tokenize(full.encode(), add_bos=True, special=True)
     assert reply[: len(probe)] == probe
-    two, one = [], []
+    rows: dict[str, list[tuple[float, float]]] = {"two decodes (before)": [], "one decode (the engine)": []}
     for _ in range(7):
-        llm.reset()
-        llm.eval(before)  # the system prompt and the history stay cached between turns
-        t0 = time.perf_counter()
-        eval_last_logits(llm, probe)
-        t1 = time.perf_counter()
-        gen = llm.generate(reply, temp=0.0)
-        next(gen)
-        two.append(((t1 - t0) * 1000, (time.perf_counter() - t0) * 1000))
-        gen.close()
-        llm.reset()
-        llm.eval(before)
-        t0 = time.perf_counter()
-        n0, new = llm.n_tokens, reply[llm.n_tokens:]
-        llm._batch.set_batch(batch=new, n_past=n0, logits_all=False)
-        llm._batch.batch.logits[len(probe) - 1 - n0] = True  # the probe's row too
-        llm._ctx.decode(llm._batch)
-        llm.input_ids[n0: n0 + len(new)] = new
-        llm.n_tokens += len(new)
-        llama_cpp.llama_get_logits_ith(llm._ctx.ctx, len(probe) - 1 - n0)
-        t1 = time.perf_counter()
-        llm.sample(temp=0.0)
-        one.append(((t1 - t0) * 1000, (time.perf_counter() - t0) * 1000))
-    for name, rows in (("two decodes (the engine)", two), ("one decode, two logit rows", one)):
-        print(f"{name:28s} end-of-turn probability after {statistics.median(r[0] for r in rows):.0f} ms, "
-              f"first reply token after {statistics.median(r[1] for r in rows):.0f} ms (median of 7)")
+        for name, tokens in (("two decodes (before)", probe), ("one decode (the engine)", reply)):
+            llm.reset()
+            llm.eval(before)  # the system prompt and the history stay cached between turns
+            t0 = time.perf_counter()
+            eval_logits(llm, tokens, [len(probe) - 1])
+            t1 = time.perf_counter()
+            gen = llm.generate(reply, temp=0.0)
+            next(gen)
+            rows[name].append(((t1 - t0) * 1000, (time.perf_counter() - t0) * 1000))
+            gen.close()
+    for name, r in rows.items():
+        print(f"{name:24s} end-of-turn probability after {statistics.median(x[0] for x in r):.0f} ms, "
+              f"first reply token after {statistics.median(x[1] for x in r):.0f} ms (median of 7)")
 
 
 def asr_prefix() -> None:

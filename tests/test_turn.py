@@ -370,3 +370,69 @@ def test_gemma_reads_whether_a_sentence_is_finished(offline_engine):
                 p("ఈ రోజు వాతావరణం ఎలా ఉంది?")]
     cut = [p("What is the weather like in."), p("Can you tell me"), p("ఈ రోజు వాతావరణం")]
     assert min(complete) > 0.3 > 0.1 > max(cut)
+
+
+@pytest.fixture(scope="module")
+def greedy_gemma(offline_engine):
+    """A second Gemma 3 270M of the offline profile, sampling greedily (reproducible replies)."""
+    from dataclasses import replace
+
+    from engine.models import resolve
+    from engine.registry import backend_class
+
+    o = replace(offline_engine.profile.llm, temperature=0.0)
+    llm = backend_class("llm", o.backend)(o, resolve("llm", o.model))
+    llm.setup()
+    yield llm
+    llm.close()
+
+
+@pytest.mark.slow
+def test_the_turn_is_read_in_the_decode_of_the_replys_prompt(greedy_gemma, offline_engine):
+    """The sentence-end probability is one more logit row of the reply's prompt decode: the
+    prompt is left cached with its logits live (llama-cpp-python then samples the reply's first
+    token without a decode of its own), and the reply is the one the model gives unread."""
+    llm, llama = greedy_gemma, greedy_gemma.llama
+    system = {"role": "system", "content": offline_engine.profile.llm.system_prompt}
+    for text in ("What is the weather like in Hyderabad today?", "ఈ రోజు వాతావరణం"):
+        msgs = [system, {"role": "user", "content": text}]
+        prompt = llama.tokenize(llm.prompt_text(llama, msgs).encode("utf-8"), add_bos=True, special=True)
+        llama.reset()
+        p = llm.sentence_end_probability(llama, msgs)
+        assert p is not None and 0.0 <= p <= 1.0
+        assert llama.n_tokens == len(prompt) and llama.input_ids[: llama.n_tokens].tolist() == prompt
+        assert llama._requires_eval is False  # llama-cpp-python's condition for sampling at once
+
+        got: list[float | None] = []
+        read = "".join(llm.stream_turn(msgs, 12, threading.Event(), got.append))
+        unread = "".join(llm.stream(msgs, 12, threading.Event()))
+        assert got == [pytest.approx(p, abs=1e-3)]
+        # Greedy both ways; the prompt's last token is decoded in batches of other shapes on the
+        # two paths, so a near tie further on may go either way (seen once in twelve tokens)
+        assert read.strip() and read.split()[0] == unread.split()[0]
+
+
+@pytest.mark.slow
+def test_logit_rows_of_one_decode_equal_those_of_separate_decodes(greedy_gemma):
+    from engine.stages.llm_llamacpp import eval_logits
+
+    llama = greedy_gemma.llama
+    tokens = llama.tokenize("వినియోగదారు: ఈ రోజు వాతావరణం ఎలా ఉంది?\nసహాయకుడు:".encode(), add_bos=True, special=True)
+    mid, last = len(tokens) // 2, len(tokens) - 1
+
+    def probs(logits: np.ndarray) -> np.ndarray:
+        z = np.exp(logits - logits.max())
+        return z / z.sum()
+
+    llama.reset()
+    a, b = eval_logits(llama, tokens, [mid, last])
+    llama.reset()
+    (a2,) = eval_logits(llama, tokens[: mid + 1], [mid])
+    (b2,) = eval_logits(llama, tokens, [last])  # reuses the cached half, decodes the rest
+    assert np.abs(probs(a) - probs(a2)).max() < 1e-3 and a.argmax() == a2.argmax()
+    assert np.abs(probs(b) - probs(b2)).max() < 1e-3 and b.argmax() == b2.argmax()
+    assert np.abs(probs(a) - probs(b)).max() > 1e-2  # two different positions, really
+    (a3,) = eval_logits(llama, tokens, [mid])  # a row inside the cache is decoded again
+    assert np.abs(probs(a3) - probs(a)).max() < 1e-3 and llama.n_tokens == len(tokens)
+    with pytest.raises(ValueError, match="outside"):
+        eval_logits(llama, tokens, [len(tokens)])

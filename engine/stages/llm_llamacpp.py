@@ -14,9 +14,10 @@ End of turn (``stream_turn``): before a reply, the model reads the user's last m
 its final punctuation removed and gives the probability that a sentence end (``. ? ! ।``, a
 line break, the template's end of the user's turn) comes next: near 0 for "what is the
 weather like in", near 1 for "what is the weather like in Hyderabad today", in Telugu too
-(measured with Gemma 3 270M). The reply's prompt starts with the same tokens, so llama.cpp
-reuses that prefill: the signal costs almost nothing. Without the punctuation because Whisper
-closes cut-off sentences with a full stop by itself.
+(measured with Gemma 3 270M). The reply's prompt starts with the same tokens, so the
+probability is one more logit row in the decode of the reply's prompt, after which the reply's
+first token is sampled at once: the signal costs almost nothing. Without the punctuation because
+Whisper closes cut-off sentences with a full stop by itself.
 """
 
 from __future__ import annotations
@@ -99,25 +100,46 @@ def last_user_stripped(messages: list[ChatMessage]) -> tuple[int, str] | None:
     return None
 
 
-def eval_last_logits(llm: Any, tokens: list[int]) -> np.ndarray:
-    """Evaluate ``tokens`` in ``llm``'s context, reusing the cached prefix it shares with
-    what was evaluated before, and return the logits after the last token."""
+def eval_logits(llm: Any, tokens: list[int], rows: list[int]) -> list[np.ndarray]:
+    """Evaluate ``tokens`` in ``llm``'s context and return the logits after each position in
+    ``rows`` (indices into ``tokens``), all in one llama.cpp decode where ``tokens`` fit a batch.
+
+    The prefix ``tokens`` share with what was evaluated before is reused (down to the first
+    row asked for, which is evaluated afresh). Afterwards ``llm`` holds exactly ``tokens``, with
+    the last one's logits current: a completion of that very prompt samples its first token at
+    once (llama-cpp-python's exact-prompt cache hit), with no decode of its own."""
     import llama_cpp
 
+    if not tokens or not rows or not all(0 <= r < len(tokens) for r in rows):
+        raise ValueError(f"rows {rows} outside the {len(tokens)} tokens")
     cached = llm.input_ids[: llm.n_tokens].tolist()
     lcp = 0
     for a, b in zip(cached, tokens, strict=False):
         if a != b:
             break
         lcp += 1
-    lcp = min(lcp, len(tokens) - 1)  # at least one token is evaluated, for fresh logits
+    lcp = min(lcp, *rows)
+    llm._requires_eval = True  # until the decode below has finished: no sampling from stale logits
     if lcp > 0 and llm._ctx.kv_cache_seq_rm(-1, lcp, -1):
         llm.n_tokens = lcp
     else:
         llm.reset()
-    llm.eval(tokens[llm.n_tokens:])
-    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+    want, out, n_vocab = set(rows), {}, llm.n_vocab()
+    for start in range(llm.n_tokens, len(tokens), llm.n_batch):
+        chunk = tokens[start: start + llm.n_batch]
+        inside = [r for r in want if start <= r < start + len(chunk)]
+        llm._batch.set_batch(batch=chunk, n_past=start, logits_all=False)  # the last row has logits
+        for r in inside:
+            llm._batch.batch.logits[r - start] = True
+        llm._ctx.decode(llm._batch)
+        for r in inside:
+            ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, r - start)
+            out[r] = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+        llm.input_ids[start: start + len(chunk)] = chunk
+        llm.n_tokens = start + len(chunk)
+    llm._requires_eval = False  # what llm.eval() sets: the last row's logits are live
+    return [out[r] for r in rows]
 
 
 class LlamaCppLLM(LLMBackend):
@@ -229,7 +251,12 @@ class LlamaCppLLM(LLMBackend):
 
     def sentence_end_probability(self, llm, messages: list[ChatMessage]) -> float | None:  # noqa: ANN001
         """P(a sentence end follows the user's last message, its final punctuation removed);
-        None when there is no user text. Leaves that prompt prefix in ``llm``'s cache."""
+        None when there is no user text.
+
+        Read in the same llama.cpp decode as the reply's prompt, which starts with the same
+        tokens (unless the tokenizer joins across the cut): one more logit row, where a decode
+        of its own would cost a step. ``llm`` is left holding the reply's prompt with its
+        logits live, so the reply's first token is sampled at once."""
         found = last_user_stripped(messages)
         if found is None:
             return None
@@ -241,7 +268,9 @@ class LlamaCppLLM(LLMBackend):
         if cut < 0:
             return None
         tokens = llm.tokenize(rendered[:cut].encode("utf-8"), add_bos=True, special=True)
-        logits = eval_last_logits(llm, tokens)
+        reply = llm.tokenize(self.prompt_text(llm, messages).encode("utf-8"), add_bos=True, special=True)
+        together = len(reply) > len(tokens) and reply[: len(tokens)] == tokens
+        logits = eval_logits(llm, reply if together else tokens, [len(tokens) - 1])[0]
         ids = self._sentence_end_ids(llm, rendered[cut + len(_MARK):])
         z = np.exp(logits - logits.max())
         return float(z[ids].sum() / z.sum())
