@@ -436,3 +436,35 @@ def test_logit_rows_of_one_decode_equal_those_of_separate_decodes(greedy_gemma):
     assert np.abs(probs(a3) - probs(a)).max() < 1e-3 and llama.n_tokens == len(tokens)
     with pytest.raises(ValueError, match="outside"):
         eval_logits(llama, tokens, [len(tokens)])
+
+
+@pytest.mark.slow
+def test_logit_rows_across_batches_of_a_long_prompt(greedy_gemma):
+    """A prompt longer than llama.cpp's batch is decoded batch by batch; the rows asked for
+    come from whichever batch holds them."""
+    import llama_cpp
+
+    from engine.models import resolve
+    from engine.stages.llm_llamacpp import eval_logits
+
+    small = llama_cpp.Llama(resolve("llm", "pkg:gemma3-270m"), n_ctx=256, n_batch=8, n_ubatch=8,
+                            n_threads=2, verbose=False)
+    llama = greedy_gemma.llama
+    tokens = llama.tokenize("వినియోగదారు: ఈ రోజు వాతావరణం ఎలా ఉంది? హైదరాబాద్‌లో వర్షం పడుతుందా?".encode(),
+                            add_bos=True, special=True)
+    assert len(tokens) > 2 * 8
+    rows = [3, 8, len(tokens) - 1]  # in the first, the second and the last batch
+    llama.reset()
+    want = eval_logits(llama, tokens, rows)
+    got = eval_logits(small, tokens, rows)
+    assert small.n_tokens == len(tokens)
+
+    def probs(logits: np.ndarray) -> np.ndarray:
+        z = np.exp(logits - logits.max())
+        return z / z.sum()
+
+    # Other batch sizes take other kernels: the same distribution to a few per cent, the same top token
+    for a, b in zip(want, got, strict=True):
+        assert a.argmax() == b.argmax() and np.abs(probs(a) - probs(b)).max() < 0.05
+    assert len({int(a.argmax()) for a in want}) == len(rows)  # three positions, three different next tokens
+    small.close()
