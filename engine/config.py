@@ -88,7 +88,10 @@ class TurnOptions:
         audio_when: for "combined": "always" runs the audio model at the first pause, beside
             the ASR; "undecided" runs it only once the transcript's reading is in and leaves
             the answer open (or will not come: a transcript in the wrong script), which keeps
-            the cores for the ASR where they are few.
+            the cores for the ASR where they are few; "auto" is "undecided" where the ASR's last
+            transcript in the session's language was evidence (text in the language's script),
+            else "always" (Whisper base on Telugu: the audio model decides alone, so it starts at
+            once). The policy decides the same either way; only when the audio model runs differs.
         resume_ms: speech that starts within this long after the end of a turn's speech,
             while its reply is being made or played, continues that turn: the reply is
             cancelled and both parts are answered as one utterance. 0 turns it off.
@@ -354,8 +357,8 @@ def check_turn(turn: TurnOptions, vad: VADOptions) -> None:
         raise ConfigError(f"turn.audio_weight must be 0 or more, got {turn.audio_weight}")
     if turn.resume_ms < 0:
         raise ConfigError(f"turn.resume_ms must be 0 (off) or more, got {turn.resume_ms}")
-    if turn.audio_when not in ("always", "undecided"):
-        raise ConfigError(f"turn.audio_when must be always or undecided, got {turn.audio_when!r}")
+    if turn.audio_when not in ("always", "undecided", "auto"):
+        raise ConfigError(f"turn.audio_when must be always, undecided or auto, got {turn.audio_when!r}")
 
 
 def profile_names() -> list[str]:

@@ -53,6 +53,9 @@ class Engine:
         # turn (final or speculative) decodes running now, any session; partials wait while > 0
         # (touched on the event loop only)
         self.asr_turns_in_flight = 0
+        # language -> whether the ASR's last turn transcript in it was text in its script (any
+        # session; on the event loop only): turn.audio_when = "auto" reads it
+        self.text_evidence: dict[str, bool] = {}
         self.llm_pool = ThreadPoolExecutor(max(1, profile.llm.parallel), thread_name_prefix="s2s-llm")
         self.tts_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-tts")
         self.sessions: dict[str, Session] = {}

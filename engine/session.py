@@ -596,6 +596,7 @@ class Session:
         turn = self._speculate(end_sample)
         if not self._policy.needs_text:
             turn.evidence.text_usable = False
+        turn.evidence.text_expected = self.engine.text_evidence.get(self.language or "", False)
         if self._policy.needs_audio and self.engine.turn_model is not None:
             start = self._turn_start if self._turn_start is not None else self._buf_start
             turn.audio_clip = self._buf[max(0, start - self._buf_start):].copy()
@@ -809,7 +810,10 @@ class Session:
             metrics.extra["asr_speculative"] = 1.0
         text = tr.text.strip()
         self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language, tr.script_ok))
-        if not text_usable(text, self.language):
+        usable = text_usable(text, self.language)
+        if text:  # what the next pause may expect of the ASR in this language (audio_when "auto")
+            self.engine.text_evidence[self.language or ""] = usable
+        if not usable:
             self._no_text_evidence(turn)  # noise, or a transcript the ASR did not understand
         if not text:
             return  # noise or a cough: nothing to answer

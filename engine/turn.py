@@ -20,7 +20,8 @@ the turn as soon as the evidence says "complete", or wait longer when it says "i
   above 0. A signal that is not usable (a transcript in the wrong script, a failed model) is
   left out. When the transcript alone settles the sum whatever the audio says, the audio model
   is not waited for; with ``audio_when = "undecided"`` it is not even run then (on a 2-core CPU
-  it would share the cores with the turn's ASR).
+  it would share the cores with the turn's ASR), and with ``"auto"`` so where the last transcript
+  in the language was usable (else the audio model starts at the pause, as it decides alone).
 
 :class:`TurnPolicy` is pure: the session feeds it the silence so far and the evidence, and it
 answers "end now" (with what decided it) or "keep waiting". It never waits past
@@ -52,12 +53,15 @@ class TurnEvidence:
         audio_usable: False when the audio model failed: it is not waited for.
         text_usable: False once the transcript turned out empty or in the wrong script (or
             no response ran for it): the text signal will not come and is not waited for.
+        text_expected: the ASR's last transcript in this language was usable, so this one
+            likely is too (``TurnOptions.audio_when = "auto"``).
     """
 
     audio: float | None = None
     text: float | None = None
     audio_usable: bool = True
     text_usable: bool = True
+    text_expected: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,10 +135,13 @@ class TurnPolicy:
 
     def audio_needed(self, ev: TurnEvidence) -> bool:
         """Should the audio model run now? With ``audio_when = "undecided"`` (``combined``):
-        only once the transcript signal is in and leaves the answer open, or will not come."""
+        only once the transcript signal is in and leaves the answer open, or will not come;
+        ``"auto"``: so where a usable transcript is expected, else at once."""
         if not self.needs_audio:
             return False
         if self.o.audio_when == "always" or not self.needs_text:
+            return True
+        if self.o.audio_when == "auto" and not ev.text_expected:
             return True
         if ev.text_usable and ev.text is None:
             return False  # not yet known

@@ -93,6 +93,12 @@ def test_audio_when_undecided_asks_for_the_audio_model_only_when_it_can_matter()
     assert lazy.audio_needed(TurnEvidence(text_usable=False))  # the transcript will not help
     assert policy("smart-turn", audio_when="undecided").audio_needed(TurnEvidence())
     assert not policy("transcript").audio_needed(TurnEvidence())
+    auto = policy("combined", audio_when="auto")
+    assert auto.audio_needed(TurnEvidence())  # no usable transcript expected: at the pause
+    assert not auto.audio_needed(TurnEvidence(text_expected=True))  # one is: as "undecided"
+    assert not auto.audio_needed(TurnEvidence(text_expected=True, text=0.97))
+    assert auto.audio_needed(TurnEvidence(text_expected=True, text=0.5))
+    assert auto.audio_needed(TurnEvidence(text_expected=True, text_usable=False))
     with pytest.raises(ConfigError):
         load_profile("offline", ["turn.audio_when=sometimes"])
 
@@ -286,7 +292,7 @@ async def test_a_failing_turn_model_leaves_the_transcript_to_decide():
     engine.close()
 
 
-@pytest.mark.parametrize("audio_when", ["always", "undecided"])
+@pytest.mark.parametrize("audio_when", ["always", "undecided", "auto"])
 async def test_wrong_script_transcript_is_no_text_evidence(audio_when):
     turn_model = FakeTurnModel(0.9)
     engine = fake_engine(asr=FakeASR("じゃまさら、みんえらんはる"), llm=FakeLLM(delay=0.0, eou=0.01),
@@ -300,6 +306,38 @@ async def test_wrong_script_transcript_is_no_text_evidence(audio_when):
     assert engine.llm.turn_reads == 0  # the language model was not asked
     assert len(turn_model.calls) == 1 and m.turn_audio_probability == 0.9  # "undecided": run once the text was no use
     await s.close()
+    engine.close()
+
+
+async def test_auto_runs_the_audio_model_at_the_pause_until_a_transcript_is_evidence():
+    """``audio_when = "auto"``: the first turn (nothing known) and any turn after one whose
+    transcript was in the wrong script run the audio model at the pause; after a usable
+    transcript in that language (any session of the engine) a decisive reading spares it."""
+    asr, turn_model = FakeASR("ఈ రోజు వాతావరణం ఎలా ఉంది?"), FakeTurnModel(0.9)
+    engine = fake_engine(asr=asr, llm=FakeLLM(delay=0.0, eou=0.97), turn_model=turn_model,
+                         overrides=["turn.policy=combined", "turn.audio_when=auto", "turn.min_silence_ms=200",
+                                    "turn.max_silence_ms=1200"])
+
+    async def one_turn():  # noqa: ANN202
+        s = engine.new_session()
+        await s.start()
+        await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+        await paced(s, tail_silence(1.6))
+        m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
+        await s.close()
+        return m
+
+    first = await one_turn()
+    assert len(turn_model.calls) == 1 and first.turn_audio_probability == 0.9  # nothing known yet
+    assert engine.text_evidence == {"te": True}
+    second = await one_turn()  # a new session: the engine remembers the language
+    assert len(turn_model.calls) == 1 and second.turn_audio_probability is None
+    assert second.turn_policy == "combined" and second.turn_text_probability == 0.97
+    asr.text = "じゃまさら、みんえらんはる"  # the ASR stops writing Telugu script
+    await one_turn()
+    assert engine.text_evidence == {"te": False} and len(turn_model.calls) == 2
+    await one_turn()  # expected unusable: the audio model starts at the pause again
+    assert len(turn_model.calls) == 3
     engine.close()
 
 
