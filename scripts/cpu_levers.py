@@ -4,6 +4,9 @@ lever on the path to the first reply is worth on this machine. Not part of the e
     .venv/bin/python scripts/cpu_levers.py llm-output   # the LLM's output projection, requantized
     .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe and first token: one decode or two
     .venv/bin/python scripts/cpu_levers.py asr-prefix   # Whisper: encoder vs decoder, a forced prefix
+    .venv/bin/python scripts/cpu_levers.py paired --rounds 3 --variant always=turn.audio_when=always \
+        --variant auto=turn.audio_when=auto -- /tmp/tw/en/complete/espeak-en-us_0*.wav
+                                                        # profile settings against each other, interleaved
 
 ``llm-output`` writes GGUF copies of the offline Gemma 3 270M with an ``output.weight`` of its own
 (the model ties it to ``token_embd``, Q8_0, 178 MB: most of the bytes a generated token reads)
@@ -172,10 +175,65 @@ def asr_prefix() -> None:
               f"decoder with all but 3 tokens forced {t_pre:.0f} ms; the engine's transcribe() {t_all:.0f} ms")
 
 
+def paired(rounds: int, variants: list[str], files: list[str]) -> None:
+    """Stream every file through a fresh Session under each variant (``label=k=v;k=v``: profile
+    overrides), the variants interleaved round by round so that the machine's drift hits all
+    alike; voice-to-voice and the stamps of the turn, ms after the end of speech (medians)."""
+    import asyncio
+
+    from engine.audio import load_wav
+    from engine.bench_latency import bench_engine, stream_file
+    from engine.config import load_profile
+
+    base = ["asr.language=en"] if any("/en/" in f for f in files) else []
+    engine = bench_engine("offline", base, "scripted")
+    engine.ensure_turn_model()
+    engine.llm.keep_cache = True  # as the engine runs: the system prompt's prefill stays cached
+    audio = [load_wav(f)[0] for f in files]
+    keys = ["spec_start_ns", "asr_final_ns", "turn_end_ns", "llm_first_token_ns", "first_sentence_ns",
+            "first_audio_out_ns"]
+    v2v: dict[str, list[float]] = {v: [] for v in variants}
+    stamps: dict[str, dict[str, list[float]]] = {v: {k: [] for k in keys} for v in variants}
+
+    async def run() -> None:
+        for _ in range(rounds):
+            for v in variants:
+                p = load_profile("offline", base + [x for x in v.partition("=")[2].split(";") if x])
+                engine.profile.turn, engine.profile.vad, engine.profile.sentences = p.turn, p.vad, p.sentences
+                for a in audio:
+                    for t in await stream_file(engine, a):
+                        if t.metrics.get("voice_to_voice_ms") is None:
+                            continue
+                        v2v[v].append(t.metrics["voice_to_voice_ms"])
+                        st = t.metrics["stamps_ns"]
+                        for k in keys:
+                            if st.get(k) and st.get("speech_end_ns"):
+                                stamps[v][k].append((st[k] - st["speech_end_ns"]) / 1e6)
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.close()
+    for v in variants:
+        x = sorted(v2v[v])
+        print(f"{v.partition('=')[0]:12s} {len(x)} turns: voice-to-voice p50 {statistics.median(x):.0f} ms, "
+              f"p95 {x[min(len(x) - 1, round(0.95 * (len(x) - 1)))]:.0f}, mean {statistics.mean(x):.0f}")
+        print("   " + ", ".join(f"{k[:-3]} {statistics.median(stamps[v][k]):.0f}" for k in keys if stamps[v][k]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix"])
-    {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix}[ap.parse_args().what]()
+    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix", "paired"])
+    ap.add_argument("--rounds", type=int, default=3, help="paired: rounds over all variants")
+    ap.add_argument("--variant", action="append", default=[], help="paired: label=section.key=value;...")
+    ap.add_argument("files", nargs="*", help="paired: WAV files")
+    a = ap.parse_intermixed_args()
+    if a.what == "paired":
+        if len(a.variant) < 1 or not a.files:
+            ap.error("paired needs --variant (one or more) and WAV files")
+        paired(a.rounds, a.variant, a.files)
+    else:
+        {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix}[a.what]()
 
 
 if __name__ == "__main__":
