@@ -4,9 +4,12 @@ lever on the path to the first reply is worth on this machine. Not part of the e
     .venv/bin/python scripts/cpu_levers.py llm-output   # the LLM's output projection, requantized
     .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe and first token: one decode or two
     .venv/bin/python scripts/cpu_levers.py asr-prefix   # Whisper: encoder vs decoder, a forced prefix
-    .venv/bin/python scripts/cpu_levers.py paired --rounds 3 --variant always=turn.audio_when=always \
-        --variant auto=turn.audio_when=auto -- /tmp/tw/en/complete/espeak-en-us_0*.wav
-                                                        # profile settings against each other, interleaved
+    .venv/bin/python scripts/cpu_levers.py paired --rounds 3 --set asr.language=en \
+        --variant always=turn.audio_when=always --variant auto=turn.audio_when=auto \
+        -- /tmp/tw/en/complete/espeak-en-us_0*.wav      # profile settings against each other, interleaved
+
+``paired`` varies what a new Session reads (``turn``, ``vad``, ``session``, ``sentences``); the
+models, and so ``--set``, stay those of the one loaded engine.
 
 ``llm-output`` writes GGUF copies of the offline Gemma 3 270M with an ``output.weight`` of its own
 (the model ties it to ``token_embd``, Q8_0, 178 MB: most of the bytes a generated token reads)
@@ -154,15 +157,14 @@ def asr_prefix() -> None:
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
 
+    from engine.audio import resample
+    from engine.bench_asr import EN_SENTENCES, _espeak
     from engine.models import resolve
     from engine.stages.asr_whisper import features, transcribe
 
     m = WhisperModel(resolve("asr", "pkg:whisper-base"), device="cpu", compute_type="int8", cpu_threads=2)
     tok = Tokenizer(m.hf_tokenizer, True, task="transcribe", language="en")
     sot = [*tok.sot_sequence, tok.no_timestamps]
-    from engine.audio import resample
-    from engine.bench_asr import EN_SENTENCES, _espeak
-
     for sentence in EN_SENTENCES[:4]:
         audio, rate = _espeak(sentence, "en-us", 160)
         audio = resample(audio, rate, 16_000).astype(np.float32)
@@ -175,17 +177,26 @@ def asr_prefix() -> None:
               f"decoder with all but 3 tokens forced {t_pre:.0f} ms; the engine's transcribe() {t_all:.0f} ms")
 
 
-def paired(rounds: int, variants: list[str], files: list[str]) -> None:
+PER_SESSION = ("turn.", "vad.", "session.", "sentences.")  # what a new Session reads of the profile
+
+
+def paired(rounds: int, variants: list[str], files: list[str], base: list[str]) -> None:
     """Stream every file through a fresh Session under each variant (``label=k=v;k=v``: profile
-    overrides), the variants interleaved round by round so that the machine's drift hits all
-    alike; voice-to-voice and the stamps of the turn, ms after the end of speech (medians)."""
+    overrides of :data:`PER_SESSION` sections), the variants interleaved round by round so that
+    the machine's drift hits all alike; voice-to-voice and the stamps of the turn, ms after the
+    end of speech (medians). ``base``: overrides for the engine and every variant."""
     import asyncio
 
     from engine.audio import load_wav
     from engine.bench_latency import bench_engine, stream_file
+    from engine.bench_stats import dist
     from engine.config import load_profile
 
-    base = ["asr.language=en"] if any("/en/" in f for f in files) else []
+    sets = {v: [x for x in v.partition("=")[2].split(";") if x] for v in variants}
+    for v, overrides in sets.items():
+        wrong = [x for x in overrides if not x.startswith(PER_SESSION)]
+        if wrong:
+            raise SystemExit(f"variant {v!r}: only {', '.join(PER_SESSION)} settings vary per session, not {wrong}")
     engine = bench_engine("offline", base, "scripted")
     engine.ensure_turn_model()
     engine.llm.keep_cache = True  # as the engine runs: the system prompt's prefill stays cached
@@ -198,8 +209,9 @@ def paired(rounds: int, variants: list[str], files: list[str]) -> None:
     async def run() -> None:
         for _ in range(rounds):
             for v in variants:
-                p = load_profile("offline", base + [x for x in v.partition("=")[2].split(";") if x])
-                engine.profile.turn, engine.profile.vad, engine.profile.sentences = p.turn, p.vad, p.sentences
+                p = load_profile("offline", base + sets[v])
+                engine.profile.turn, engine.profile.vad = p.turn, p.vad
+                engine.profile.session, engine.profile.sentences = p.session, p.sentences
                 for a in audio:
                     for t in await stream_file(engine, a):
                         if t.metrics.get("voice_to_voice_ms") is None:
@@ -215,9 +227,9 @@ def paired(rounds: int, variants: list[str], files: list[str]) -> None:
     finally:
         engine.close()
     for v in variants:
-        x = sorted(v2v[v])
-        print(f"{v.partition('=')[0]:12s} {len(x)} turns: voice-to-voice p50 {statistics.median(x):.0f} ms, "
-              f"p95 {x[min(len(x) - 1, round(0.95 * (len(x) - 1)))]:.0f}, mean {statistics.mean(x):.0f}")
+        d = dist(v2v[v])
+        print(f"{v.partition('=')[0]:12s} {d['n']} turns: voice-to-voice p50 {d['p50']:.0f} ms, p95 {d['p95']:.0f}, "
+              f"mean {statistics.mean(v2v[v]):.0f}")
         print("   " + ", ".join(f"{k[:-3]} {statistics.median(stamps[v][k]):.0f}" for k in keys if stamps[v][k]))
 
 
@@ -226,12 +238,13 @@ def main() -> None:
     ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix", "paired"])
     ap.add_argument("--rounds", type=int, default=3, help="paired: rounds over all variants")
     ap.add_argument("--variant", action="append", default=[], help="paired: label=section.key=value;...")
+    ap.add_argument("--set", action="append", default=[], help="paired: section.key=value for all variants")
     ap.add_argument("files", nargs="*", help="paired: WAV files")
     a = ap.parse_intermixed_args()
     if a.what == "paired":
         if len(a.variant) < 1 or not a.files:
             ap.error("paired needs --variant (one or more) and WAV files")
-        paired(a.rounds, a.variant, a.files)
+        paired(a.rounds, a.variant, a.files, a.set)
     else:
         {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix}[a.what]()
 
