@@ -5,6 +5,7 @@
 #
 #   scripts/cuda_toolkit.sh 13.0            # pip of .venv/bin/python
 #   scripts/cuda_toolkit.sh 12.8 python3    # pip of another python
+#   scripts/cuda_toolkit.sh --plan 13.0     # only say where it would come from (scripts/cuda_plan.py)
 #
 # 1. A system toolkit ($CUDA_HOME, $CUDA_PATH, /usr/local/cuda-X.Y, /usr/local/cuda, the one of
 #    `nvcc` on PATH) of the requested major version that is complete (nvcc + cicc, cuda_runtime.h,
@@ -18,14 +19,20 @@
 #    libcuda.so link stub when no driver library is present. A second run prints it in a second.
 # PyPI has a whole nvcc only for CUDA 13 and later: the -cu12 wheels ship ptxas alone, so a
 # CUDA 12 build needs a system nvcc 12 (which this script completes with PyPI's cuBLAS etc.).
+#
+# --plan looks and installs nothing: one line "KIND<TAB>PATH<TAB>WHAT" on stdout, KIND being
+# system, assembled (an earlier run's) or assemble (pip would fetch WHAT); exit 1 and the reason on
+# stderr when no toolkit can be had.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 die() { echo "cuda_toolkit.sh: $*" >&2; exit 1; }
 say() { printf '    %s\n' "$*" >&2; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: cuda_toolkit.sh MAJOR.MINOR [PYTHON]"
-case "$1" in -h|--help) sed -n '2,20p' "$0"; exit 0 ;; esac
+PLAN=0
+if [ "${1:-}" = --plan ]; then PLAN=1; shift; fi
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: cuda_toolkit.sh [--plan] MAJOR.MINOR [PYTHON]"
+case "$1" in -h|--help) sed -n '2,25p' "$0"; exit 0 ;; esac
 [[ "$1" =~ ^([0-9]+)\.([0-9]+)$ ]] || die "version must be MAJOR.MINOR (e.g. 12.8), not '$1'"
 WANT=$1
 MAJOR=${BASH_REMATCH[1]}
@@ -90,7 +97,10 @@ for c in ${cands[@]+"${cands[@]}"}; do
   [ -n "$rel" ] || continue
   if [ "${rel%%.*}" != "$MAJOR" ]; then say "skipping $c: CUDA $rel, not $MAJOR.x"; continue; fi
   m=$(missing "$c")
-  if [ -z "$m" ]; then say "system CUDA $rel toolkit: $c"; echo "$c"; exit 0; fi
+  if [ -z "$m" ]; then
+    [ "$PLAN" = 0 ] || { printf 'system\t%s\tthe system CUDA %s toolkit %s\n' "$c" "$rel" "$c"; exit 0; }
+    say "system CUDA $rel toolkit: $c"; echo "$c"; exit 0
+  fi
   say "system CUDA $rel toolkit $c lacks: $m"
   [ -n "$BASE" ] || { BASE=$c; BASE_REL=$rel; BASE_MISSING=$m; }
 done
@@ -104,6 +114,7 @@ EXTRAS=$(echo $EXTRAS)
 SOURCE="PyPI cuda-toolkit[${EXTRAS// /,}]==$PKGVER.*"
 [ -z "$BASE" ] || SOURCE="system $BASE (CUDA $BASE_REL)${EXTRAS:+ + $SOURCE}"
 if [ "$(cat "$OUT/.s2s-source" 2>/dev/null)" = "$SOURCE" ] && [ -z "$(missing "$OUT")" ]; then
+  [ "$PLAN" = 0 ] || { printf 'assembled\t%s\tassembled earlier in %s from %s\n' "$OUT" "$OUT" "$SOURCE"; exit 0; }
   say "assembled CUDA toolkit ($SOURCE): $OUT"
   echo "$OUT"; exit 0
 fi
@@ -111,6 +122,10 @@ fi
 # 3. Assemble it.
 if [ -z "$BASE" ] && [ "$MAJOR" -lt 13 ]; then
   die "no nvcc for CUDA $WANT on PyPI (nvidia-cuda-nvcc-cu$MAJOR ships ptxas only): install the CUDA $WANT toolkit's nvcc (NVIDIA's apt package cuda-nvcc-${WANT/./-}) or ask for 13.x"
+fi
+if [ "$PLAN" = 1 ]; then
+  printf 'assemble\t%s\tto be assembled once in %s from %s, about 1 GB of wheels\n' "$OUT" "$OUT" "$SOURCE"
+  exit 0
 fi
 [ -x "$PY" ] || die "no python at $PY to run pip (pass one: cuda_toolkit.sh $WANT PYTHON)"
 command -v cc >/dev/null || die "no C compiler (cc) for the libcuda.so stub and the smoke test"

@@ -3,62 +3,30 @@
 # llama-cpp-python (built once, wheel cached outside the repo), the project with its extras,
 # and the offline models. A second run checks and skips: a few seconds.
 #
-#   scripts/setup.sh            # CPU (default)
-#   scripts/setup.sh --cuda     # GPU pod: llama.cpp built with CUDA, torch/CTranslate2 checked on CUDA
+#   scripts/setup.sh               # CPU (default)
+#   scripts/setup.sh --cuda        # GPU pod: llama.cpp built with CUDA, torch/CTranslate2 checked on CUDA
+#   scripts/setup.sh --cuda --plan # what --cuda would install on this GPU and driver, and whether it
+#                                  # fits the disk; installs nothing (scripts/cuda_plan.py decides both)
 #   PYTHON=/usr/bin/python3.12 scripts/setup.sh                     # another interpreter (3.11 or newer)
 #   S2S_TORCH_INDEX=https://download.pytorch.org/whl/cpu scripts/setup.sh   # torch's CPU build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-CUDA=0
+CUDA=0 PLAN=0
 for a in "$@"; do
   case "$a" in
     --cuda) CUDA=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --plan) PLAN=1 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
+if [ "$PLAN" = 1 ] && [ "$CUDA" = 0 ]; then
+  echo "setup.sh: --plan is for the GPU set-up: scripts/setup.sh --cuda --plan" >&2; exit 2
+fi
 
 LLAMA_VERSION=0.3.36
 CACHE=${S2S_CACHE:-$HOME/.cache/s2s}
-TORCH_INDEX=()
-if [ "$CUDA" = 1 ]; then
-  # What the driver can run decides every CUDA version below. torch 2.13.0 on PyPI is built for
-  # CUDA 13 (driver 580 or newer); older drivers get PyTorch's CUDA 12 build. llama.cpp is built
-  # with the toolkit of the same major version, for this GPU's architecture only.
-  DRIVER_CUDA=${S2S_DRIVER_CUDA:-$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9.]*' | head -1 | awk '{print $3}' || true)}
-  GPU_ARCH=${S2S_CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ' || true)}
-  if [ -z "$DRIVER_CUDA" ] || [ -z "$GPU_ARCH" ]; then
-    echo "setup.sh --cuda: no NVIDIA GPU or driver visible (nvidia-smi failed); run it on the GPU machine" >&2
-    exit 1
-  fi
-  major=${DRIVER_CUDA%%.*}; minor=${DRIVER_CUDA#*.}; minor=${minor%%.*}
-  # CUDA 13: torch's own 13.0 libraries, and a toolkit PyPI can supply whole. CUDA 12: PyPI has
-  # no nvcc 12 (ptxas only), so the pod's toolkit is used (scripts/cuda_toolkit.sh completes it).
-  if [ "$major" -ge 13 ]; then
-    TORCH_CUDA=13; TOOLKIT=13.0
-  elif [ "$major" = 12 ] && [ "$minor" -ge 6 ]; then
-    if [ "$minor" -ge 8 ]; then TORCH_CUDA=12.8; else TORCH_CUDA=12.6; fi
-    TOOLKIT=12.$minor
-    TORCH_INDEX=(--index-url "${S2S_TORCH_INDEX:-https://download.pytorch.org/whl/cu${TORCH_CUDA/./}}")
-  else
-    echo "setup.sh --cuda: the NVIDIA driver supports CUDA $DRIVER_CUDA; torch 2.13.0 needs 12.6 or newer (update the driver)" >&2
-    exit 1
-  fi
-  LLAMA_FLAGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=$GPU_ARCH"
-  FLAVOUR=cuda$TOOLKIT-sm$GPU_ARCH
-else
-  LLAMA_FLAGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"; FLAVOUR=cpu-portable
-fi
-# Where torch comes from: pip's configured indexes (PyPI by default). On Linux, PyPI's torch is the
-# CUDA build and brings NVIDIA's CUDA libraries as more wheels (gigabytes), even on a CPU machine,
-# unless pip finds a local CPU-only wheel first (the development machines have one).
-# S2S_TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU build instead.
-[ -n "${S2S_TORCH_INDEX:-}" ] && TORCH_INDEX=(--index-url "$S2S_TORCH_INDEX")
-# The cache key holds the version and the flags. pip's own wheel cache ignores CMAKE_ARGS (a CPU
-# build cached there would come back for --cuda), so the build below bypasses it.
-FLAGS_KEY=$(printf '%s' "$LLAMA_FLAGS" | sha1sum | cut -c1-8)
-WHEELHOUSE="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$FLAVOUR-$FLAGS_KEY"
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -87,6 +55,32 @@ if [ -x .venv/bin/python ] && ! py_ok .venv/bin/python; then
        "remove .venv and run again." >&2
   exit 1
 fi
+
+# The CUDA plan: which torch build and index, llama.cpp's architecture, the toolkit, whether
+# CTranslate2 runs on this GPU and driver, the disk. scripts/cuda_plan.py decides (stdlib only, run
+# with the interpreter above): --plan prints it and stops; otherwise its decisions come back as
+# shell variables (GPU_NAME GPU_ARCH DRIVER_CUDA TORCH_CUDA TORCH_INDEX_URL TOOLKIT), the plan
+# itself goes to stderr, and a plan that does not work stops here with one line saying what to change.
+TORCH_INDEX=()
+if [ "$CUDA" = 1 ]; then
+  [ "$PLAN" = 0 ] || exec "$PY" scripts/cuda_plan.py
+  decisions=$("$PY" scripts/cuda_plan.py --shell) || exit 1
+  eval "$decisions"
+  TORCH_INDEX=(--index-url "$TORCH_INDEX_URL")
+  LLAMA_FLAGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=$GPU_ARCH"
+  FLAVOUR=cuda$TOOLKIT-sm$GPU_ARCH
+else
+  LLAMA_FLAGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"; FLAVOUR=cpu-portable
+  # Where torch comes from: pip's configured indexes (PyPI by default). On Linux, PyPI's torch is
+  # the CUDA build and brings NVIDIA's CUDA libraries as more wheels (gigabytes), even on a CPU
+  # machine, unless pip finds a local CPU-only wheel first (the development machines have one).
+  # S2S_TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU build instead.
+  [ -z "${S2S_TORCH_INDEX:-}" ] || TORCH_INDEX=(--index-url "$S2S_TORCH_INDEX")
+fi
+# The cache key holds the version and the flags. pip's own wheel cache ignores CMAKE_ARGS (a CPU
+# build cached there would come back for --cuda), so the build below bypasses it.
+FLAGS_KEY=$(printf '%s' "$LLAMA_FLAGS" | sha1sum | cut -c1-8)
+WHEELHOUSE="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$FLAVOUR-$FLAGS_KEY"
 
 # 1. System packages: espeak-ng (Telugu TTS, and the test audio), libportaudio2 (sounddevice),
 #    build-essential (the C/C++ compiler the llama-cpp-python source build needs; cmake and ninja
@@ -127,12 +121,12 @@ PY
 }
 if ! torch_ok; then
   if [ "$CUDA" = 1 ]; then
-    step "installing torch==2.13.0 for CUDA $TORCH_CUDA (the driver supports $DRIVER_CUDA)"
+    step "installing torch==2.13.0 for CUDA $TORCH_CUDA from $TORCH_INDEX_URL (the driver supports CUDA $DRIVER_CUDA)"
     # --force-reinstall replaces a CPU build of the same version; nothing is removed if the
     # download fails.
     pip_ install --progress-bar on --force-reinstall "${TORCH_INDEX[@]}" torch==2.13.0 || {
-      echo "setup.sh --cuda: torch 2.13.0 for CUDA $TORCH_CUDA could not be installed${TORCH_INDEX[1]:+ from ${TORCH_INDEX[1]}};" \
-           "set S2S_TORCH_INDEX to an index that has it, or update the driver to CUDA 13 (580+)" >&2; exit 1; }
+      echo "setup.sh --cuda: torch 2.13.0 for CUDA $TORCH_CUDA could not be installed from $TORCH_INDEX_URL;" \
+           "set S2S_TORCH_INDEX to an index that has it (scripts/setup.sh --cuda --plan shows the plan)" >&2; exit 1; }
   else
     step "installing torch==2.13.0${TORCH_INDEX[1]:+ from ${TORCH_INDEX[1]}}"
     pip_ install --progress-bar on "${TORCH_INDEX[@]}" torch==2.13.0

@@ -192,9 +192,13 @@ def test_setup_cuda_without_a_gpu_stops_first_with_one_line():
 
 
 def test_setup_cuda_refuses_a_driver_too_old_for_torch():
+    # the plan (scripts/cuda_plan.py; every GPU x driver in tests/test_setup_plan.py) stops it first
     r = _run(["bash", "scripts/setup.sh", "--cuda"], S2S_DRIVER_CUDA="12.2", S2S_CUDA_ARCH="89")
     assert r.returncode == 1
-    assert "supports CUDA 12.2; torch 2.13.0 needs 12.6 or newer" in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "setup.sh --cuda: update the NVIDIA driver to 560 or newer (this is a driver for CUDA 12.2): "
+        "torch 2.13.0's oldest CUDA build (12.6) needs driver 560 or newer")
+    assert "==>" not in r.stdout  # nothing was installed
 
 
 def test_cuda_toolkit_script_rejects_bad_versions_and_cuda12_without_a_system_nvcc(tmp_path):
