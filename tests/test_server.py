@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +31,7 @@ from remote import protocol as p
 from remote.client import AuthError, RealtimeClient
 from remote.server import run_headless, serve
 from tests.conftest import speak
+from tests.fakes import REPLY, FakeLLM, fake_engine
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -718,6 +720,84 @@ async def test_sigterm_finishes_the_turn_then_closes_with_1001():
             await proc.wait()
 
 
+class GatedLLM(FakeLLM):
+    """A fake LLM that writes its first ``before`` words, then holds the rest while ``gate`` is clear
+    (until the reply is cancelled): a reply that streams for as long as a test needs, no timing."""
+
+    def __init__(self, before: int = 2):
+        super().__init__(delay=0.0)
+        self.before = before
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def stream(self, messages, max_tokens, cancel):  # noqa: ANN001, ANN201
+        for i, token in enumerate(super().stream(messages, max_tokens, cancel)):
+            if i == self.before:
+                while not self.gate.wait(0.01):  # a worker thread: the event loop is not blocked
+                    if cancel.is_set():
+                        self.cancelled.set()
+                        return
+            yield token
+
+
+async def test_grace_running_out_mid_reply_sends_the_error_then_1001_and_keeps_the_completed_turn():
+    """The drain (what SIGTERM starts) with a reply still streaming when ``--grace`` runs out: the
+    client gets ``server_shutting_down``, then close 1001; the turn that had completed is whole, in
+    the events the client received and in the session's history (the server keeps nothing else)."""
+    llm = GatedLLM()
+    engine = fake_engine(llm=llm)
+    srv = await serve(engine, port=0, grace_s=0.2, stats_interval_s=0, idle_timeout_s=0, ping_interval_s=None)
+    first, second = "నా పేరు రాము.", "నాకు ఒక కథ చెప్పండి."
+    reply = " ".join(REPLY.split(" ")[:engine.profile.llm.max_tokens])  # what a completed reply says
+    seen: list[dict] = []
+    try:
+        async with connect(srv.url) as ws:
+            await until(ws, "session.created")
+            await ws.send(json.dumps(text_item(first), ensure_ascii=False))
+            await send(ws, type="response.create")
+            done = await until(ws, "response.done", seen=seen)
+            assert done["response"]["status"] == "completed"
+            (conn,) = srv.connections
+            history = conn.session.history
+            llm.gate.clear()  # the next reply stops after its first words, until it is cancelled
+            written = llm.yielded
+            await ws.send(json.dumps(text_item(second), ensure_ascii=False))
+            await send(ws, type="response.create")
+            streaming = (await until(ws, "response.created", seen=seen))["response"]["id"]
+            await until(ws, "response.output_audio.delta", seen=seen)  # the reply is streaming
+            closing = asyncio.create_task(srv.close())  # the drain; grace runs out, the reply cannot end
+            with pytest.raises(ConnectionClosed) as info:
+                await until(ws, "never", seen=seen, limit_s=30)
+        async with asyncio.timeout(30):
+            await closing
+        async with asyncio.timeout(10):
+            await asyncio.to_thread(llm.cancelled.wait)  # the held reply's generation was stopped
+    finally:
+        llm.gate.set()
+        await srv.close(grace_s=0)
+        engine.close()
+
+    # the error, then 1001; the reply was cut off, not finished
+    assert seen[-1]["type"] == "error" and seen[-1]["error"]["code"] == "server_shutting_down"
+    assert seen[-1]["error"]["type"] == "server_error"
+    assert info.value.rcvd is not None and info.value.rcvd.code == p.CloseCode.GOING_AWAY
+    assert not [d for d in seen if d["type"] == "response.done" and d["response"]["id"] == streaming
+                and d["response"]["status"] == "completed"]
+    assert llm.yielded - written <= llm.before + 1  # it never got past the gate
+
+    # the completed turn, as the client received it: the user item and the whole assistant item
+    users = [d["item"] for d in seen if d["type"] == "conversation.item.done" and d["item"]["role"] == "user"]
+    assert users[0]["content"] == [{"type": "input_text", "text": first}]
+    assistant = done["response"]["output"][0]
+    assert assistant["role"] == "assistant" and assistant["status"] == "completed"
+    assert assistant["content"][0]["transcript"] == reply
+    item_done = [d["item"] for d in seen if d["type"] == "conversation.item.done" and d["item"]["id"] == assistant["id"]]
+    assert item_done == [assistant]
+    # ... and in the session's history after the shutdown: the completed turn first, untouched
+    assert history.messages[:2] == [{"role": "user", "content": first}, {"role": "assistant", "content": reply}]
+    assert history.messages[2] == {"role": "user", "content": second}
+
+
 # --------------------------------------------------------------------------- session reset, network time
 
 
@@ -854,3 +934,51 @@ async def test_turn_detection_type_chooses_the_end_of_turn_policy(server, clips)
             turn_detection=p.TurnDetection(type="semantic_vad", eagerness="eager"))))
         err = await client.wait_for(p.Error)
         assert "eagerness" in (err.param or err.message)
+
+
+# --------------------------------------------------------------------------- the documented close codes
+
+
+def close_codes_sent() -> dict[int, set[str]]:
+    """Every WebSocket close code a client can get from the server, and who sends it: ``server``
+    (each ``CloseCode`` member remote/server.py names, or an integer it passes to a ``close``) and
+    ``library`` (each close code the ``websockets`` code under it closes or fails a connection with:
+    its sans-I/O protocol and its asyncio connection and server; 1005 and 1006 only report a close
+    locally and are never sent)."""
+    import ast
+
+    import websockets
+    from websockets.frames import EXTERNAL_CLOSE_CODES, CloseCode
+
+    sent: dict[int, set[str]] = {}
+    tree = ast.parse((ROOT / "remote" / "server.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute | ast.Name) and (
+                getattr(node.value, "attr", None) or getattr(node.value, "id", None)) == "CloseCode":
+            sent.setdefault(int(p.CloseCode[node.attr]), set()).add("server")
+        elif isinstance(node, ast.Call) and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) in (
+                "close", "_refuse", "fail"):
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                if isinstance(arg, ast.Constant) and type(arg.value) is int and 1000 <= arg.value <= 4999:
+                    sent.setdefault(arg.value, set()).add("server")
+    lib = Path(websockets.__file__).parent
+    for name in ("protocol.py", "asyncio/connection.py", "asyncio/server.py"):
+        for member in re.findall(r"CloseCode\.([A-Z_]+)", (lib / name).read_text()):
+            if CloseCode[member] in EXTERNAL_CLOSE_CODES:
+                sent.setdefault(int(CloseCode[member]), set()).add("library")
+    return sent
+
+
+def documented_close_codes() -> dict[int, tuple[set[str], str]]:
+    """The close-code table of docs/protocol.md: code -> (sent by, when)."""
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    section = doc.split("**Close codes**", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d{4}) \| ([^|]+) \| (.+) \|$", section, flags=re.M)
+    return {int(code): ({s.strip() for s in by.split(",")}, when) for code, by, when in rows}
+
+
+async def test_the_protocol_doc_lists_every_close_code_the_server_sends():
+    sent, documented = close_codes_sent(), documented_close_codes()
+    assert {1000, 1001, 1011, 1013, 4000} <= set(sent)  # the scan found what is known to be there
+    assert {code: by for code, (by, _) in documented.items()} == sent
+    assert "keepalive ping timeout" in documented[1011][1]  # the library's reason, when pings go unanswered
