@@ -56,7 +56,8 @@ def build_parser(prog: str = "s2s-engine", **kwargs: Any) -> tuple[CommandParser
     mp = sub.add_parser("models", help="list or fetch the models a profile needs")
     msub = mp.add_subparsers(dest="models_command", required=True)
     for name, text in (("list", "show each stage's model and whether it is present"),
-                       ("fetch", "download missing hub models (needs internet)")):
+                       ("fetch", "download the profile's hub models at their revisions, only the files the "
+                                 "engine reads, after saying the disk it needs (needs internet)")):
         msub.add_parser(name, parents=[common], help=text)
     from engine import bench, doctor
 
@@ -134,14 +135,18 @@ def _models(args: argparse.Namespace) -> int:
     from engine.models import fetch, status
 
     profile = load_profile(args.profile, args.set)
-    rows = fetch(profile) if args.models_command == "fetch" else status(profile)
+    console = Console(highlight=False)
+    if args.models_command == "fetch":
+        # what each hub model takes, what the fetch needs on disk and what is free, before it starts
+        rows = fetch(profile, say=lambda line: console.print(line, soft_wrap=True, markup=False))
+    else:
+        rows = status(profile)
     table = Table(title=f"models of profile {profile.name!r}")
     for col in ("stage", "backend", "model", "present", "path / problem"):
         table.add_column(col)
     for r in rows:
         table.add_row(r.stage, r.backend, r.ref, "[green]yes[/]" if r.present else "[red]no[/]",
                       r.path if r.present else "see below")
-    console = Console(highlight=False)
     console.print(table)
     for r in rows:
         if not r.present:

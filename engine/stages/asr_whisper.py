@@ -52,6 +52,8 @@ class FasterWhisperASR(ASRBackend):
         path = model_folder("asr", self.options.model, self.model_path, "CTranslate2 Whisper folder",
                             ("model.bin", "config.json", "tokenizer.json"),
                             "point asr.model at a converted model (s2s-train asr exports one)")
+        if self._language() is None:
+            _check_detects(self.options.model, path)
         device = self.options.device
         if device == "auto":
             device = "cuda" if _cuda_available() else "cpu"
@@ -283,6 +285,23 @@ def _transcribe_long(model, audio: np.ndarray, language: str | None, beam_size: 
     text = " ".join(s.text.strip() for s in segments).replace("\ufffd", "").strip()  # consumes the generator
     text = collapse_repeats(text)
     return Transcript(text, info.language, script_ok(text, info.language))
+
+
+def _check_detects(ref: str, path: Path) -> None:
+    """``asr.language = "auto"`` needs the model's language list (CTranslate2's ``lang_ids``):
+    without it every detection raises IndexError. A Whisper converted from a 2022 checkpoint by
+    an older converter has an empty one."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # the load reports an unreadable folder
+    if not config.get("lang_ids"):
+        raise ModelError("asr", ref, str(path), 'asr.language is "auto" but this model has no language list '
+                         '(config.json "lang_ids" is empty), so it cannot detect the language',
+                         "set asr.language to the spoken language (--set asr.language=te), or convert the "
+                         "Transformers checkpoint again: point asr.model at its folder, the engine fills the list")
 
 
 def _probe_audio() -> np.ndarray:
