@@ -3,11 +3,11 @@
     s2s-engine replay FILE.wav [...] [--profile P] [--set k=v] [--out DIR] [--json R] [--fast]
     s2s-engine models list|fetch [--profile P]
     s2s-engine doctor [--profile P] [--require-gpu]
-    s2s-engine bench latency|turn|make-wavs|make-models|wire ...
+    s2s-engine bench latency|turn|make-wavs|make-models|wire|soak ...
     s2s-engine --headless [--host H] [--port N] [--profile P] [--token T] [--max-sessions N]
 
 This module composes the two layers: the commands come from :mod:`engine.cli`, ``--headless``
-from :mod:`remote.server`, ``bench wire`` from :mod:`remote.bench`. It lives above both so that ``engine/`` imports nothing from
+from :mod:`remote.headless`, ``bench wire`` from :mod:`remote.bench`, ``bench soak`` from :mod:`remote.soak`. It lives above both so that ``engine/`` imports nothing from
 ``remote/``. ``--profile``/``--set``/``-v`` work before or after a command (:mod:`engine.cliargs`).
 Every deliberate error is one line (exit 1; 2 for a usage error), never a traceback.
 """
@@ -19,15 +19,16 @@ import sys
 from engine import cli as engine_cli
 from engine.cliargs import CommandParser
 from engine.errors import S2SError
-from remote.server import add_headless_arguments, run_headless
+from remote.headless import add_headless_arguments, run_headless
 
 
 def build_parser() -> CommandParser:
     from engine.bench import _common
-    from remote import bench
+    from remote import bench, soak
 
     parser, _, bench_sub = engine_cli.build_parser("s2s-engine")
     bench.register(bench_sub, _common)
+    soak.register(bench_sub, _common)
     parser.add_argument("--headless", action="store_true", help="serve the engine over WebSocket")
     add_headless_arguments(parser, include_profile=False)
     return parser

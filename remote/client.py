@@ -45,13 +45,14 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from engine.bounded import remember
 from remote import protocol as p
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -331,7 +332,7 @@ class RealtimeClient:
         if ws is None or not self.connected:
             raise NotConnected(f"not connected ({self.state.status})")
         if isinstance(event, p.SessionUpdate):
-            self._remember(event.session)
+            self._patch = self._patch.merge(event.session)
         text = p.serialize(event)
         # numbered and timed as it goes: a text frame is written before ws.send first awaits, so
         # concurrent senders cannot reorder messages between this count and the wire
@@ -400,7 +401,7 @@ class RealtimeClient:
 
     async def send_text(self, text: str, item_id: str | None = None) -> None:
         """A typed user message (``conversation.item.create``); no response starts by itself."""
-        await self.send(p.ConversationItemCreate(text=text, item_id=item_id))
+        await self.send(p.ConversationItemCreate.of_text(text, item_id))
 
     async def create_response(self) -> None:
         await self.send(p.ResponseCreate())
@@ -527,7 +528,7 @@ class RealtimeClient:
         self._first_audio_at.clear()
         self._network.clear()
         await self._set_state(ConnectionState("connected", self.url))
-        if self.connections > 1 and self._patch != p.SessionPatch():
+        if self.connections > 1 and self._patch.changes():
             await self.send(p.SessionUpdate(session=self._patch))
         return ws
 
@@ -613,21 +614,17 @@ class RealtimeClient:
             return None
         if isinstance(e, p.ResponseAudioDelta):
             if e.response_id not in self._first_audio_at:
-                self._first_audio_at[e.response_id] = received_ms
-                while len(self._first_audio_at) > 64:
-                    self._first_audio_at.pop(next(iter(self._first_audio_at)))
+                remember(self._first_audio_at, e.response_id, received_ms, 64)
         elif isinstance(e, p.S2STurnMetrics) and e.response_id:
             nt = self._measure(e)
             if nt is not None:
-                self._network[e.response_id] = self.last_network = nt
-                while len(self._network) > 64:
-                    self._network.pop(next(iter(self._network)))
+                self.last_network = remember(self._network, e.response_id, nt, 64)
         if isinstance(e, p.SessionCreated | p.SessionUpdated):
             try:
                 self.session = p.SessionConfig.from_dict(e.session)
             except p.ProtocolError as exc:  # another server's session object: keep PCM
                 log.debug("session object not understood: %s", exc)
-                self.session = replace(p.SessionConfig(id=str(e.session.get("id", ""))))
+                self.session = p.SessionConfig(id=str(e.session.get("id", "")))
         elif isinstance(e, p.S2SPong):
             t3 = _now_ms()
             rtt = max(0.0, t3 - e.client_time_ms)
@@ -666,10 +663,6 @@ class RealtimeClient:
             while True:
                 await self.send(p.S2SPing(client_time_ms=_now_ms()))
                 await asyncio.sleep(self.ping_interval_s)
-
-    def _remember(self, patch: p.SessionPatch) -> None:
-        changes = {k: v for k, v in patch.__dict__.items() if v is not p.UNSET}
-        self._patch = replace(self._patch, **changes)
 
     async def _load_codec(self) -> EncodecCodec:
         if self._codec is None:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, StreamResampler, load_wav
+from engine.bounded import remember
 
 BLOCK_MS = 20
 
@@ -184,19 +185,19 @@ class JitterBuffer:
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not x.size or response_id in self._muted:
             return
-        _remember(self._ids, response_id, self.MAX_RESPONSES)
+        remember(self._ids, response_id, None, self.MAX_RESPONSES)
         self._q.append((self._flushes, response_id, x))
         self._pushed += x.size
 
     def complete(self, response_id: str) -> None:
         """No more audio will come for this response: play out whatever is left."""
-        _remember(self._complete, response_id, self.MAX_RESPONSES)
+        remember(self._complete, response_id, None, self.MAX_RESPONSES)
         self._muted.pop(response_id, None)
 
     def flush(self) -> None:
         """Drop everything queued and any late audio of those responses (interrupt)."""
         for rid in list(self._ids):
-            _remember(self._muted, rid, self.MAX_RESPONSES)
+            remember(self._muted, rid, None, self.MAX_RESPONSES)
         self._ids.clear()
         self._flushes += 1
 
@@ -251,20 +252,12 @@ class JitterBuffer:
             filled += take
             self._taken += take
             if rid not in self._played:
-                _remember(self._played, rid, self.MAX_RESPONSES, 0)
+                remember(self._played, rid, 0, self.MAX_RESPONSES)
             self._played[rid] += take
             self.current = rid
             if self._pos >= len(data):
                 self._head = None
         return out
-
-
-def _remember(d: dict[str, Any], key: str, limit: int, value: Any = None) -> None:
-    """``d[key] = value`` as the newest entry, dropping the oldest beyond ``limit``."""
-    d.pop(key, None)
-    d[key] = value
-    while len(d) > limit:
-        d.pop(next(iter(d)))
 
 
 # --- sources -------------------------------------------------------------------------------

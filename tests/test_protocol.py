@@ -114,15 +114,15 @@ def test_append_decodes_audio():
 
 def test_session_update_fields():
     e = p.parse_client_event(json.dumps(GOOD_CLIENT_EVENTS[1]))
-    s = e.session
-    assert s.input_format == p.PCM
-    assert s.output_format == p.AudioFormat(p.ENCODEC_FORMAT, 24000, 3.0)
-    assert s.turn_detection.create_response is False
-    assert s.turn_detection.silence_duration_ms == 500
-    assert s.language == "te"
-    assert s.instructions is p.UNSET
-    off = p.parse_client_event(json.dumps(GOOD_CLIENT_EVENTS[2])).session
-    assert off.turn_detection is None and off.input_format is p.UNSET
+    s = e.session.changes()
+    assert s["input_format"] == p.PCM
+    assert s["output_format"] == p.AudioFormat(p.ENCODEC_FORMAT, 24000, 3.0)
+    assert s["turn_detection"].create_response is False
+    assert s["turn_detection"].silence_duration_ms == 500
+    assert s["language"] == "te"
+    assert "instructions" not in s  # not mentioned: unchanged
+    off = p.parse_client_event(json.dumps(GOOD_CLIENT_EVENTS[2])).session.changes()
+    assert off == {"turn_detection": None}  # null: manual turns; the formats are not mentioned
 
 
 def test_item_create_joins_text_and_keeps_id():
@@ -134,7 +134,7 @@ def test_item_create_joins_text_and_keeps_id():
 def test_encodec_default_bandwidth():
     e = p.parse_client_event(msg(type="session.update",
                                  session={"audio": {"input": {"format": {"type": "s2s.encodec"}}}}))
-    assert e.session.input_format.bandwidth == p.DEFAULT_ENCODEC_BANDWIDTH
+    assert e.session.changes()["input_format"].bandwidth == p.DEFAULT_ENCODEC_BANDWIDTH
 
 
 # --------------------------------------------------------------------------- client events: bad
