@@ -16,13 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from tests.conftest import speak  # noqa: E402
-from training.audio import SAMPLE_RATE, load_audio, write_wav  # noqa: E402
-from training.cli import main  # noqa: E402
-from training.synth import speak_words  # noqa: E402
+from tests.conftest import speak
+from training.audio import SAMPLE_RATE, load_audio, write_wav
+from training.cli import main
+from training.synth import speak_words
 
 # one batch holds the 16 training examples: every step is a full-batch step, so the loss can be compared
 TRAIN_FAST = ["--device", "cpu", "--batch-size", "16", "--warmup-steps", "1", "--no-progress", "--eval-every", "0",

@@ -21,10 +21,14 @@ transformers are imported by the subcommands that need them, so ``prepare`` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 L4_DEFAULTS = {"batch_size": 8, "grad_accum": 2, "save_every": 250, "eval_every": 250}
 
@@ -72,12 +76,19 @@ def _add_turn_example_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cuts-per-clip", type=int, default=1, help="incomplete examples cut from each clip")
 
 
+def from_args(cls: type[T], args: argparse.Namespace, **special: Any) -> T:
+    """An options dataclass from the parsed arguments: each field takes the argument of the same
+    name (argparse's ``dest``), when there is one; ``special`` gives the fields whose flag says
+    something else (``--no-progress`` is ``progress=False``). Unset fields keep their defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return cls(**{**values, **special})
+
+
 def _turn_examples(args: argparse.Namespace):
     from training.turn import TurnExamplesOptions
 
-    return TurnExamplesOptions(words=args.words, words_asr=args.words_asr, profile=args.profile,
-                               tail_ms=args.tail_ms, cuts_per_clip=args.cuts_per_clip,
-                               seed=getattr(args, "seed", 1234))
+    return from_args(TurnExamplesOptions, args)
 
 
 def _train_config(args: argparse.Namespace):
@@ -87,26 +98,7 @@ def _train_config(args: argparse.Namespace):
 
     on_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     gc = {"on": True, "off": False, "auto": on_cuda}[args.gradient_checkpointing]
-    return TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        precision=args.precision,
-        device=args.device,
-        save_every=args.save_every,
-        keep_checkpoints=args.keep_checkpoints,
-        eval_every=args.eval_every,
-        log_every=args.log_every,
-        num_workers=args.num_workers,
-        gradient_checkpointing=gc,
-        seed=args.seed,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+    return from_args(TrainConfig, args, gradient_checkpointing=gc, progress=not args.no_progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,15 +298,7 @@ def _cmd_scorecard(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from training.data import PrepareOptions, prepare
 
-    opts = PrepareOptions(
-        min_seconds=args.min_seconds,
-        max_seconds=args.max_seconds,
-        max_chars_per_second=args.max_chars_per_second,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        trim=not args.no_trim,
-        spell_numbers=not args.keep_digits,
-    )
+    opts = from_args(PrepareOptions, args, trim=not args.no_trim, spell_numbers=not args.keep_digits)
     source = _dataset_source(args)
     if source is None and not args.data_dir:
         raise SystemExit("s2s-train prepare: give DATA_DIR (a folder, save_to_disk folder or parquet) "
@@ -334,13 +318,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_asr(args: argparse.Namespace) -> int:
     from training.asr import ASROptions, train_asr
 
-    opts = ASROptions(
-        base=args.base,
-        language=args.language,
-        freeze_encoder=args.freeze_encoder,
-        spec_augment=args.spec_augment,
-        quantizations=tuple(q.strip() for q in args.quantizations.split(",") if q.strip()),
-    )
+    opts = from_args(ASROptions, args,
+                     quantizations=tuple(q.strip() for q in args.quantizations.split(",") if q.strip()))
     summary = train_asr(args.prepared, args.out, opts, _train_config(args))
     _print_summary(summary)
     for quant, path in summary["exports"].items():
@@ -353,14 +332,7 @@ def _cmd_asr(args: argparse.Namespace) -> int:
 def _cmd_tts(args: argparse.Namespace) -> int:
     from training.tts import TTSOptions, train_tts
 
-    opts = TTSOptions(
-        base=args.base,
-        vocoder=args.vocoder,
-        transliteration=args.transliteration,
-        speaker_encoder=args.speaker_encoder,
-        train_speaker_embedding=not args.freeze_speaker_embedding,
-        speaker=args.speaker,
-    )
+    opts = from_args(TTSOptions, args, train_speaker_embedding=not args.freeze_speaker_embedding)
     summary = train_tts(args.prepared, args.out, opts, _train_config(args))
     _print_summary(summary)
     print(f"engine: --set tts.backend=speecht5 --set tts.model={summary['export']}")
@@ -370,8 +342,7 @@ def _cmd_tts(args: argparse.Namespace) -> int:
 def _cmd_turn(args: argparse.Namespace) -> int:
     from training.turn import TurnTrainOptions, train_turn
 
-    opts = TurnTrainOptions(base=args.base, freeze_encoder=args.freeze_encoder, threshold=args.threshold,
-                            int8=args.int8)
+    opts = from_args(TurnTrainOptions, args)
     summary = train_turn(args.prepared, args.out, opts, _turn_examples(args), _train_config(args))
     _print_summary(summary)
     for name, m in summary["heldout"].items():
@@ -402,14 +373,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise SystemExit("s2s-train eval: give --asr DIR, --tts DIR and/or --turn [MODEL]")
     if args.window_s < 1:
         raise SystemExit("s2s-train eval: --window-s must be at least 1 second (30: Whisper's own window)")
-    opts = EvalOptions(
-        split=args.split,
-        device=args.device,
-        compute_type=args.compute_type,
-        beam_size=args.beam_size,
-        limit=args.limit,
-        window_s=args.window_s,
-    )
+    opts = from_args(EvalOptions, args)
     report = evaluate(args.prepared, args.asr, args.tts, opts) if args.asr or args.tts else {
         "prepared": str(args.prepared), "split": args.split}
     if args.turn:
