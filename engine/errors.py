@@ -11,6 +11,17 @@ is a bug.
   - :class:`ResponseInProgress` — a response was asked for while one is running.
   - :class:`BackendUnavailable` — a backend's library is not installed.
   - :class:`StageError` — a stage failed while running a turn.
+
+The layers above subclass it too, so one ``except S2SError`` catches every deliberate error:
+
+- ``remote.protocol.ProtocolError`` — a client event the server refuses (it becomes a Realtime
+  ``error`` event).
+- ``remote.client.NotConnected`` and ``AuthError`` — the client's link is down or refused (also
+  ``ConnectionError``).
+- ``remote.browser.BrowserError`` — the browser test driver cannot run.
+- ``s2s_tui.audio.AudioUnavailable`` and ``s2s_tui.echo.EchoUnavailable`` — no usable sound
+  device, or an echo canceller that cannot run here.
+- ``training.data.DataError`` — a dataset cannot be read at all.
 """
 
 from __future__ import annotations

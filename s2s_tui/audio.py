@@ -32,11 +32,12 @@ import numpy as np
 
 from engine.audio import ENGINE_RATE, StreamResampler, load_wav
 from engine.bounded import remember
+from engine.errors import S2SError
 
 BLOCK_MS = 20
 
 
-class AudioUnavailable(Exception):
+class AudioUnavailable(S2SError):
     """An audio device cannot be used; ``str()`` says why and what to do."""
 
 

@@ -53,6 +53,8 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.errors import S2SError
+
 log = logging.getLogger(__name__)
 
 ECHO_CHOICES = ("auto", "webrtc", "gate", "off")
@@ -476,7 +478,7 @@ class WebRTCEcho:
         self.failed = True
 
 
-class EchoUnavailable(RuntimeError):
+class EchoUnavailable(S2SError, RuntimeError):
     """The chosen echo backend cannot run here (the message says why and what is used instead)."""
 
 

@@ -41,7 +41,7 @@ from training.audio import SAMPLE_RATE, load_audio, peak_dbfs, trim_bounds, writ
 from training.text import has_letters, normalize_telugu, telugu_fraction
 
 
-class DataError(Exception):
+class DataError(S2SError):
     """The dataset folder cannot be read at all (no metadata, bad manifest)."""
 
 

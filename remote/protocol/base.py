@@ -33,6 +33,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from engine.errors import S2SError
+
 MAX_MESSAGE_BYTES = 1 << 20
 """Largest client message that is parsed (1 MiB, about 16 s of base64 PCM). A larger one gets an
 ``error`` (``message_too_large``) and the connection stays open."""
@@ -95,7 +97,7 @@ class ErrorCode(StrEnum):
 # --------------------------------------------------------------------------- the error
 
 
-class ProtocolError(Exception):
+class ProtocolError(S2SError):
     """A client event that cannot be used. :meth:`to_event` is the ``error`` event to send back.
 
     Fields:
