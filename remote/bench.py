@@ -2,7 +2,7 @@
 
     s2s-engine bench wire [--profile P] [--set k=v]... [--turns N] [--text-only] [--reply MODE]
                           [--bandwidths 1.5,6] [--seconds S] [--codec-model M | --small-codec] [--no-codec]
-                          [--json OUT]
+                          [--audio-formats] [--json OUT]
     python -m remote.bench ...        the same
 
 1. **Per-turn overhead**: the same turns in-process (a :class:`~engine.session.Session`) and through
@@ -18,6 +18,10 @@
    (Encodec packet sizes do not depend on the weights, so random weights measure them exactly).
 3. **Encodec real-time factors** (:func:`engine.codec.benchmark`): encode, decode and streamed,
    per bandwidth; random weights unless ``--codec-model`` names real ones (the report says so).
+4. With ``--audio-formats``, every format the server offers (PCM, Opus at each bitrate, G.711
+   μ-law and A-law, Encodec; :mod:`remote.bench_codecs`): bytes per second up and down as whole
+   messages, the first reply audio's delivery, encode + decode CPU per second of audio, the
+   algorithmic delay, and the ASR word error rate after a round trip, against PCM.
 
 The LLM is wrapped as in ``bench latency`` (:class:`engine.bench_llm.BenchLLM`, ``--reply
 scripted`` by default): the same reply in both paths, so the difference is the wire's.
@@ -224,7 +228,31 @@ def run_wire(args: argparse.Namespace) -> dict[str, Any]:
         engine.close()
     if not args.no_codec:
         report["codec"] = codec_figures(args.codec_model, args.seconds, small=args.small_codec)
+    if getattr(args, "audio_formats", False):
+        report["audio_formats"] = audio_format_figures(args)
     return report
+
+
+def audio_format_figures(args: argparse.Namespace) -> dict[str, Any]:
+    """Table 4 (``--audio-formats``): a fresh engine with the scripted reply (see :mod:`remote.bench_codecs`)."""
+    from engine.audio import resample
+    from engine.bench_latency import bench_engine
+    from engine.codec import EncodecCodec
+    from remote import bench_codecs as bc
+
+    codec = EncodecCodec.load(args.codec_model) if args.codec_model else EncodecCodec.random(seed=0, small=True)
+    fmts = bc.formats(tuple(args.bandwidths))
+    engine = bench_engine(args.profile, args.set, args.reply)
+    try:
+        x, rate = bc.espeak(" ".join(bc.ENGLISH[:3]))
+        speech = resample(x, rate, bc.MIC_RATE).astype("float32")
+        print("wire rates per format ...", file=sys.stderr, flush=True)
+        wire = asyncio.run(bc.wire_rates(engine, fmts, speech, turns=max(1, args.turns),
+                                         codec_factory=lambda: codec))
+        coding = bc.coding_figures(engine, fmts, codec, log=lambda s: print(s, file=sys.stderr, flush=True))
+    finally:
+        engine.close()
+    return {"wire": wire, "coding": coding, "encodec_random_weights": codec.random_weights}
 
 
 def render_wire(report: dict[str, Any], console: Any) -> None:
@@ -260,6 +288,35 @@ def render_wire(report: dict[str, Any], console: Any) -> None:
             table.add_row(f"{r['bandwidth']:g}", f"{r['encode_rtf']:.3f}", f"{r['decode_rtf']:.3f}",
                           f"{r['stream_rtf']:.3f}", f"{r['stream_bps']:.0f}", f"{r['vs_pcm16']}x smaller")
         console.print(table)
+    af = report.get("audio_formats")
+    if af:
+        render_audio_formats(af, console)
+
+
+def render_audio_formats(af: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="the wire's audio formats on 127.0.0.1 (whole messages: JSON + base64)")
+    for col in ("format", "up B/s", "vs PCM", "down B/s", "vs PCM", "first audio delivery ms"):
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for r in af["wire"]:
+        table.add_row(r["format"], f"{r['up_Bps']}", f"{r['up_vs_pcm']}x", f"{r['down_Bps']}", f"{r['down_vs_pcm']}x",
+                      "—" if r["delivery_ms"] is None else f"{r['delivery_ms']:.1f}")
+    console.print(table)
+    c = af["coding"]
+    table = Table(title=f"coding and quality: {c['clips']} English espeak-ng clips ({c['audio_s']} s, mic at "
+                        f"{c['mic_rate']} Hz) round-tripped, ASR {c['asr']}")
+    for col in ("format", "payload B/s", "encode ms/s", "decode ms/s", "ms per 20 ms frame", "delay ms", "WER %",
+                "te script rate"):
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for r in c["rows"]:
+        table.add_row(r["format"], f"{r['payload_Bps']}", f"{r['encode_ms_per_s']:.1f}", f"{r['decode_ms_per_s']:.1f}",
+                      f"{r['coding_ms_per_frame']:.3f}", f"{r['delay_ms']:g}",
+                      "—" if r["wer"] is None else f"{r['wer']:.1f}",
+                      "—" if r["te_script_rate"] is None else f"{r['te_script_rate']:.2f}")
+    console.print(table)
+    if af.get("encodec_random_weights"):
+        console.print("[yellow]Encodec: random weights (bytes and time only; no WER)[/]")
 
 
 def _bandwidths(value: str) -> tuple[float, ...]:
@@ -287,6 +344,8 @@ def register(bench_subparsers: Any, common: Any) -> None:
     wp.add_argument("--codec-model", help="real Encodec weights (folder or cached hub id); default random")
     wp.add_argument("--small-codec", action="store_true", help="random narrow Encodec (tests)")
     wp.add_argument("--no-codec", action="store_true", help="skip the codec RTFs")
+    wp.add_argument("--audio-formats", action="store_true",
+                    help="every wire format: bytes/s up and down, coding cost, delay, round-trip ASR WER")
     wp.add_argument("--reply", type=_reply_arg, default="scripted", metavar="MODE",
                     help="as for bench latency (default scripted: the same reply both ways)")
     common(wp)

@@ -4,8 +4,12 @@ The TUI (``s2s-tui --remote``) and the tests use it. A thin asyncio layer over
 :mod:`remote.protocol` and the ``websockets`` client:
 
 - connect with a URL and a token (sent as ``Authorization: Bearer``);
-- send microphone chunks at any rate (resampled to 24 kHz, cut to fit the message limit, PCM or
-  Encodec as negotiated), text messages, ``response.create`` / ``response.cancel``, session updates;
+- send microphone chunks at any rate (coded in the session's input format by
+  :class:`~remote.client_audio.ClientAudio`: resampled once, cut to fit the message limit), text
+  messages, ``response.create`` / ``response.cancel``, session updates;
+- with ``audio_format`` (``"opus"``, ``"opus:24"``, ``"pcmu"``...), ask for that format both ways
+  after ``session.created`` when the server lists it in ``session.s2s.formats``; otherwise, or when
+  the server refuses it, stay on ``audio/pcm``;
 - ``async for event in client.events()`` yields typed server events and
   :class:`ConnectionState` changes;
 - after a dropped connection, reconnect with exponential backoff (the server starts a new session:
@@ -54,6 +58,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from engine.bounded import remember
 from remote import protocol as p
+from remote.client_audio import ClientAudio, parse_choice
+from remote.network_timing import NetworkTiming, one_way_ms
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.codec import EncodecCodec
@@ -72,60 +78,6 @@ client reconnects."""
 def _now_ms() -> float:
     """This process's monotonic clock in ms (the same clock as ``engine.clock.now_ns``)."""
     return time.perf_counter_ns() / 1e6
-
-
-@dataclass(frozen=True)
-class NetworkTiming:
-    """One turn's network time, measured from both ends (see ``docs/protocol.md``).
-
-    Fields:
-        response_id: the response (ids restart on a new connection).
-        up_ms: client -> server: from this client handing the message that ended the user's turn
-            (the audio chunk carrying the end of speech, a commit, a ``response.create``) to the
-            socket until the server read it. None if it could not be matched.
-        down_ms: server -> client: from the server handing the first ``response.output_audio.delta``
-            to the socket until this client read it. None without reply audio.
-        up_raw_ms / down_raw_ms: the same before clamping (a one-way time depends on the clock
-            offset estimate, whose error is at most ``offset_rtt_ms`` / 2, so a leg of a fast link
-            can come out slightly negative; it is then shown as 0 and ``clamped`` is True).
-        offset_rtt_ms: the round trip of the ping the clock offset came from.
-        clamped: a leg was below 0 and was clamped.
-    """
-
-    response_id: str
-    up_ms: float | None
-    down_ms: float | None
-    up_raw_ms: float | None = None
-    down_raw_ms: float | None = None
-    offset_rtt_ms: float | None = None
-    clamped: bool = False
-
-    @property
-    def total_ms(self) -> float | None:
-        """Up plus down: the network's share of this turn's voice-to-voice time.
-
-        The offset cancels in the sum (it is added to one leg and taken from the other), so the
-        total does not depend on the offset estimate at all. None unless both legs were measured.
-        """
-        if self.up_raw_ms is None or self.down_raw_ms is None or self.up_ms is None or self.down_ms is None:
-            return None
-        return max(0.0, self.up_raw_ms + self.down_raw_ms)
-
-
-def one_way_ms(raw_ms: float | None, offset_rtt_ms: float | None) -> tuple[float | None, bool]:
-    """A raw one-way time to what can be shown: (ms or None, clamped).
-
-    Below 0 by no more than the offset's possible error (half the ping's round trip, plus 1 ms of
-    timer slack) is clamped to 0; further below, the estimate is inconsistent and None is returned
-    rather than a made-up number.
-    """
-    if raw_ms is None:
-        return None, False
-    if raw_ms >= 0:
-        return raw_ms, False
-    if raw_ms >= -((offset_rtt_ms or 0.0) / 2 + 1.0):
-        return 0.0, True
-    return None, False
 
 
 class NotConnected(ConnectionError):
@@ -181,6 +133,10 @@ class RealtimeClient:
         open_timeout_s: how long one connection attempt may take.
         codec_factory: builds the Encodec codec when the session negotiates ``s2s.encodec``
             (default: ``EncodecCodec.load()``; tests pass random weights).
+        audio_format: the format to ask for after each ``session.created`` (an
+            :class:`~remote.protocol.AudioFormat` or a choice such as ``"opus:24"``, see
+            :func:`remote.client_audio.parse_choice`); None keeps what the server starts with.
+        mic_rate: the rate :meth:`send_audio` will mostly get (Opus is asked for at it if it can).
     """
 
     def __init__(
@@ -198,6 +154,8 @@ class RealtimeClient:
         open_timeout_s: float = 10.0,
         max_message_bytes: int = p.MAX_MESSAGE_BYTES,
         codec_factory: Callable[[], EncodecCodec] | None = None,
+        audio_format: p.AudioFormat | str | None = None,
+        mic_rate: int | None = None,
     ):
         url = normalize_url(url)
         if model and "model=" not in url:
@@ -210,7 +168,9 @@ class RealtimeClient:
         self.ping_interval_s = ping_interval_s
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
-        self.codec_factory = codec_factory
+        self.audio = ClientAudio(codec_factory)
+        self.audio_format = parse_choice(audio_format, mic_rate) if isinstance(audio_format, str) else audio_format
+        self.format_note = ""  # why the client is not using audio_format, when it is not
         self.state = ConnectionState("closed", url)
         self.session: p.SessionConfig | None = None
         self.rtt_ms: float | None = None
@@ -225,10 +185,6 @@ class RealtimeClient:
         self._closing = False
         self._patch = p.SessionPatch()  # every session.update sent so far, merged (re-sent on reconnect)
         self._samples: deque[tuple[float, float]] = deque(maxlen=16)  # (rtt, offset) of recent pongs
-        self._resamplers: dict[int, Any] = {}
-        self._codec: EncodecCodec | None = None
-        self._encoder: Any = None
-        self._decoders: dict[str, Any] = {}
         self._n_events = 0
         # network timing: messages sent on this connection (index, local ms), first audio received
         # per response (local ms), and the results per response id
@@ -333,6 +289,10 @@ class RealtimeClient:
             raise NotConnected(f"not connected ({self.state.status})")
         if isinstance(event, p.SessionUpdate):
             self._patch = self._patch.merge(event.session)
+            fmt = event.session.changes().get("input_format")
+            if fmt is not None:  # the server applies it before the appends that follow
+                await self.audio.prepare(fmt)
+                self.audio.set_input(fmt)
         text = p.serialize(event)
         # numbered and timed as it goes: a text frame is written before ws.send first awaits, so
         # concurrent senders cannot reorder messages between this count and the wire
@@ -347,56 +307,34 @@ class RealtimeClient:
     async def send_audio(self, samples: np.ndarray, sample_rate: int = p.PCM_RATE) -> bool:
         """Send a chunk of mono audio (float in [-1, 1] or int16) at any rate from 8 to 48 kHz.
 
-        It is resampled to 24 kHz and sent as PCM or Encodec packets, as the session negotiated.
-        Returns False (and drops the chunk) while not connected: live audio is not queued.
+        It is coded in the session's input format (resampled to its rate once; PCM cut to fit the
+        message limit). Returns False (and drops the chunk) while not connected: live audio is
+        not queued.
         """
         if not self.connected:
             return False
-        x = _to_float(samples)
-        if sample_rate != p.PCM_RATE:
-            rs = self._resamplers.get(sample_rate)
-            if rs is None:
-                from engine.audio import StreamResampler
-
-                rs = self._resamplers[sample_rate] = StreamResampler(int(sample_rate), p.PCM_RATE)
-            x = rs.process(x)
         try:
-            await self._send_samples(x)
+            for payload in await self.audio.encode(_to_float(samples), int(sample_rate), self._max_payload):
+                await self.send(p.InputAudioBufferAppend(audio=payload))
         except NotConnected:
             return False
         return True
 
-    async def _send_samples(self, x: np.ndarray) -> None:
-        fmt = self.session.input_format if self.session else p.PCM
-        if fmt.is_encodec:
-            enc = await self._stream_encoder(fmt.bandwidth or p.DEFAULT_ENCODEC_BANDWIDTH)
-            for packet in await asyncio.to_thread(enc.push, x):
-                await self.send(p.InputAudioBufferAppend(audio=packet))
-            return
-        data = p.pcm16_encode(x)
-        step = max(2, (self.max_message_bytes * 3 // 4 - 256) // 2 * 2)  # base64 + JSON must fit
-        for i in range(0, len(data), step):
-            await self.send(p.InputAudioBufferAppend(audio=data[i : i + step]))
+    @property
+    def _max_payload(self) -> int:
+        return self.max_message_bytes * 3 // 4 - 256  # base64 + JSON must fit
 
     async def flush_audio(self) -> None:
-        """Send what the resampler and the Encodec encoder still hold (called by :meth:`commit`)."""
-        resamplers, self._resamplers = self._resamplers, {}
-        for rs in resamplers.values():
-            tail = rs.process(np.zeros(0, np.float32), last=True)
-            if len(tail):
-                await self._send_samples(tail)
-        if self._encoder is not None:
-            packet = await asyncio.to_thread(self._encoder.flush)
-            if packet is not None:
-                await self.send(p.InputAudioBufferAppend(audio=packet))
+        """Send what the resampler and the encoder still hold (called by :meth:`commit`)."""
+        for payload in await self.audio.flush(self._max_payload):
+            await self.send(p.InputAudioBufferAppend(audio=payload))
 
     async def commit(self) -> None:
         await self.flush_audio()
         await self.send(p.InputAudioBufferCommit())
 
     async def clear_audio(self) -> None:
-        if self._encoder is not None:
-            self._encoder.reset()
+        self.audio.clear()
         await self.send(p.InputAudioBufferClear())
 
     async def send_text(self, text: str, item_id: str | None = None) -> None:
@@ -424,7 +362,11 @@ class RealtimeClient:
         input_format: p.AudioFormat | None = None,
         output_format: p.AudioFormat | None = None,
     ) -> None:
-        """``session.update`` with what is given (``turn_detection=False``: manual turns)."""
+        """``session.update`` with what is given (``turn_detection=False``: manual turns); a format
+        that needs a model here (Encodec) is loaded first."""
+        for fmt in (input_format, output_format):
+            if fmt is not None:
+                await self.audio.prepare(fmt)
         td: Any = p.UNSET
         if turn_detection is False:
             td = None
@@ -441,8 +383,6 @@ class RealtimeClient:
             turn_detection=td,
             language=p.UNSET if language is None else language,
         )))
-        if input_format is not None and input_format.is_encodec:
-            await self._load_codec()
 
     async def reset_session(self) -> None:
         """Forget the conversation and cancel any reply, keeping the connection (``s2s.session.reset``).
@@ -471,18 +411,18 @@ class RealtimeClient:
     # ---- audio out
 
     def decode_audio(self, event: p.ResponseAudioDelta) -> np.ndarray:
-        """A ``response.output_audio.delta`` to float32 mono samples at 24 kHz (PCM or Encodec)."""
+        """A ``response.output_audio.delta`` to float32 mono samples at 24 kHz, in the format its
+        response started with (PCM, G.711, Opus or Encodec)."""
         fmt = self.session.output_format if self.session else p.PCM
-        if not fmt.is_encodec:
-            return p.pcm16_decode(event.audio).astype(np.float32) / 32768.0
-        if self._codec is None:
-            raise RuntimeError("Encodec output negotiated but the codec is not loaded (update_session loads it)")
-        dec = self._decoders.get(event.response_id)
-        if dec is None:
-            if len(self._decoders) > 8:
-                self._decoders.clear()
-            dec = self._decoders[event.response_id] = self._codec.stream_decoder()
-        return dec.push(event.audio)
+        return self.audio.decode(event.response_id, event.audio, fmt)
+
+    @property
+    def wire_format(self) -> str:
+        """The session's formats for a person: ``s2s.opus 16 kbit/s`` (``in / out`` when they differ)."""
+        if self.session is None:
+            return ""
+        a, b = self.session.input_format.label, self.session.output_format.label
+        return a if a == b else f"{a} / {b}"
 
     def server_to_local_ms(self, server_ms: float) -> float | None:
         """A time on the server's monotonic clock (ms) as a time on this process's clock."""
@@ -528,8 +468,10 @@ class RealtimeClient:
         self._first_audio_at.clear()
         self._network.clear()
         await self._set_state(ConnectionState("connected", self.url))
-        if self.connections > 1 and self._patch.changes():
-            await self.send(p.SessionUpdate(session=self._patch))
+        again = {k: v for k, v in self._patch.changes().items()  # formats: negotiated again
+                 if self.audio_format is None or k not in ("input_format", "output_format")}
+        if self.connections > 1 and again:
+            await self.send(p.SessionUpdate(session=p.SessionPatch(**again)))
         return ws
 
     async def _run(self, ws: ClientConnection | None, error: str | None = None) -> None:
@@ -574,8 +516,7 @@ class RealtimeClient:
             except (OSError, WebSocketException, TimeoutError) as exc:
                 error = _describe(exc)
                 continue
-            self._encoder = None
-            self._decoders.clear()
+            self.audio.reset()
 
     async def _read(self, ws: ClientConnection) -> tuple[int | None, str | None]:
         """Hand every message of ``ws`` to the queue until it closes; (close code, error)."""
@@ -589,6 +530,9 @@ class RealtimeClient:
                 except Exception:  # one message we cannot handle must not end the connection
                     log.exception("skipping a server message that could not be handled: %.200r", message)
                     continue
+                if isinstance(e, p.SessionCreated):
+                    self.audio.reset()
+                    await self._negotiate()
                 if e is not None:
                     await self._queue.put(e)  # waits while the consumer is MAX_PENDING_EVENTS behind
         except ConnectionClosed as exc:
@@ -625,6 +569,8 @@ class RealtimeClient:
             except p.ProtocolError as exc:  # another server's session object: keep PCM
                 log.debug("session object not understood: %s", exc)
                 self.session = p.SessionConfig(id=str(e.session.get("id", "")))
+            if isinstance(e, p.SessionUpdated):  # what the server now expects (it may change it itself)
+                self.audio.set_input(self.session.input_format)
         elif isinstance(e, p.S2SPong):
             t3 = _now_ms()
             rtt = max(0.0, t3 - e.client_time_ms)
@@ -633,7 +579,27 @@ class RealtimeClient:
             self.rtt_ms = rtt if self.rtt_ms is None else 0.7 * self.rtt_ms + 0.3 * rtt
             best = min(self._samples)  # the sample with the least queueing says the most about the offset
             self.min_rtt_ms, self.clock_offset_ms = best
+        elif isinstance(e, p.ResponseCreated) and self.session is not None:
+            self.audio.response_started(str(e.response.get("id", "")), self.session.output_format)
+        elif isinstance(e, p.Error) and e.code in (p.ErrorCode.UNSUPPORTED_FORMAT, p.ErrorCode.CODEC_UNAVAILABLE):
+            self.audio.set_input(self.session.input_format if self.session else p.PCM)  # refused: as it was
+            self.format_note = f"{e.message}: staying on {self.wire_format or 'audio/pcm'}"
         return e
+
+    async def _negotiate(self) -> None:
+        """After ``session.created``: ask for :attr:`audio_format` both ways when the server lists
+        it (``session.s2s.formats``); a server that does not list formats gets none (PCM stays)."""
+        want, session = self.audio_format, self.session
+        if want is None or session is None or want == session.input_format == session.output_format:
+            return
+        if session.formats is None or want.type not in session.formats:
+            self.format_note = f"the server does not offer {want.type}: using audio/pcm"
+            log.info(self.format_note)
+            return
+        out = p.AudioFormat(want.type, None, want.bandwidth, bitrate=want.bitrate)  # the format's own rate
+        with contextlib.suppress(NotConnected):
+            await self.send(p.SessionUpdate(session=p.SessionPatch(input_format=want, output_format=out)))
+        self.format_note = ""
 
     def _measure(self, e: p.S2STurnMetrics) -> NetworkTiming | None:
         """One-way times from the server's ``network`` stamps, our own times and the clock offset."""
@@ -663,24 +629,6 @@ class RealtimeClient:
             while True:
                 await self.send(p.S2SPing(client_time_ms=_now_ms()))
                 await asyncio.sleep(self.ping_interval_s)
-
-    async def _load_codec(self) -> EncodecCodec:
-        if self._codec is None:
-            def load() -> EncodecCodec:
-                if self.codec_factory is not None:
-                    return self.codec_factory()
-                from engine.codec import EncodecCodec
-
-                return EncodecCodec.load()
-
-            self._codec = await asyncio.to_thread(load)
-        return self._codec
-
-    async def _stream_encoder(self, bandwidth: float) -> Any:
-        codec = await self._load_codec()
-        if self._encoder is None or self._encoder.bandwidth != bandwidth:
-            self._encoder = codec.stream_encoder(bandwidth)
-        return self._encoder
 
 
 def normalize_url(url: str) -> str:

@@ -2,6 +2,7 @@
 
     s2s-tui [--profile P] [--set SECTION.KEY=VALUE ...]      engine in this process
     s2s-tui --remote ws://localhost:8765 [--token T]         s2s-engine --headless elsewhere
+            [--audio-format opus|opus:24|pcm|pcmu|...]       the wire's audio (default Opus 16 kbit/s)
     s2s-tui --replay FILE.wav [...]                          WAV files stand in for the mic
     s2s-tui --list-devices | --input-device N --output-device N | --push-to-talk
     s2s-tui --echo {auto,webrtc,gate,off}                    echo handling on speakers
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                           verbose_help="log to s2s-tui.log")
     p.add_argument("--remote", metavar="URL", help="connect to s2s-engine --headless at URL (ws://host:port)")
     p.add_argument("--token", default=os.environ.get("S2S_TOKEN"), help="token for --remote (or $S2S_TOKEN)")
+    p.add_argument("--audio-format", default="opus", metavar="FORMAT", type=_audio_format,
+                   help="audio on the wire for --remote: opus (16 kbit/s), opus:12|16|24|32, pcm, pcmu, pcma, "
+                        "encodec[:KBPS]; PCM when the server does not offer it (default opus)")
     p.add_argument("--replay", metavar="FILE.wav", nargs="+",
                    help="feed these WAV files in real time instead of the mic (one after another)")
     p.add_argument("--input-device", metavar="N|NAME", help="microphone device (see --list-devices)")
@@ -44,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _audio_format(text: str) -> str:
+    from remote.client_audio import parse_choice
+
+    try:
+        parse_choice(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_app(args: argparse.Namespace, engine: Engine | None = None) -> S2SApp:
     """The App for these arguments. ``engine``: an already loaded engine (tests) for in-process."""
     from s2s_tui.app import S2SApp
@@ -54,7 +68,7 @@ def build_app(args: argparse.Namespace, engine: Engine | None = None) -> S2SApp:
     if args.remote:
         from s2s_tui.link_remote import RemoteLink
 
-        link = RemoteLink(args.remote, args.token)
+        link = RemoteLink(args.remote, args.token, audio_format=getattr(args, "audio_format", "opus"))
     else:
         link = InProcessLink(args.profile, args.set, engine=engine)
     if args.replay:

@@ -8,7 +8,10 @@ It gives out the same UI messages as the in-process link. What only a remote lin
   audio that ended it going up, the first reply audio coming down; ``RealtimeClient.network_timing``),
   so the latency panel shows the network's share apart from the engine's stages;
 - reset keeps the connection: ``s2s.session.reset`` empties the server's history;
-- GPU memory and models come from the server's ``s2s.stats``.
+- GPU memory and models come from the server's ``s2s.stats``;
+- the audio format on the wire (Opus by default, PCM when the server does not offer it; the
+  ``--audio-format`` flag) and the bytes per second each way, whole messages counted, shown with
+  the round trip.
 
 Mic audio is queued (bounded) and sent by one task, so ``send_audio`` never waits on the
 network; while disconnected, audio is dropped (live audio is not worth replaying late). A send
@@ -34,13 +37,18 @@ from s2s_tui.link import AgentLink
 
 log = logging.getLogger(__name__)
 
+MIC_RATE = 16_000  # what the TUI's sources give (s2s_tui.audio)
+
 
 class RemoteLink(AgentLink):
     mode = "remote"
 
     def __init__(self, url: str, token: str | None = None, backoff_initial_s: float = 1.0,
-                 backoff_max_s: float = 10.0):
+                 backoff_max_s: float = 10.0, audio_format: str | None = "opus"):
         super().__init__()
+        from remote.client_audio import parse_choice
+
+        self.audio_format = parse_choice(audio_format, MIC_RATE) if audio_format else None  # ValueError: say so
         url = normalize_url(url)
         self.url, self.token = url, token
         self.target = url
@@ -56,6 +64,8 @@ class RemoteLink(AgentLink):
         self._last_gpu: tuple[float | None, float | None] = (None, None)
         self._gen = 0  # connections so far: a new connection is a new server session, ids restart
         self._send_problem: tuple[str, float] | None = None  # the last send failure shown, and until when
+        self._counted: tuple[float, int, int] | None = None  # (when, bytes sent, bytes received) last shown
+        self._last_rates = ""
 
     def _id(self, server_id: str) -> str:
         """A UI id for a server turn/response id, unique across reconnections."""
@@ -66,7 +76,8 @@ class RemoteLink(AgentLink):
     async def run(self) -> None:
         client = self.client = RealtimeClient(self.url, self.token, retry_first=True,
                                               backoff_initial_s=self.backoff_initial_s,
-                                              backoff_max_s=self.backoff_max_s)
+                                              backoff_max_s=self.backoff_max_s, audio_format=self.audio_format,
+                                              mic_rate=MIC_RATE)
         self.post(m.LinkState("connecting", f"connecting to {self.url}"))
         try:
             await client.connect()
@@ -179,16 +190,32 @@ class RemoteLink(AgentLink):
         elif isinstance(e, p.S2SStats):
             gpu = e.gpu or {}
             self._last_gpu = (gpu.get("used_mb"), gpu.get("total_mb"))
-            post(m.Stats(*self._last_gpu, client.rtt_ms))
+            post(m.Stats(*self._last_gpu, client.rtt_ms, self._wire(client)))
             if e.models:
                 from s2s_tui.link import _model_names
 
                 post(m.EngineInfo(e.profile or "?", e.device or "?", _model_names(e.models)))
         elif isinstance(e, p.S2SPong):
-            post(m.Stats(*self._last_gpu, client.rtt_ms))
+            post(m.Stats(*self._last_gpu, client.rtt_ms, self._wire(client)))
+        elif isinstance(e, p.SessionUpdated | p.SessionCreated):
+            post(m.Stats(*self._last_gpu, client.rtt_ms, self._wire(client)))
         elif isinstance(e, p.Error):
             if e.code not in ("response_cancel_not_active",):
                 post(m.Problem("engine", f"{e.code}: {e.message}", "warning"))
+
+    def _wire(self, client: RealtimeClient) -> str:
+        """The format and the bytes per second each way since the last call (whole messages)."""
+        now, sent, got = time.monotonic(), client.bytes_sent, client.bytes_received
+        rates = ""
+        if self._counted is not None and now - self._counted[0] >= 0.5:
+            dt = now - self._counted[0]
+            rates = f"  ↑{(sent - self._counted[1]) / dt / 1000:.1f} ↓{(got - self._counted[2]) / dt / 1000:.1f} kB/s"
+        if self._counted is None or rates:
+            self._counted = (now, sent, got)
+        elif self._last_rates:
+            rates = self._last_rates
+        self._last_rates = rates
+        return f"{client.wire_format or '?'}{rates}"
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -204,7 +231,7 @@ class RemoteLink(AgentLink):
                 item = self._out.popleft()
                 try:
                     if isinstance(item, np.ndarray):
-                        await client.send_audio(item, 16_000)
+                        await client.send_audio(item, MIC_RATE)
                     elif item[0] == "commit":
                         await client.commit()
                     elif item[0] == "clear":

@@ -64,11 +64,13 @@ class EngineInfo(_Msg):
 
 @dataclass(eq=False)
 class Stats(_Msg):
-    """GPU memory in MB (both None on a CPU-only engine)."""
+    """GPU memory in MB (both None on a CPU-only engine); a remote link adds the round trip and
+    ``wire``: the audio format and the bytes per second each way (``s2s.opus 16 kbit/s  ↑2.3 ↓2.1 kB/s``)."""
 
     gpu_used_mb: float | None
     gpu_total_mb: float | None
     rtt_ms: float | None = None
+    wire: str | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, Stats)

@@ -410,3 +410,51 @@ async def test_first_connection_is_retried_when_asked():
     finally:
         await c.close()
         await srv.stop()
+
+
+# --------------------------------------------------------------------------- the audio format
+
+
+async def test_the_client_keeps_pcm_when_the_server_does_not_offer_opus():
+    async with FakeRealtimeServer() as srv, RealtimeClient(srv.url, ping_interval_s=0, audio_format="opus") as c:
+        await c.wait_for(p.SessionCreated)
+        assert c.session.formats is None  # a server that does not list its formats
+        assert "does not offer s2s.opus" in c.format_note and c.wire_format == "audio/pcm"
+        assert await c.send_audio(np.zeros(2400, np.float32), 24_000)
+        await settle(lambda: srv.of_type("input_audio_buffer.append"))
+    assert not srv.of_type("session.update")
+    assert len(base64.b64decode(srv.of_type("input_audio_buffer.append")[0]["audio"])) == 4800  # PCM
+
+
+async def test_the_client_negotiates_opus_with_a_real_server_and_holds_a_turn():
+    from remote.protocol import opus
+    from remote.server import serve
+    from tests.fakes import fake_engine
+
+    srv = await serve(fake_engine(), port=0, stats_interval_s=0)
+    try:
+        async with RealtimeClient(srv.url, ping_interval_s=0, audio_format="opus:24", mic_rate=16_000) as c:
+            await c.wait_for(p.SessionCreated)
+            await c.wait_for(p.SessionUpdated)
+            assert c.session.input_format == p.AudioFormat(p.OPUS_FORMAT, 16_000, bitrate=24)  # the mic's rate
+            assert c.session.output_format == p.AudioFormat(p.OPUS_FORMAT, 24_000, bitrate=24)
+            assert c.wire_format == "s2s.opus 24 kbit/s"
+            t = np.arange(16_000) / 16_000
+            assert await c.send_audio((0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16_000)
+            await c.send_text("నమస్కారం")
+            await c.create_response()
+            audio, deltas = [], 0
+            while True:
+                e = await c.wait_for(p.ResponseAudioDelta, p.ResponseDone, p.Error)
+                assert not isinstance(e, p.Error), e
+                if isinstance(e, p.ResponseDone):
+                    break
+                deltas += 1
+                assert len(e.audio) <= opus.MAX_OPUS_PACKET
+                audio.append(c.decode_audio(e))
+            assert deltas > 5 and e.response["status"] == "completed"
+            y = np.concatenate(audio)
+            assert abs(len(y) / 24_000 - deltas * 0.02) < 0.06  # 20 ms a packet at 24 kHz (less the resampler's delay)
+            assert np.abs(y).max() > 0.01
+    finally:
+        await srv.close(grace_s=0)

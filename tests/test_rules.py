@@ -117,7 +117,8 @@ def test_the_first_event_reports_the_session():
     td = created.session["audio"]["input"]["turn_detection"]
     assert td == {"type": "semantic_vad", "create_response": True, "interrupt_response": True,
                   "silence_duration_ms": 600, "prefix_padding_ms": 300, "threshold": 0.5, "eagerness": "auto"}
-    assert created.session["instructions"] == "be brief" and created.session["s2s"] == {"profile": "offline"}
+    assert created.session["instructions"] == "be brief" and created.session["s2s"] == {
+        "profile": "offline", "formats": ["audio/pcm", "audio/pcmu", "audio/pcma", "s2s.opus", "s2s.encodec"]}
     manual = rules_for(FakeSession(turn_detection=False, turn_policy="silence")).config
     assert manual.turn_detection is None and manual.input_format == p.PCM
 
@@ -407,10 +408,10 @@ def test_the_output_format_applies_from_the_next_response():
 
 
 def test_every_format_names_its_spec_and_unknown_ones_are_refused():
-    assert set(p.FORMATS) == {p.PCM_FORMAT, p.ENCODEC_FORMAT}
-    assert not p.FORMATS[p.PCM_FORMAT].needs_model and p.FORMATS[p.ENCODEC_FORMAT].needs_model
+    assert set(p.FORMATS) == {p.PCM_FORMAT, p.PCMU_FORMAT, p.PCMA_FORMAT, p.OPUS_FORMAT, p.ENCODEC_FORMAT}
+    assert [name for name, spec in p.FORMATS.items() if spec.needs_model] == [p.ENCODEC_FORMAT]
     with pytest.raises(p.ProtocolError) as info:
         p.parse_client_event('{"type": "session.update", "session": {"audio": {"input": {"format": '
-                             '{"type": "audio/pcma"}}}}}')
+                             '{"type": "audio/opus"}}}}}')
     assert info.value.code == "unsupported_audio_format"
-    assert "'audio/pcm' (24 kHz) or 's2s.encodec'" in info.value.message
+    assert "'audio/pcm' (24 kHz), 'audio/pcmu' (G.711 μ-law, 8 kHz)" in info.value.message

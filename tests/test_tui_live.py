@@ -105,8 +105,34 @@ async def test_remote_mode_against_a_headless_server(offline_engine):
             assert list(main.query(AgentTurn))[0].text.strip()
             assert "network (round trip)" in rendered(main.latency)
             await until(pilot, lambda: "asr:" in main.status.models, 5, "models from s2s.stats")
+            # the wire: Opus by default (16 kbit/s both ways), shown with the bytes per second
+            session = app.link.client.session
+            assert session.input_format.type == session.output_format.type == "s2s.opus"
+            assert session.output_format.bitrate == 16 and session.input_format.rate == 16_000
+            await until(pilot, lambda: "kB/s" in main.status.wire, 10, "the bytes per second")
+            assert main.status.wire.startswith("s2s.opus 16 kbit/s") and "s2s.opus 16 kbit/s" in str(main.status.render())
     finally:
         await server.close()
+
+
+async def test_remote_mode_in_pcm_when_asked(offline_engine):
+    from remote.server import serve
+
+    server = await serve(offline_engine, "127.0.0.1", port=0, stats_interval_s=1.0)
+    try:
+        app = app_for("--remote", f"ws://127.0.0.1:{server.port}", "--audio-format", "pcm")
+        async with app.run_test(size=SIZE) as pilot:
+            main = app.main
+            await until(pilot, lambda: main.status.wire.startswith("audio/pcm"), 10, "the PCM format shown")
+            assert app.link.client.session.input_format.type == "audio/pcm"
+    finally:
+        await server.close()
+
+
+def test_a_wrong_audio_format_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--remote", "x", "--audio-format", "mp3"])
+    assert "--audio-format" in capsys.readouterr().err
 
 
 async def test_unreachable_engine_retries_and_recovers(offline_engine):

@@ -16,6 +16,7 @@ import asyncio
 import os
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -398,3 +399,31 @@ def test_resampler_in_the_browser(browser, page_server):
         n, rms = result[name]
         assert n == rate and abs(rms - level) < 0.01 * level, (name, result[name])
     assert result["alias"][1] < 0.001  # 20 kHz cannot exist at 24 kHz: filtered, not folded to 4 kHz
+
+
+def test_the_page_speaks_opus_by_default_and_pcm_when_asked(browser, page_server):
+    """A spoken turn in the page's default format: Opus both ways through WebCodecs when this
+    Chromium can (Debian's can), else PCM with the reason shown. ``?format=pcm`` asks for PCM."""
+    page = browser
+    page.open(page_server.url)
+    page.wait_for("the connection", lambda s: s.get("conn") == "open", 30)
+    page.click("#start")
+    page.wait_for("the microphone", lambda s: s.get("micOpen"), 15)
+    page.wait_for("a whole reply", lambda s: s["eventCounts"].get("response.done") and s["replySamples"] > 0, 120)
+    time.sleep(1.0)  # the last packets decoded (WebCodecs decodes asynchronously)
+    snap = page.snapshot()
+    assert snap["transcripts"] and snap["transcripts"][0].strip()  # the server understood the upstream audio
+    up_Bps = snap["bytesUpByType"]["input_audio_buffer.append"] / (snap["sentSamples"] / 24_000)
+    down_Bps = snap["bytesDownByType"]["response.output_audio.delta"] / (snap["replySamples"] / 24_000)
+    if snap["opusWhy"] is None:  # WebCodecs encodes and decodes Opus here
+        assert snap["wireFormat"] == snap["wireOutFormat"] == "s2s.opus 16 kbit/s" and snap["wireNote"] == ""
+        # whole messages (JSON + base64), PCM about 66,000 B/s each way. Down is about 10,000: a delta's
+        # JSON envelope (ids, indices, about 150 B) outweighs its 40 B packet, 50 times a second
+        assert up_Bps < 6_000 and down_Bps < 16_000, (up_Bps, down_Bps)
+    else:  # honest fallback: the page says why, and the wire is PCM
+        assert snap["wireFormat"] == "audio/pcm" and snap["wireNote"].startswith("PCM:")
+        assert up_Bps > 60_000
+    assert page.text("#wire-format").startswith(snap["wireFormat"])
+    page.open(page_server.url + "?format=pcm")
+    snap = page.wait_for("the PCM session", lambda s: s if s.get("wireFormat") else None, 30)
+    assert snap["wireFormat"] == snap["wireOutFormat"] == "audio/pcm" and snap["wireNote"] == ""

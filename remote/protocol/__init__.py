@@ -8,7 +8,8 @@ socket (``tests/test_protocol.py``, ``tests/test_rules.py``). The protocol is wr
 ========================  ==========================================================================
 ``base``                  limits, enums of the wire's codes (:class:`CloseCode`, :class:`ErrorCode`),
                           :class:`ProtocolError` (the one exception), the pydantic base of every shape
-``formats``               audio formats: :class:`AudioFormat`, their negotiation and server-side coding
+``formats``               audio formats: :class:`AudioFormat`, their negotiation and coding
+``g711`` / ``opus``       the coders of ``audio/pcmu``/``audio/pcma`` (numpy) and ``s2s.opus`` (PyAV)
 ``session``               the session object: :class:`SessionPatch` (an update), :class:`SessionConfig`
 ``client_events``         the client's events, :func:`parse_client_event`
 ``server_events``         the server's events, :func:`parse_server_event`
@@ -28,7 +29,8 @@ Why these choices:
   becomes one :class:`ProtocolError` naming the field as a dotted path.
 - Besides pydantic, only numpy and the standard library are imported (plus the light
   :mod:`engine.events`, :mod:`engine.audio` for its soxr stream resampler, and
-  :mod:`engine.codec_format`, the Encodec packet format); the Encodec model is loaded by the server.
+  :mod:`engine.codec_format`, the Encodec packet format); the Encodec model is loaded by the server,
+  and PyAV (libopus) only when a session asks for ``s2s.opus``.
 
 Everything public is importable from here (``from remote import protocol as p``).
 """

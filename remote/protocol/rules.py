@@ -46,7 +46,7 @@ from remote.protocol.client_events import (
     S2SSessionReset,
     SessionUpdate,
 )
-from remote.protocol.formats import FORMATS, AudioFormat, Decoder, Job
+from remote.protocol.formats import FORMATS, AudioFormat, Decoder, Job, offered
 from remote.protocol.mapper import EventMapper
 from remote.protocol.server_events import (
     ConversationItemTruncated,
@@ -157,7 +157,7 @@ class SessionRules:
         self.config = SessionConfig(id=session.id, model=model[:64], instructions=session.instructions,
                                     turn_detection=td if session.options.turn_detection else None,
                                     language=session.language or "auto", asr_model=asr_model, tts_voice=tts_voice,
-                                    profile=profile)
+                                    profile=profile, formats=offered())
         self._decoder = self._new_decoder(self.config.input_format)
         self._uncommitted = 0  # samples appended since the last commit or clear
         self._pending_commits: deque[str | None] = deque()  # manual commits not transcribed yet: event ids
@@ -237,7 +237,9 @@ class SessionRules:
         if job is None:
             return []
         samples = job.result()
-        self.session.push_audio(samples, sample_rate=self.config.input_format.rate)
+        if not len(samples):  # an Opus packet still filling its decoder
+            return []
+        self.session.push_audio(samples, sample_rate=self._decoder.rate)
         self._uncommitted += len(samples)
         return []
 

@@ -110,6 +110,7 @@ REPORTED: dict[str, tuple[str, ...]] = {
     "asr_model": ("audio", "input", "transcription", "model"),
     "tts_voice": ("audio", "output", "voice"),
     "profile": ("s2s", "profile"),
+    "formats": ("s2s", "formats"),
 }
 """The settings plus what only the server reports."""
 _NULL_MEANS_SOMETHING = ("instructions", "turn_detection")  # the profile's prompt; manual turns
@@ -189,6 +190,9 @@ class SessionConfig(WireModel):
         language: the ASR language.
         asr_model / tts_voice: what the engine runs (shown as ``transcription.model`` and ``voice``).
         profile: the engine profile name (``s2s.profile``).
+        formats: the audio formats this server codes (``s2s.formats``, names of
+            :data:`~remote.protocol.formats.FORMATS`); None from a server that does not say
+            (another Realtime server: a client then keeps ``audio/pcm``).
     """
 
     type: Literal["realtime"] = "realtime"
@@ -218,6 +222,7 @@ class SessionConfig(WireModel):
     asr_model = property(lambda self: _get(self, REPORTED["asr_model"]))
     tts_voice = property(lambda self: _get(self, REPORTED["tts_voice"]))
     profile = property(lambda self: _get(self, REPORTED["profile"]))
+    formats = property(lambda self: _get(self, REPORTED["formats"]))
 
     def updated(self, **settings: Any) -> SessionConfig:
         """A copy with these settings (names of :data:`REPORTED`) changed."""
@@ -242,7 +247,8 @@ class SessionConfig(WireModel):
         except ValidationError as exc:
             raise protocol_error(exc, ("session",)) from None
         defaults = cls()
-        missing = {name: _get(defaults, path) for name, path in REPORTED.items() if not _mentioned(config, path)}
+        missing = {name: _get(defaults, path) for name, path in REPORTED.items()
+                   if not _mentioned(config, path) and _get(defaults, path) is not None}
         return config.updated(**missing) if missing else config
 
 

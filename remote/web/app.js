@@ -7,6 +7,7 @@
 // engine's and this page's), barge-ins and bytes on the wire.
 
 import { AudioIO, micErrorMessage } from './audio.js';
+import { OPUS, OpusDown, OpusUp, label, opusUnavailable, parseChoice, wireFormats } from './codec.js';
 import { Conversation } from './conversation.js';
 import { LatencyPanel, STAGES } from './latency.js';
 import { RealtimeConnection } from './realtime.js';
@@ -57,7 +58,17 @@ const S = {
   charsPerMs: 0.012, // reply text per ms of audio (learned), for showing the spoken part
   droppingMic: false,
   replySamples: 0, // 24 kHz reply samples received, all responses
+  choice: parseChoice(new URLSearchParams(location.search).get('format') || 'opus'), // what the user asked for
+  opusWhy: 'not checked yet', // why this browser cannot do Opus (null: it can)
+  formats: wireFormats({ type: 'audio/pcm' }), // what this page asked the session for (input, output)
+  up: null, // OpusUp while the input format is Opus
+  down: new Map(), // response key -> OpusDown
+  outFormatOf: new Map(), // response key -> the output format it started with
+  wireNote: '', // why the page is not on the format asked for
 };
+const opusChecked = opusUnavailable(S.choice.bitrate).then((why) => {
+  S.opusWhy = why;
+});
 
 // what tests and the benchmark read
 const T = {
@@ -169,7 +180,8 @@ function onChunk({ pcm, rms }) {
     clearProblem('backlog');
   }
   const data = S.muted ? new Int16Array(pcm.length) : pcm; // muted: silence, so a turn in progress ends
-  conn.send({ type: 'input_audio_buffer.append', audio: b64FromBytes(new Uint8Array(data.buffer)) });
+  if (S.up) S.up.push(data); // packets go out as the encoder gives them (sendPacket)
+  else conn.send({ type: 'input_audio_buffer.append', audio: b64FromBytes(new Uint8Array(data.buffer)) });
   S.sentSamples += data.length;
   S.chunkLog.push([S.sentSamples, performance.now()]);
   if (S.chunkLog.length > CHUNK_LOG) S.chunkLog.splice(0, S.chunkLog.length - CHUNK_LOG);
@@ -284,14 +296,59 @@ function sendTurnDetection() {
     session: {
       type: 'realtime',
       audio: {
-        input: {
-          format: { type: 'audio/pcm', rate: WIRE_RATE },
-          turn_detection: S.ptt ? null : { type: 'server_vad', create_response: true },
-        },
-        output: { format: { type: 'audio/pcm', rate: WIRE_RATE } },
+        input: { format: S.formats.input, turn_detection: S.ptt ? null : { type: 'server_vad', create_response: true } },
+        output: { format: S.formats.output },
       },
     },
   });
+}
+
+// ---------------------------------------------------------------------------- the wire's format
+
+/** After session.created: Opus both ways when asked for, this browser codes it and the server offers it. */
+function chooseFormats(session) {
+  const offered = (session.s2s && session.s2s.formats) || [];
+  let choice = S.choice;
+  S.wireNote = '';
+  if (choice.type === OPUS && S.opusWhy) {
+    S.wireNote = `PCM: ${S.opusWhy}`;
+    choice = { type: 'audio/pcm' };
+  } else if (choice.type === OPUS && !offered.includes(OPUS)) {
+    S.wireNote = 'PCM: the server does not offer Opus';
+    choice = { type: 'audio/pcm' };
+  }
+  setFormats(wireFormats(choice));
+}
+
+function setFormats(formats) {
+  S.formats = formats;
+  if (S.up) S.up.close();
+  S.up = formats.input.type === OPUS ? new OpusUp(formats.input.bitrate, sendPacket, codecFailed) : null;
+}
+
+function sendPacket(bytes) {
+  if (conn.open) conn.send({ type: 'input_audio_buffer.append', audio: b64FromBytes(bytes) });
+}
+
+function codecFailed(err) {
+  problem(`Opus failed in this browser (${err.message || err}): back to PCM.`, 'warning', 'codec');
+  S.choice = { type: 'audio/pcm' };
+  S.wireNote = `PCM: Opus failed (${err.message || err})`;
+  setFormats(wireFormats(S.choice));
+  sendTurnDetection();
+}
+
+/** Reply audio of response `k`, PCM16 at 24 kHz (decoded, if it came as Opus). */
+function playReply(k, pcm, t) {
+  const r = S.replies.get(k);
+  if (!r || r.status === 'cancelled') return; // cut already: late audio is not played
+  if (r.firstReadMs === undefined) r.firstReadMs = t;
+  r.samples += pcm.length;
+  S.replySamples += pcm.length;
+  if (!audio.play(k, pcm) && !S.warnedSilent) {
+    S.warnedSilent = true;
+    problem('Press Start to hear the replies (browsers start sound only after a click).', 'info', 'audio');
+  }
 }
 
 function togglePtt() {
@@ -392,6 +449,21 @@ function onEvent(e, t) {
   switch (e.type) {
     case 'session.created':
       $('session-info').textContent = `${e.session.id} · ${(e.session.s2s && e.session.s2s.profile) || ''}`;
+      opusChecked.then(() => { // PCM until then (the session starts in PCM)
+        chooseFormats(e.session);
+        sendTurnDetection();
+      });
+      break;
+    case 'session.updated':
+      S.session = e.session;
+      break;
+    case 'error':
+      S.lastError = e.error;
+      if (['unsupported_audio_format', 'codec_unavailable'].includes(e.error && e.error.code)) {
+        S.wireNote = `PCM: the server refused ${label(S.formats.input)} (${e.error.message})`;
+        setFormats(wireFormats({ type: 'audio/pcm' }));
+        sendTurnDetection();
+      }
       break;
     case 'input_audio_buffer.speech_started':
       S.userSpeaking = true;
@@ -427,6 +499,8 @@ function onEvent(e, t) {
       S.activeResponse = k;
       S.awaiting = false;
       S.itemOf.set(k, `item_${e.response.id}`);
+      S.outFormatOf.set(k, S.session ? S.session.audio.output.format : { type: 'audio/pcm' });
+      if (S.outFormatOf.size > 64) S.outFormatOf.delete(S.outFormatOf.keys().next().value);
       S.replies.set(k, { samples: 0, textLength: 0, audioDone: false, speechEndMs: S.pendingSpeechEnd, status: 'in_progress' });
       S.pendingSpeechEnd = null;
       if (S.replies.size > 200) S.replies.delete(S.replies.keys().next().value);
@@ -445,13 +519,12 @@ function onEvent(e, t) {
       const r = S.replies.get(k);
       if (!r || r.status === 'cancelled') break; // cut already: late audio is not played
       const bytes = bytesFromB64(e.delta);
-      const pcm = new Int16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 1);
-      if (r.firstReadMs === undefined) r.firstReadMs = t;
-      r.samples += pcm.length;
-      S.replySamples += pcm.length;
-      if (!audio.play(k, pcm) && !S.warnedSilent) {
-        S.warnedSilent = true;
-        problem('Press Start to hear the replies (browsers start sound only after a click).', 'info', 'audio');
+      const fmt = S.outFormatOf.get(k);
+      if (fmt && fmt.type === OPUS) {
+        if (!S.down.has(k)) S.down.set(k, new OpusDown((pcm) => playReply(k, pcm, t), codecFailed));
+        S.down.get(k).push(bytes);
+      } else {
+        playReply(k, new Int16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 1), t);
       }
       break;
     }
@@ -459,7 +532,10 @@ function onEvent(e, t) {
       const k = key(e.response_id);
       const r = S.replies.get(k);
       if (r) r.audioDone = true;
-      audio.endResponse(k);
+      const dec = S.down.get(k);
+      S.down.delete(k);
+      if (dec) dec.dec.flush().then(() => { dec.close(); audio.endResponse(k); }, () => audio.endResponse(k));
+      else audio.endResponse(k);
       break;
     }
     case 'conversation.item.truncated': {
@@ -570,14 +646,14 @@ const conn = new RealtimeConnection({
     S.awaiting = false;
     S.userSpeaking = false;
     S.itemOf.clear();
+    S.session = null;
     if (S.gen > 1) {
       const note = document.createElement('div');
       note.className = 'divider';
       note.textContent = 'reconnected: a new session (the engine has forgotten the conversation)';
       $('conversation').appendChild(note);
     }
-    sendTurnDetection();
-    clearProblem('conn');
+    clearProblem('conn'); // the session.update follows session.created (chooseFormats)
   },
   onState(s) {
     renderConn(s);
@@ -698,6 +774,13 @@ function renderWire() {
   if (dt < 0.5) return;
   $('up-rate').textContent = `${((conn.bytesUp - up0) / dt / 1000).toFixed(1)} kB/s`;
   $('down-rate').textContent = `${((conn.bytesDown - down0) / dt / 1000).toFixed(1)} kB/s`;
+  $('wire-format').textContent = wireFormat();
+  $('wire-format').title = S.wireNote;
+}
+
+function wireFormat() {
+  const f = S.session ? S.session.audio.input.format : S.formats.input;
+  return label(f) + (S.wireNote ? ' *' : '');
 }
 
 window.s2sTest = {
@@ -726,6 +809,11 @@ window.s2sTest = {
       dropped: st.dropped,
       sentSamples: S.sentSamples,
       replySamples: S.replySamples,
+      wireFormat: S.session ? label(S.session.audio.input.format) : null,
+      wireOutFormat: S.session ? label(S.session.audio.output.format) : null,
+      wireNote: S.wireNote,
+      lastError: S.lastError || null,
+      opusWhy: S.opusWhy,
       bytesUp: conn.bytesUp,
       bytesDown: conn.bytesDown,
       messagesUp: conn.messagesUp,

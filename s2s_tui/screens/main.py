@@ -87,6 +87,8 @@ class MainScreen(Screen):
             s.gpu_used, s.gpu_total = msg.gpu_used_mb, msg.gpu_total_mb
         if msg.rtt_ms is not None:
             s.rtt_ms = msg.rtt_ms
+        if msg.wire is not None:
+            s.wire = msg.wire
 
     @on(m.MicLevel)
     def _level(self, msg: m.MicLevel) -> None:

@@ -47,6 +47,7 @@ class StatusBar(Widget):
     gpu_used: reactive[float | None] = reactive(None)
     gpu_total: reactive[float | None] = reactive(None)
     rtt_ms: reactive[float | None] = reactive(None)
+    wire: reactive[str] = reactive("")
     models: reactive[str] = reactive("")
     audio: reactive[str] = reactive("")
     tick: reactive[int] = reactive(0)
@@ -77,6 +78,8 @@ class StatusBar(Widget):
             t.append(f"  {self.link_detail}", style="dim")
         if self.rtt_ms is not None:
             t.append(f"  rtt {self.rtt_ms:.0f} ms", style="dim")
+        if self.wire:
+            t.append(f"  {self.wire}", style="dim")
         t.append("\n")
         t.append(" mic ", style="bold")
         t.append(meter(self.mic_db), style="green" if self.mic_db > -45 else "dim green")
