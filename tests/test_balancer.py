@@ -326,7 +326,9 @@ def test_the_kubernetes_and_docker_examples_match_the_engine():
     args = _engine_args(engine["args"])
     assert args.headless and args.host == "0.0.0.0" and args.profile == "gpu"
     assert not any(a.startswith("--token") for a in engine["args"])  # the token comes from a Secret
-    assert [e["name"] for e in engine["env"]] == ["S2S_TOKEN"]
+    env = {e["name"]: e for e in engine["env"]}
+    assert sorted(env) == ["MALLOC_ARENA_MAX", "S2S_TOKEN"]
+    assert "valueFrom" in env["S2S_TOKEN"] and env["MALLOC_ARENA_MAX"]["value"] == "2"  # docs/soak.md
     # the drain fits in the grace period Kubernetes gives before SIGKILL, with a margin to close
     assert args.grace + 3 <= pod["terminationGracePeriodSeconds"] <= args.grace + 30
     ports = {p["name"]: p["containerPort"] for p in engine["ports"]}
