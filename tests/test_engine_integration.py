@@ -33,8 +33,11 @@ async def test_telugu_wav_gives_transcript_reply_text_and_audio(offline_engine, 
     for key in ("eot_wait_ms", "asr_ms", "llm_first_token_ms", "first_sentence_ms", "tts_ms", "out_ms"):
         assert m[key] is not None and m[key] >= 0, key
     assert m["voice_to_voice_ms"] > m["asr_ms"] > 0
-    # Whisper base does not write Telugu for this sample: flagged, and its decode stopped early
-    assert t.script_ok is False and m["script_ok"] is False and m["asr_stop"] == "script"
+    # Whisper base does not write Telugu for this sample: flagged. Whether its decode also stopped at
+    # the script check depends on the host's int8 kernels: on some (an AMD EPYC with AVX-512,
+    # 2026-12-07) the wrong-script text ends within the first 16-token step, before the check has
+    # anything to stop; the stop itself is tested in tests/test_asr_decode.py.
+    assert t.script_ok is False and m["script_ok"] is False and m["asr_stop"] in ("script", None)
 
 
 async def test_english_wav_is_transcribed_with_language_en(offline_engine, tmp_path):

@@ -77,12 +77,14 @@ async def test_replay_in_process_shows_turn_reply_and_latency(offline_engine):
 async def test_interrupt_key_cancels_the_reply(offline_engine):
     app = app_for("--replay", str(SAMPLE_TE), engine=offline_engine)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.sink.buffer.playing, 150, "the reply to play")
-        await pilot.pause(0.3)
+        # press at once while it plays (on a loaded machine a fixed pause here could outlast the
+        # playing reply, and then there is nothing to interrupt), then wait for the cut to show
+        buf = app.sink.buffer
+        await until(pilot, lambda: buf.playing and (rid := buf.current) is not None and buf.played_ms(rid) > 0,
+                    150, "the reply to play")
         await pilot.press("i")
-        await pilot.pause(0.3)
         agent = list(app.main.query(AgentTurn))[0]
-        assert agent.status == "cancelled"
+        await until(pilot, lambda: agent.status == "cancelled", 10, "the reply to be cut")
         assert agent.cut_ms is not None and agent.cut_ms > 0
         assert not app.sink.buffer.playing
         assert "interrupted" in rendered(agent)
