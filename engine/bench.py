@@ -1,6 +1,6 @@
 """``s2s-engine bench``: the benchmark commands. This module is their command line only.
 
-    s2s-engine bench latency [--profile P] [--set k=v]... [--turns N] [--reply MODE] [--json OUT] FILES...
+    s2s-engine bench latency [--profile P] [--set k=v]... [--turns N] [--reply MODE] [--cpu-load N] [--json OUT] FILES...
     s2s-engine bench turn / make-wavs ...          end-of-turn signals (engine/bench_turn.py)
     s2s-engine bench make-models --out DIR [--small] [--asr-tokens N]
     s2s-engine bench wire [--turns N] [--json OUT] in-process vs WebSocket (remote/bench.py)
@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.bench_latency import bench_engine, run_latency
+from engine.bench_latency import bench_engine, cpu_load, load_average, run_latency
 from engine.bench_render import render_latency
 from engine.cliargs import CommandParser, add_profile_arguments
 from engine.errors import ConfigError, S2SError
@@ -70,6 +70,8 @@ def register(subparsers: Any) -> Any:
                          "default: silence and the profile's policy when it is adaptive; 'none': skip)")
     lp.add_argument("--paused", nargs="+", default=[], metavar="WAV",
                     help="utterances with a pause mid-sentence, for the policy comparison (bench make-wavs)")
+    lp.add_argument("--cpu-load", type=int, default=0, metavar="N",
+                    help="keep N cores busy during the run (N spinning processes, stopped after it; default 0)")
     _common(lp)
     lp.set_defaults(func=cmd_latency)
 
@@ -114,6 +116,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     if args.turns < 1:
         raise ConfigError("--turns must be at least 1")
+    if args.cpu_load < 0:
+        raise ConfigError("--cpu-load must be 0 or more busy cores")
     files = args.files or [str(sample_wav())]
     console.print(f"[dim]loading profile {args.profile!r} ...[/]")
     engine = bench_engine(args.profile, args.set, args.reply)
@@ -123,17 +127,26 @@ def cmd_latency(args: argparse.Namespace) -> int:
             engine.ensure_turn_model()
         for stage, info in engine.describe()["models"].items():
             console.print(f"[dim]  {stage}: {info.get('model')} ({info.get('device', 'cpu')})[/]")
-        report = asyncio.run(run_latency(engine, files, args.turns, paced=not args.fast,
-                                         min_sentences=args.min_sentences))
-        if policies:
-            from engine.bench_turn import compare_policies
+        load = {"busy_processes": args.cpu_load, "load_average_before": load_average()}
+        if args.cpu_load:
+            console.print(f"[dim]keeping {args.cpu_load} core(s) busy during the run "
+                          f"(load average before: {load['load_average_before']}) ...[/]")
+        with cpu_load(args.cpu_load):
+            report = asyncio.run(run_latency(engine, files, args.turns, paced=not args.fast,
+                                             min_sentences=args.min_sentences))
+            if policies:
+                from engine.bench_turn import compare_policies
 
-            console.print(f"[dim]comparing end-of-turn policies {', '.join(policies)} ...[/]")
-            report["turn_policies"] = asyncio.run(compare_policies(engine, files, args.paused, policies,
-                                                                   turns=args.turns, paced=not args.fast))
+                console.print(f"[dim]comparing end-of-turn policies {', '.join(policies)} ...[/]")
+                report["turn_policies"] = asyncio.run(compare_policies(engine, files, args.paused, policies,
+                                                                       turns=args.turns, paced=not args.fast))
+            load["load_average_end"] = load_average()
+        report["cpu_load"] = load
     finally:
         engine.close()
     render_latency(report, console)
+    console.print(f"cpu load: {load['busy_processes']} busy process(es) during the run; load average before "
+                  f"{load['load_average_before']}, at the end {load['load_average_end']}")
     if report.get("turn_policies"):
         from engine.bench_turn import render_compare
 

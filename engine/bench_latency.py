@@ -30,13 +30,24 @@ decides what the LLM writes (:class:`engine.bench_llm.BenchLLM`):
 - ``natural``: the backend unchanged (its sampling and stop strings, up to ``llm.max_tokens``).
 
 Every time comes from :func:`engine.clock.now_ns` (``perf_counter_ns``).
+
+``--cpu-load N`` (:func:`cpu_load`) keeps N cores busy for the whole run, so that the end-of-turn
+policies can be compared on a loaded machine side by side: N child processes spin in a Python
+loop (no dependency, one core each at normal priority, like ``yes > /dev/null``). They are
+started and running before the first file and stopped after the last, also on an error or
+Ctrl-C; each also stops by itself when its time limit runs out or its parent is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -318,6 +329,59 @@ def summarize(rows: list[dict[str, Any]], min_sentences: int = 3) -> dict[str, A
     }
 
 
+CPU_LOAD_LIMIT_S = 4 * 3600  # a load process stops by itself after this long, whatever happens
+_SPIN = """\
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+parent, end = os.getppid(), time.monotonic() + float(sys.argv[1])
+sys.stdout.write("spinning\\n")
+sys.stdout.flush()
+while time.monotonic() < end and os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def cpu_load(n: int, limit_s: float = CPU_LOAD_LIMIT_S) -> Iterator[list[subprocess.Popen]]:
+    """Keep ``n`` cores busy inside the ``with`` block: ``n`` processes spinning at normal
+    priority, each running before the block starts (it said so on its stdout) and stopped
+    (terminated, then killed, and reaped) when the block ends, however it ends. A process left
+    behind anyway (the parent killed with SIGKILL) stops when it sees its parent gone, or after
+    ``limit_s``. Yields the processes (none for ``n`` = 0)."""
+    if n < 0:
+        raise ConfigError(f"--cpu-load must be 0 or more busy cores, got {n}")
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", _SPIN, str(limit_s)], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, text=True))
+        for p in procs:
+            if p.stdout is None or p.stdout.readline().strip() != "spinning":
+                raise S2SError(f"a --cpu-load process (pid {p.pid}) did not start (exit status {p.poll()})")
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS does not tell)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def bench_engine(profile: str, overrides: list[str], reply: str | int) -> Engine:
     """Load the profile's engine with its LLM wrapped in :class:`BenchLLM`."""
     from engine.config import load_profile
@@ -336,5 +400,5 @@ def bench_engine(profile: str, overrides: list[str], reply: str | int) -> Engine
     return engine
 
 
-__all__ = ["CHUNK_MS", "StreamTurn", "bench_engine", "cascade_turn", "floor_turn", "run_latency", "stream_file",
-           "summarize"]
+__all__ = ["CHUNK_MS", "StreamTurn", "bench_engine", "cascade_turn", "cpu_load", "floor_turn", "load_average",
+           "run_latency", "stream_file", "summarize"]

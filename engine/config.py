@@ -10,7 +10,10 @@ Model references (the ``model`` fields):
   ``hf:ORG/REPO``     a Hugging Face repo, fetched by ``s2s-engine models fetch``
   ``hf:ORG/REPO/FILE`` one file of a repo (a GGUF)
   ``hf+ct2:ORG/REPO`` a transformers Whisper converted to CTranslate2 at fetch time
-  anything else       a local path (``~`` expanded)
+  ``...ORG/REPO@REV`` any hub reference at a revision: a commit SHA pins it (the shipped gpu
+                      profile pins every repo it can); without one it is ``main``, which moves
+  anything else       a local path (``~`` expanded); for ``asr.model`` a Transformers Whisper
+                      folder works too (converted to CTranslate2 once, cached)
 """
 
 from __future__ import annotations
@@ -95,6 +98,12 @@ class TurnOptions:
         resume_ms: speech that starts within this long after the end of a turn's speech,
             while its reply is being made or played, continues that turn: the reply is
             cancelled and both parts are answered as one utterance. 0 turns it off.
+        deadline_ms: the adaptive policies' deadline for their evidence: evidence that has not
+            arrived after this much silence (an audio model or an LLM slowed by a busy CPU) is
+            not waited for, and the turn ends there unless the evidence that did arrive says
+            "incomplete" (then it waits, up to ``max_silence_ms``). 0: the fixed policy's
+            silence (``vad.end_of_turn_silence_ms``), so a late model never makes a turn end
+            later than the fixed timer would; -1: no deadline.
     """
 
     policy: str = "silence"
@@ -108,6 +117,7 @@ class TurnOptions:
     audio_weight: float = 0.5
     audio_when: str = "always"
     resume_ms: int = 1500
+    deadline_ms: int = 0
 
 
 @dataclass
@@ -116,10 +126,14 @@ class ASROptions:
 
     Fields:
         backend: "faster-whisper".
-        model: CTranslate2 Whisper model reference.
+        model: Whisper model reference: a CTranslate2 folder, or a Transformers Whisper (an
+            ``hf+ct2:`` repo or a local folder such as a fine-tune), converted to CTranslate2 once
+            for ``compute_type`` and cached in the model cache.
         device: "cpu", "cuda" or "auto".
         compute_type: CTranslate2 compute type ("int8", "float16", "int8_float16", "default").
-        language: ISO code ("te"), or "auto" to detect.
+        language: ISO code ("te"), or "auto": Whisper detects the language of each utterance
+            (one language for the whole utterance: docs/asr.md, "Code-switched speech") and
+            transcribes it in that language; the transcript carries the detected code.
         beam_size: 1 is greedy (fastest).
         cpu_threads: 0 uses one thread per core (up to 8).
         partials: "on", "off" or "auto" (on only when one decode costs less than
@@ -359,6 +373,9 @@ def check_turn(turn: TurnOptions, vad: VADOptions) -> None:
         raise ConfigError(f"turn.resume_ms must be 0 (off) or more, got {turn.resume_ms}")
     if turn.audio_when not in ("always", "undecided", "auto"):
         raise ConfigError(f"turn.audio_when must be always, undecided or auto, got {turn.audio_when!r}")
+    if turn.deadline_ms < -1:
+        raise ConfigError(f"turn.deadline_ms must be -1 (none), 0 (vad.end_of_turn_silence_ms) or a silence in ms, "
+                          f"got {turn.deadline_ms}")
 
 
 def profile_names() -> list[str]:

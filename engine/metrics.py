@@ -54,11 +54,18 @@ class TurnMetrics:
         asr_stop: why the final decode stopped early ("loop", "script", "cap", "no_speech"), or None.
         gpu_mem_used_mb / gpu_mem_total_mb: CUDA memory when present, else None.
         turn_policy: what ended the turn (``engine.turn.TurnDecision.by``: silence,
-            smart-turn, transcript, combined, max-silence, fallback-silence; commit or text for
-            a turn the client ended).
-        turn_probability / turn_audio_probability / turn_text_probability: the evidence's
-            P(complete) when the turn ended (None where that signal was not used or not there).
+            smart-turn, transcript, combined, deadline, max-silence, fallback-silence; commit or
+            text for a turn the client ended).
+        turn_missing: the end-of-turn evidence the policy was still waiting for when the turn
+            ended ("audio", "transcript" or "audio,transcript"; None when all was in): with
+            ``turn_policy`` "deadline", what came too late (``turn.deadline_ms``).
+        turn_probability: the P(complete) of the evidence that ended the turn (None: none).
+        turn_audio_probability / turn_text_probability: each signal's P(complete), also when it
+            came after the turn ended (``turn_missing`` then names it; None where the signal was
+            not used or not there).
         turn_audio_ms: what the audio turn model cost.
+        turn_audio_ns / turn_text_ns: when the audio model's answer and the transcript's reading
+            arrived (also after the turn ended: how late they were).
         spec_start_ns: the turn started running speculatively (the first short silence).
         resumed: earlier parts of this utterance: the turn was ended this many times and the
             user went on (the parts are answered as one).
@@ -89,10 +96,13 @@ class TurnMetrics:
     gpu_mem_used_mb: float | None = None
     gpu_mem_total_mb: float | None = None
     turn_policy: str | None = None
+    turn_missing: str | None = None
     turn_probability: float | None = None
     turn_audio_probability: float | None = None
     turn_text_probability: float | None = None
     turn_audio_ms: float | None = None
+    turn_audio_ns: int | None = None
+    turn_text_ns: int | None = None
     spec_start_ns: int | None = None
     resumed: int = 0
     half_replies: int = 0
@@ -147,11 +157,14 @@ class TurnMetrics:
             "asr_stop": self.asr_stop,
             "interrupted": self.interrupted,
             "turn_policy": self.turn_policy,
+            "turn_missing": self.turn_missing,
             "turn_probability": _round(self.turn_probability, 3),
             "turn_audio_probability": _round(self.turn_audio_probability, 3),
             "turn_text_probability": _round(self.turn_text_probability, 3),
             "turn_audio_ms": _round(self.turn_audio_ms),
             "spec_start_ms": _round(ms(self.speech_end_ns, self.spec_start_ns)),
+            "turn_audio_at_ms": _round(ms(self.speech_end_ns, self.turn_audio_ns)),
+            "turn_text_at_ms": _round(ms(self.speech_end_ns, self.turn_text_ns)),
             "resumed": self.resumed,
             "half_replies": self.half_replies,
             "gpu_mem_used_mb": self.gpu_mem_used_mb,

@@ -629,27 +629,37 @@ class Session:
 
     async def _predict_turn(self, turn: _Turn, audio: np.ndarray) -> None:
         loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
+        m, model = turn.metrics, self.engine.turn_model
+
+        def predict() -> float:
+            # stamped in the worker: a turn that ended without it (turn.deadline_ms) cancels this
+            # task, but the model runs to its end, and the metrics show how late it came
+            t0 = time.perf_counter()
+            p = model.predict(audio)
+            m.turn_audio_ms, m.turn_audio_ns = (time.perf_counter() - t0) * 1000, now_ns()
+            m.turn_audio_probability = p
+            return p
+
         try:
-            p = await loop.run_in_executor(self.engine.turn_pool, self.engine.turn_model.predict, audio)
+            p = await loop.run_in_executor(self.engine.turn_pool, predict)
         except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides
             log.exception("turn model")
             self._emit(ErrorEvent(getattr(exc, "code", "turn_failed"), f"the turn model failed: {exc}", "turn",
                                   turn.id))
             p = None
-        turn.metrics.turn_audio_ms = (time.perf_counter() - t0) * 1000
-        turn.metrics.turn_audio_probability = p
         if self._spec is turn:
             turn.evidence.audio, turn.evidence.audio_usable = p, p is not None
             self._check_turn_end()
 
-    def _on_text_evidence(self, turn: _Turn, p: float | None) -> None:
-        """The language model read the speculative transcript (on the event loop)."""
+    def _on_text_evidence(self, turn: _Turn, p: float | None, at_ns: int | None = None) -> None:
+        """The language model read the speculative transcript (on the event loop; ``at_ns``:
+        when it did, in the LLM's thread)."""
         turn.metrics.turn_text_probability = p
         if p is None:
             turn.evidence.text_usable = False
         else:
             turn.evidence.text = p
+            turn.metrics.turn_text_ns = at_ns or now_ns()
         if self._spec is turn:
             self._maybe_predict(turn)
             self._check_turn_end()
@@ -713,7 +723,7 @@ class Session:
         if spec is not None and spec.id == turn_id and spec.end_sample == end_sample and spec.task is not None:
             self._spec = None
             if spec.predict_task is not None and not spec.predict_task.done():
-                spec.predict_task.cancel()  # decided without it (a fixed or maximum wait)
+                spec.predict_task.cancel()  # decided without it (a fixed or maximum wait, the deadline)
             spec.metrics.speech_end_ns, spec.metrics.turn_end_ns = speech_end_ns, decided_ns
             spec.metrics.speech_start_ns = spec.metrics.speech_start_ns or self._speech_start_ns
             self._record_decision(spec.metrics, decision)
@@ -733,6 +743,7 @@ class Session:
     def _record_decision(self, m: TurnMetrics, d: TurnDecision) -> None:
         m.turn_policy = d.by
         m.turn_probability = d.probability
+        m.turn_missing = ",".join(d.missing) or None
 
     def _start_turn_bookkeeping(self) -> None:
         self._turn_start = None
@@ -869,7 +880,7 @@ class Session:
         def turn_end(p: float | None) -> None:
             reported.set()
             if turn is not None:
-                loop.call_soon_threadsafe(self._on_text_evidence, turn, p)
+                loop.call_soon_threadsafe(self._on_text_evidence, turn, p, now_ns())
 
         def generate() -> None:
             t0, n = time.perf_counter(), 0

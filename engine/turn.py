@@ -23,6 +23,13 @@ the turn as soon as the evidence says "complete", or wait longer when it says "i
   it would share the cores with the turn's ASR), and with ``"auto"`` so where the last transcript
   in the language was usable (else the audio model starts at the pause, as it decides alone).
 
+Evidence has a deadline (``deadline_ms``: by default the fixed policy's silence,
+``vad.end_of_turn_silence_ms``). Evidence that has not arrived by then (an audio model or an
+LLM slowed by a busy CPU) is not waited for any longer: the turn ends there ("deadline", with
+what was missing), so an adaptive policy never ends a turn later than the fixed timer would for
+want of evidence. Evidence that did arrive is still heeded: if it says "incomplete", the policy
+goes on waiting (for the rest of the evidence, up to ``max_silence_ms``).
+
 :class:`TurnPolicy` is pure: the session feeds it the silence so far and the evidence, and it
 answers "end now" (with what decided it) or "keep waiting". It never waits past
 ``max_wait_ms``, where the VAD ends the turn whatever the evidence.
@@ -67,14 +74,18 @@ class TurnEvidence:
 @dataclass(frozen=True)
 class TurnDecision:
     """The turn ended. ``by`` names what decided: the policy (``silence``, ``smart-turn``,
-    ``transcript``, ``combined``), ``max-silence`` (an adaptive policy that heard
-    "incomplete" and waited its longest) or ``fallback-silence`` (no usable evidence, e.g. a
-    transcript in the wrong script for a text-only policy: the fixed silence decides). ``probability`` is the evidence's
-    P(complete) (the lower of the two for ``combined``), None if there was none."""
+    ``transcript``, ``combined``), ``deadline`` (evidence had not arrived by
+    :attr:`TurnPolicy.deadline_ms` and what had arrived did not say "incomplete"),
+    ``max-silence`` (an adaptive policy that heard "incomplete" and waited its longest) or
+    ``fallback-silence`` (no usable evidence, e.g. a transcript in the wrong script for a
+    text-only policy: the fixed silence decides). ``probability`` is the evidence's P(complete)
+    (for ``combined`` the fused score's), None if there was none. ``missing``: the evidence the
+    policy still waited for when the turn ended ("audio", "transcript"; empty when all was in)."""
 
     by: str
     probability: float | None
     silence_ms: float
+    missing: tuple[str, ...] = ()
 
 
 class TurnPolicy:
@@ -106,6 +117,24 @@ class TurnPolicy:
     def fallback_ms(self) -> int:
         """Where a policy with no usable evidence ends: the fixed silence."""
         return self.fixed_silence_ms
+
+    @property
+    def deadline_ms(self) -> int | None:
+        """The silence after which evidence still missing is not waited for (None: no deadline;
+        ``turn.deadline_ms``: 0 is the fixed policy's silence, -1 none)."""
+        if not self.adaptive or self.o.deadline_ms < 0:
+            return None
+        return self.o.deadline_ms or self.fixed_silence_ms
+
+    def missing(self, ev: TurnEvidence) -> tuple[str, ...]:
+        """The evidence the policy waits for and does not have yet: the audio model's answer
+        (unless the transcript settles it alone), the transcript's reading."""
+        out = []
+        if self.needs_audio and ev.audio_usable and ev.audio is None and not self.text_decides(ev):
+            out.append("audio")  # still running (or not started: see TurnOptions.audio_when)
+        if self.needs_text and ev.text_usable and ev.text is None:
+            out.append("transcript")  # the transcript, or the model's reading of it, is still coming
+        return tuple(out)
 
     @property
     def earliest_ms(self) -> int:
@@ -161,14 +190,20 @@ class TurnPolicy:
         """End the turn now (a decision) or keep waiting (None)."""
         if not self.adaptive:
             return TurnDecision("silence", None, silence_ms) if silence_ms >= self.fixed_silence_ms else None
+        missing = self.missing(ev)
         if silence_ms >= self.max_wait_ms:
-            return TurnDecision("max-silence", self.probability(ev), silence_ms)
+            return TurnDecision("max-silence", self.probability(ev), silence_ms, missing)
         if silence_ms < self.o.min_silence_ms:
             return None
-        if self.needs_audio and ev.audio_usable and ev.audio is None and not self.text_decides(ev):
-            return None  # the audio model is still running (or not started: see TurnOptions.audio_when)
-        if self.needs_text and ev.text_usable and ev.text is None:
-            return None  # the transcript (or the model's reading of it) is still coming
+        if missing:
+            deadline = self.deadline_ms
+            if deadline is None or silence_ms < deadline:
+                return None  # wait for it
+            # past the deadline: decide on what did arrive; "incomplete" from it is still heeded
+            z = self.score(ev)
+            if z is not None and z < 0:
+                return None  # the rest may still turn it, else max_silence_ms ends the turn
+            return TurnDecision("deadline", self.probability(ev), silence_ms, missing)
         z = self.score(ev)
         if z is None:  # no usable evidence at all: the fixed silence decides
             return TurnDecision("fallback-silence", None, silence_ms) if silence_ms >= self.fallback_ms else None

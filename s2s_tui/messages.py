@@ -181,7 +181,7 @@ class TurnLatency(_Msg):
             possibly the LLM's first token) is hidden there and the after-silence stages are
             only what was left.
         turn_policy: what ended the turn (``engine.turn``: silence, smart-turn, transcript,
-            combined, max-silence, fallback-silence, commit); the silence it waited is the
+            combined, deadline, max-silence, fallback-silence, commit); the silence it waited is the
             ``eot_wait_ms`` stage.
         turn_probability: the evidence's P(complete) when it ended (None: no evidence).
         resumed: times the turn was ended and the user went on (answered as one).

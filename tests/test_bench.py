@@ -47,6 +47,8 @@ def test_register_adds_the_bench_commands():
     assert bench._turn_policies(None, "silence") == [] and bench._turn_policies("none", "combined") == []
     with pytest.raises(bench.ConfigError):
         bench._turn_policies("silence,psychic", "silence")
+    assert parser.parse_args(["bench", "latency"]).cpu_load == 0
+    assert parser.parse_args(["bench", "latency", "--cpu-load", "1", "a.wav"]).cpu_load == 1
 
 
 def test_scripted_reply_is_four_chunks():
@@ -193,6 +195,7 @@ def test_latency_compares_fixed_and_adaptive_end_of_turn(tmp_path):
     # come, and this test is about what decides, not how fast
     args = _parser().parse_args(["bench", "latency", "--turns", "1", "--turn-policies", "silence,combined",
                                  "--set", "asr.language=en", "--set", "turn.max_silence_ms=6000",
+                                 "--set", "turn.deadline_ms=-1",  # no deadline: what decides, not how fast
                                  "--json", str(out), pick["complete"],
                                  "--paused", pick["paused"]])
     assert args.func(args) == 0
@@ -210,3 +213,106 @@ def test_latency_compares_fixed_and_adaptive_end_of_turn(tmp_path):
     assert adaptive["paused"]["resumed"] == 0 and adaptive["paused"]["replies_to_half"] == 0
     paused = [f for f in adaptive["files"] if f["kind"] == "paused"][0]
     assert paused["turns"] == 1 and "Hyderabad" in paused["transcripts"][0]
+
+
+# --- --cpu-load: busy processes around the run -----------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie that nobody reaped yet does not count)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: PTH123, SIM115 - a one-line read
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _spinners() -> list[int]:
+    """This process's children that are --cpu-load processes."""
+    import os
+
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()  # noqa: PTH123, SIM115
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()  # noqa: PTH123, SIM115
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"spinning" in cmd and _alive(int(d)):
+            out.append(int(d))
+    return out
+
+
+def test_cpu_load_runs_its_processes_inside_the_block_and_none_after():
+    from engine.bench_latency import cpu_load
+
+    with cpu_load(2) as procs:
+        pids = [p.pid for p in procs]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids) and sorted(_spinners()) == sorted(pids)
+    assert not any(_alive(pid) for pid in pids) and _spinners() == []
+    with pytest.raises(RuntimeError), cpu_load(1) as procs:  # an error inside: still stopped
+        pids = [p.pid for p in procs]
+        raise RuntimeError("the benchmark fell over")
+    assert not any(_alive(pid) for pid in pids) and _spinners() == []
+    with cpu_load(0) as procs:
+        assert procs == []
+
+
+def test_a_cpu_load_process_stops_by_itself_when_its_parent_is_gone(tmp_path):
+    """Killed with SIGKILL, the parent runs no cleanup: its load processes see it gone and stop."""
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys\n"
+              "from engine.bench_latency import cpu_load\n"
+              "with cpu_load(1) as procs:\n"
+              "    print(procs[0].pid, flush=True)\n"
+              "    os.kill(os.getpid(), 9)\n")
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert parent.returncode == -9
+    pid = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 30  # bounded: it checks its parent every few ms
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def test_bench_latency_cpu_load_starts_and_stops_its_processes(monkeypatch, tmp_path):
+    """``bench latency --cpu-load 2``: the processes spin while the run measures, are gone after
+    it, also when it fails, and the report says how loaded the machine was."""
+    seen: list[list[int]] = []
+
+    class Engine:
+        profile = type("P", (), {"turn": type("T", (), {"policy": "silence"})()})()
+
+        def describe(self):  # noqa: ANN202
+            return {"models": {}}
+
+        def close(self):  # noqa: ANN202
+            pass
+
+    async def run_latency(engine, files, turns, paced, min_sentences):  # noqa: ANN001, ANN202
+        seen.append(_spinners())
+        if files == ["fails.wav"]:
+            raise RuntimeError("the benchmark fell over")
+        return {"summary": {}, "turns": []}
+
+    monkeypatch.setattr(bench, "bench_engine", lambda *a: Engine())
+    monkeypatch.setattr(bench, "run_latency", run_latency)
+    monkeypatch.setattr(bench, "render_latency", lambda report, console: None)
+    out = tmp_path / "r.json"
+    args = _parser().parse_args(["bench", "latency", "--cpu-load", "2", "--json", str(out), "a.wav"])
+    assert args.func(args) == 0
+    assert len(seen[0]) == 2 and _spinners() == []
+    load = json.loads(out.read_text(encoding="utf-8"))["cpu_load"]
+    assert load["busy_processes"] == 2 and len(load["load_average_before"]) == 3
+    args = _parser().parse_args(["bench", "latency", "--cpu-load", "1", "fails.wav"])
+    with pytest.raises(RuntimeError):
+        args.func(args)
+    assert len(seen[1]) == 1 and _spinners() == []
+    with pytest.raises(bench.ConfigError):
+        args = _parser().parse_args(["bench", "latency", "--cpu-load", "-1", "a.wav"])
+        args.func(args)

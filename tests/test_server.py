@@ -927,7 +927,7 @@ async def test_turn_detection_type_chooses_the_end_of_turn_policy(server, clips)
         td = td_of(await client.wait_for(p.SessionUpdated))
         assert td["type"] == "semantic_vad" and td["eagerness"] == "high"
         m = await spoken_policy(client)
-        assert m["turn_policy"] in ("combined", "max-silence", "fallback-silence")
+        assert m["turn_policy"] in ("combined", "deadline", "max-silence", "fallback-silence")
     async with RealtimeClient(server.url, ping_interval_s=0) as client:
         await client.wait_for(p.SessionCreated)
         await client.send(p.SessionUpdate(session=p.SessionPatch(

@@ -138,6 +138,39 @@ def test_unusable_evidence_is_not_waited_for():
     assert p.decide(600, TurnEvidence(audio_usable=False, text_usable=False)).by == "fallback-silence"
 
 
+def test_evidence_that_misses_the_deadline_is_not_waited_for():
+    """``turn.deadline_ms`` (0: the fixed silence, 600 here): evidence still missing then is not
+    waited for, unless what did arrive says "incomplete"."""
+    p = policy("combined", min_silence_ms=200, max_silence_ms=1500)
+    assert p.deadline_ms == 600
+    assert p.decide(590, TurnEvidence()) is None  # before the deadline: wait for both
+    d = p.decide(600, TurnEvidence())
+    assert d is not None and d.by == "deadline" and d.missing == ("audio", "transcript") and d.probability is None
+    d = p.decide(600, TurnEvidence(text=0.5))  # the transcript leaves it open; the audio model is late
+    assert d.by == "deadline" and d.missing == ("audio",) and d.probability > 0.5
+    d = p.decide(600, TurnEvidence(audio=0.9))  # the reading is late (the LLM is slow)
+    assert d.by == "deadline" and d.missing == ("transcript",)
+    # what did arrive says "incomplete": still heeded, the turn waits (for the rest, or its longest)
+    assert p.decide(600, TurnEvidence(text=0.1)) is None
+    assert p.decide(1000, TurnEvidence(audio=0.2)) is None
+    d = p.decide(1500, TurnEvidence(text=0.1))
+    assert d.by == "max-silence" and d.missing == ("audio",)
+    # all evidence in: no deadline involved, nothing missing
+    assert p.decide(250, TurnEvidence(audio=0.9, text=0.9)).missing == ()
+    assert p.decide(250, TurnEvidence(text=0.97)).missing == ()  # settled by the transcript alone
+    # single-signal policies; a deadline of its own; none; the fixed policy has none to miss
+    assert policy("smart-turn").decide(600, TurnEvidence()).missing == ("audio",)
+    assert policy("transcript").decide(600, TurnEvidence()).missing == ("transcript",)
+    own = policy("combined", deadline_ms=400)
+    assert own.decide(390, TurnEvidence()) is None and own.decide(400, TurnEvidence()).by == "deadline"
+    off = policy("combined", deadline_ms=-1, max_silence_ms=1500)
+    assert off.deadline_ms is None and off.decide(1400, TurnEvidence(text=0.5)) is None
+    assert policy("silence").deadline_ms is None
+    assert load_profile("offline", ["turn.deadline_ms=-1"]).turn.deadline_ms == -1
+    with pytest.raises(ConfigError):
+        load_profile("offline", ["turn.deadline_ms=-2"])
+
+
 def test_thresholds_come_from_the_profile_and_bad_values_are_refused():
     p = policy("smart-turn", audio_threshold=0.95)
     assert p.decide(300, TurnEvidence(audio=0.9)) is None
@@ -339,6 +372,157 @@ async def test_auto_runs_the_audio_model_at_the_pause_until_a_transcript_is_evid
     await one_turn()  # expected unusable: the audio model starts at the pause again
     assert len(turn_model.calls) == 3
     engine.close()
+
+
+class GatedTurnModel(FakeTurnModel):
+    """An audio turn model that answers ``p`` only once ``gate`` is set (``started``: it was asked)."""
+
+    def __init__(self, p: float, gate: threading.Event):
+        super().__init__(p)
+        self.gate, self.started = gate, threading.Event()
+
+    def predict(self, audio: np.ndarray) -> float:
+        self.started.set()
+        assert self.gate.wait(30), "the test never let the audio model answer"
+        return super().predict(audio)
+
+
+class GatedReadLLM(FakeLLM):
+    """A language model whose reading of the turn (and so its reply) waits for ``gate``."""
+
+    def __init__(self, eou: float, gate: threading.Event):
+        super().__init__(delay=0.0, eou=eou)
+        self.gate, self.reading = gate, threading.Event()
+
+    def stream_turn(self, messages, max_tokens, cancel, turn_end):  # noqa: ANN001, ANN201
+        self.reading.set()
+        assert self.gate.wait(30), "the test never let the language model read the turn"
+        yield from super().stream_turn(messages, max_tokens, cancel, turn_end)
+
+
+def deadline_engine(llm, turn_model, *overrides: str):  # noqa: ANN001, ANN201
+    return fake_engine(llm=llm, turn_model=turn_model,
+                       overrides=["turn.policy=combined", "turn.audio_when=always", "turn.min_silence_ms=200",
+                                  "turn.max_silence_ms=1200", "vad.end_of_turn_silence_ms=600", *overrides])
+
+
+@pytest.mark.parametrize("late", [True, False])
+async def test_an_audio_model_later_than_the_fixed_timer_does_not_hold_the_turn(late):
+    """The transcript leaves the answer open (0.5), so the audio model is waited for: up to the
+    fixed 600 ms. Late, the turn ends there ("deadline", audio missing) and the reply goes out
+    while the model is still busy; in time, it ends the turn early as before."""
+    gate = threading.Event()
+    if not late:
+        gate.set()
+    turn_model = GatedTurnModel(0.9, gate)
+    engine = deadline_engine(FakeLLM(delay=0.0, eou=0.5), turn_model)
+    s = engine.new_session()
+    await s.start()
+    try:
+        await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+        feed = asyncio.create_task(paced(s, tail_silence(1.6)))
+        events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+        assert turn_model.started.is_set()  # it was asked at the pause: late, not skipped
+        m = metrics_of(events)[0]
+        done = next(e for e in events if isinstance(e, ResponseDone))
+        if late:
+            assert not gate.is_set()  # the whole reply went out while the audio model had not answered
+            assert done.status == "completed" and any(isinstance(e, ReplyAudio) for e in events)
+            assert m.turn_policy == "deadline" and m.turn_missing == "audio"
+            assert m.turn_text_probability == 0.5 and m.turn_probability > 0.5
+            assert m.stages_ms()["eot_wait_ms"] >= 600  # the fixed timer's point ("deadline": before the maximum)
+            d = m.to_dict()
+            assert d["turn_policy"] == "deadline" and d["turn_missing"] == "audio" and d["turn_audio_at_ms"] is None
+        else:
+            assert m.turn_policy == "combined" and m.turn_missing is None
+            assert m.stages_ms()["eot_wait_ms"] < 600
+            assert m.turn_audio_probability == 0.9 and m.to_dict()["turn_audio_at_ms"] is not None
+        await feed
+    finally:
+        gate.set()
+        await s.close()
+        engine.close()
+
+
+async def test_a_transcript_reading_later_than_the_fixed_timer_does_not_hold_the_turn():
+    """The audio model says complete at once; the LLM's reading of the transcript is stuck. At
+    the fixed 600 ms the turn ends without it; the reading (and the reply) come after."""
+    gate = threading.Event()
+    llm = GatedReadLLM(0.9, gate)
+    engine = deadline_engine(llm, FakeTurnModel(0.9))
+    s = engine.new_session()
+    await s.start()
+    try:
+        await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+        feed = asyncio.create_task(paced(s, tail_silence(1.6)))
+        before = await collect_until(s, lambda e: isinstance(e, SpeechStopped))
+        assert llm.reading.is_set() and not gate.is_set()  # the turn ended while the reading was stuck
+        gate.set()
+        after = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+        m = metrics_of(after)[0]
+        assert m.turn_policy == "deadline" and m.turn_missing == "transcript"
+        assert m.turn_audio_probability == 0.9 and m.turn_text_probability == 0.9  # it came, too late
+        assert m.turn_text_ns > m.turn_end_ns
+        assert m.stages_ms()["eot_wait_ms"] >= 600
+        assert [type(e).__name__ for e in before].count("SpeechStopped") == 1
+        assert next(e for e in after if isinstance(e, ResponseDone)).status == "completed"
+        await feed
+    finally:
+        gate.set()
+        await s.close()
+        engine.close()
+
+
+@pytest.mark.parametrize("text_p, missing", [(0.1, "audio"), (0.01, None)])
+async def test_a_reading_of_incomplete_still_waits_past_the_deadline(text_p, missing):
+    """The deadline only drops evidence that has not arrived: the transcript read as unfinished
+    keeps the turn open up to max_silence_ms even with the audio model stuck (0.1: the audio
+    model could still turn it, so it is waited for; 0.01: it could not, so it is not missing)."""
+    gate = threading.Event()
+    engine = deadline_engine(FakeLLM(delay=0.0, eou=text_p), GatedTurnModel(0.9, gate))
+    s = engine.new_session()
+    await s.start()
+    try:
+        await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+        feed = asyncio.create_task(paced(s, tail_silence(1.6)))
+        events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+        m = metrics_of(events)[0]
+        assert not gate.is_set()
+        assert m.turn_policy == "max-silence" and m.turn_missing == missing
+        assert m.stages_ms()["eot_wait_ms"] >= 1100  # waited (about) the maximum, in real time
+        await feed
+    finally:
+        gate.set()
+        await s.close()
+        engine.close()
+
+
+async def test_a_pause_read_as_incomplete_with_a_stuck_audio_model_gets_no_half_reply():
+    """A 800 ms pause mid-sentence, longer than the fixed 600 ms: the fixed timer would answer
+    the first half; the transcript's "incomplete" holds the turn though the audio model never
+    answers, so both parts are answered as one turn."""
+    gate = threading.Event()
+    asr = LengthASR()
+    engine = fake_engine(asr=asr, llm=FakeLLM(delay=0.0, eou=0.1), turn_model=GatedTurnModel(0.9, gate),
+                         overrides=["turn.policy=combined", "turn.audio_when=always", "turn.max_silence_ms=1500"])
+    s = engine.new_session()
+    await s.start()
+    try:
+        await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
+        await paced(s, tail_silence(0.8))
+        await push_fast(s, CORE)
+        gate.set()  # the second pause's audio model answers at once
+        await paced(s, tail_silence(1.8))
+        events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+        assert len([e for e in events if isinstance(e, ResponseStarted)]) == 1
+        assert len([e for e in events if isinstance(e, SpeechStopped)]) == 1
+        assert not any(isinstance(e, SpeechStarted) and e.resumed for e in events)
+        m = metrics_of(events)[0]
+        assert m.half_replies == 0 and m.resumed == 0
+    finally:
+        gate.set()
+        await s.close()
+        engine.close()
 
 
 async def test_session_can_switch_policy_and_refuses_one_it_cannot_run():
