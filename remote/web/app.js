@@ -341,7 +341,7 @@ function codecFailed(err) {
 /** Reply audio of response `k`, PCM16 at 24 kHz (decoded, if it came as Opus). */
 function playReply(k, pcm, t) {
   const r = S.replies.get(k);
-  if (!r || r.status === 'cancelled') return; // cut already: late audio is not played
+  if (!r || r.status === 'cancelled' || r.cut) return; // cut already: late audio is not played
   if (r.firstReadMs === undefined) r.firstReadMs = t;
   r.samples += pcm.length;
   S.replySamples += pcm.length;
@@ -394,6 +394,13 @@ async function interrupt(reason = 'key') {
   }
   const rid = f.id || active;
   if (rid && (f.id || active)) conv.cut(rid, f.playedMs);
+  if (rid) {
+    // Opus replies decode asynchronously: frames still in the decoder would refill the buffer
+    const r = S.replies.get(rid);
+    if (r) r.cut = true;
+    const dec = S.down.get(rid);
+    if (dec) { S.down.delete(rid); dec.close(); }
+  }
   const rec = { reason, id: rid, playedMs: f.playedMs, discardedMs: f.discardedMs, bufferedBefore: before.buffered, at: performance.now() };
   (reason === 'barge-in' ? T.bargeIns : T.interrupts).push(rec);
   if (T.bargeIns.length > 100) T.bargeIns.shift();
@@ -517,7 +524,7 @@ function onEvent(e, t) {
     case 'response.output_audio.delta': {
       const k = key(e.response_id);
       const r = S.replies.get(k);
-      if (!r || r.status === 'cancelled') break; // cut already: late audio is not played
+      if (!r || r.status === 'cancelled' || r.cut) break; // cut already: late audio is not played
       const bytes = bytesFromB64(e.delta);
       const fmt = S.outFormatOf.get(k);
       if (fmt && fmt.type === OPUS) {
