@@ -267,10 +267,12 @@ def make_set(out: str | Path, languages: tuple[str, ...] = ("en", "te"), rates: 
 
 @dataclass
 class Cut:
-    """What the Session made of one file: its turns' audio and transcripts."""
+    """What the Session made of one file: its turns' audio and transcripts, and where the VAD
+    put each turn's speech (``bounds``: start and end in ms of the stream)."""
 
     turns: list[np.ndarray] = field(default_factory=list, repr=False)
     transcripts: list[str] = field(default_factory=list)
+    bounds: list[tuple[int, int]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -279,7 +281,7 @@ async def session_cut(engine: Engine, audio: np.ndarray, rate: int, language: st
     and return the turns it transcribed with the audio of each (``engine.asr`` must be the
     :class:`engine.bench_llm.BenchASR` of :func:`bench_engine`)."""
     from engine.bench_latency import feed
-    from engine.events import ErrorEvent, TranscriptFinal
+    from engine.events import ErrorEvent, SpeechStarted, SpeechStopped, TranscriptFinal
 
     session = engine.new_session()
     session.update(language=language)
@@ -287,10 +289,17 @@ async def session_cut(engine: Engine, audio: np.ndarray, rate: int, language: st
     stream = np.concatenate([audio, np.zeros(int(rate * (eot + 1000) / 1000), np.float32)])
     await session.start()
     cut = Cut()
+    start: int | None = None
 
     async def collect() -> None:
+        nonlocal start
         async for ev in session.stream():
-            if isinstance(ev, TranscriptFinal):
+            if isinstance(ev, SpeechStarted) and not ev.resumed:
+                start = ev.audio_start_ms
+            elif isinstance(ev, SpeechStopped) and start is not None:
+                cut.bounds.append((start, ev.audio_end_ms))
+                start = None
+            elif isinstance(ev, TranscriptFinal):
                 turn = engine.asr.audio_for(ev.text)
                 if turn is not None:
                     cut.turns.append(turn)

@@ -4,8 +4,8 @@
         [--segments 300:64:0,300:64:200,...] [--profile offline] [--language en]
 
 SET is a ``bench asr`` set (``s2s-engine bench asr-set``). Every WAV goes once through a real
-Session (the profile's Silero VAD, 20 ms chunks, as fast as the Session takes them) for the bounds
-of each turn: its SpeechStarted and SpeechStopped positions. Each SEGMENT ``PRE:TAIL:PAD`` (ms) then
+Session (``engine.bench_asr.session_cut``: the profile's Silero VAD, 20 ms chunks, as fast as the
+Session takes them) for the bounds of each turn: its SpeechStarted and SpeechStopped positions. Each SEGMENT ``PRE:TAIL:PAD`` (ms) then
 cuts every turn from the file (resampled to 16 kHz) from PRE before the start of speech to TAIL
 after its end (real audio; negative values cut into the speech), appends PAD of digital silence,
 and decodes it with the profile's ASR at ``--beam``/``--window``. The WER of each segment, and of
@@ -23,37 +23,9 @@ import sys
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav, resample
-from engine.bench_asr import bench_engine, error_rates, load_set, native_wav
-from engine.bench_latency import feed
-from engine.events import SpeechStarted, SpeechStopped
+from engine.bench_asr import bench_engine, error_rates, load_set, native_wav, session_cut
 
 DEFAULT_SEGMENTS = "300:64:0,300:64:200,300:64:500,300:64:1000,300:200:0,300:400:0,100:64:0,500:64:0"
-
-
-async def turn_bounds(engine, audio: np.ndarray, rate: int, language: str) -> list[tuple[int, int]]:  # noqa: ANN001
-    """(start ms, end ms) of each turn the Session cuts from ``audio``."""
-    session = engine.new_session()
-    session.update(language=language)
-    stream = np.concatenate([audio, np.zeros(int(rate * (session.max_turn_wait_ms + 1000) / 1000), np.float32)])
-    await session.start()
-    bounds: list[tuple[int, int]] = []
-    start: list[int] = []
-
-    async def collect() -> None:
-        async for ev in session.stream():
-            if isinstance(ev, SpeechStarted) and not ev.resumed:
-                start.append(ev.audio_start_ms)
-            elif isinstance(ev, SpeechStopped) and start:
-                bounds.append((start.pop(), ev.audio_end_ms))
-                start.clear()
-
-    collector = asyncio.create_task(collect())
-    try:
-        await feed(session, stream, rate, paced=False)
-    finally:
-        await session.close()
-        await collector
-    return bounds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         for it in items:
             audio, rate = native_wav(it.audio)
             x16 = np.concatenate([resample(audio, rate, ENGINE_RATE), np.zeros(3 * ENGINE_RATE, np.float32)])
-            cut.append((asyncio.run(turn_bounds(engine, audio, rate, args.language)), x16))
+            cut.append((asyncio.run(session_cut(engine, audio, rate, args.language)).bounds, x16))
         asr = engine.asr.inner  # type: ignore[attr-defined]
         variant = asr.variant(beam_size=args.beam, window_s=args.window, max_tokens_per_s=0.0,
                               decode_step_tokens=16, no_speech_threshold=0.6)

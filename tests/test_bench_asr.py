@@ -85,3 +85,29 @@ def test_bench_asr_errors_are_one_line(tmp_path):
     proc = cli("bench", "asr", str(tmp_path / "missing"), "--set", "llm.max_tokens=8", timeout=300)
     assert proc.returncode == 1 and "test set not found" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_the_sessions_cut_says_where_each_turns_speech_is(tmp_path):
+    """``session_cut`` records the VAD's start and end of each turn's speech (what
+    scripts/asr_segment.py recuts): inside the audio, in order, one pair per transcribed turn."""
+    import asyncio
+
+    import numpy as np
+
+    from engine.bench_asr import bench_engine, native_wav, session_cut
+    from tests.conftest import silence, speak
+
+    one = speak("Please turn off the lights.", tmp_path / "one.wav", voice="en-us", rate=16_000)
+    two = speak("What is the capital of India?", tmp_path / "two.wav", voice="en-us", rate=16_000)
+    a, rate = native_wav(one)
+    b, _ = native_wav(two)
+    audio = np.concatenate([a, silence(2.5, rate), b]).astype(np.float32)
+    engine = bench_engine("offline", ["asr.language=en", "turn.policy=silence"])
+    try:
+        cut = asyncio.run(session_cut(engine, audio, rate, "en"))
+    finally:
+        engine.close()
+    assert len(cut.turns) == len(cut.bounds) == 2 and not cut.error
+    (s1, e1), (s2, e2) = cut.bounds
+    first_ms, total_ms = 1000 * len(a) / rate, 1000 * len(audio) / rate
+    assert 0 <= s1 < e1 <= first_ms + 100 < s2 < e2 <= total_ms

@@ -5,6 +5,7 @@ Turn model and the real Gemma's sentence-end probability."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import numpy as np
@@ -406,6 +407,20 @@ def deadline_engine(llm, turn_model, *overrides: str):  # noqa: ANN001, ANN201
                                   "turn.max_silence_ms=1200", "vad.end_of_turn_silence_ms=600", *overrides])
 
 
+@contextlib.asynccontextmanager
+async def gated_session(engine, gate: threading.Event):  # noqa: ANN001, ANN201
+    """A started session of ``engine``; on the way out the gate opens (a stuck fake returns), then
+    the session and the engine close."""
+    s = engine.new_session()
+    await s.start()
+    try:
+        yield s
+    finally:
+        gate.set()
+        await s.close()
+        engine.close()
+
+
 @pytest.mark.parametrize("late", [True, False])
 async def test_an_audio_model_later_than_the_fixed_timer_does_not_hold_the_turn(late):
     """The transcript leaves the answer open (0.5), so the audio model is waited for: up to the
@@ -416,9 +431,7 @@ async def test_an_audio_model_later_than_the_fixed_timer_does_not_hold_the_turn(
         gate.set()
     turn_model = GatedTurnModel(0.9, gate)
     engine = deadline_engine(FakeLLM(delay=0.0, eou=0.5), turn_model)
-    s = engine.new_session()
-    await s.start()
-    try:
+    async with gated_session(engine, gate) as s:
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         feed = asyncio.create_task(paced(s, tail_silence(1.6)))
         events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
@@ -438,10 +451,6 @@ async def test_an_audio_model_later_than_the_fixed_timer_does_not_hold_the_turn(
             assert m.stages_ms()["eot_wait_ms"] < 600
             assert m.turn_audio_probability == 0.9 and m.to_dict()["turn_audio_at_ms"] is not None
         await feed
-    finally:
-        gate.set()
-        await s.close()
-        engine.close()
 
 
 async def test_a_transcript_reading_later_than_the_fixed_timer_does_not_hold_the_turn():
@@ -450,9 +459,7 @@ async def test_a_transcript_reading_later_than_the_fixed_timer_does_not_hold_the
     gate = threading.Event()
     llm = GatedReadLLM(0.9, gate)
     engine = deadline_engine(llm, FakeTurnModel(0.9))
-    s = engine.new_session()
-    await s.start()
-    try:
+    async with gated_session(engine, gate) as s:
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         feed = asyncio.create_task(paced(s, tail_silence(1.6)))
         before = await collect_until(s, lambda e: isinstance(e, SpeechStopped))
@@ -467,10 +474,6 @@ async def test_a_transcript_reading_later_than_the_fixed_timer_does_not_hold_the
         assert [type(e).__name__ for e in before].count("SpeechStopped") == 1
         assert next(e for e in after if isinstance(e, ResponseDone)).status == "completed"
         await feed
-    finally:
-        gate.set()
-        await s.close()
-        engine.close()
 
 
 @pytest.mark.parametrize("text_p, missing", [(0.1, "audio"), (0.01, None)])
@@ -480,9 +483,7 @@ async def test_a_reading_of_incomplete_still_waits_past_the_deadline(text_p, mis
     model could still turn it, so it is waited for; 0.01: it could not, so it is not missing)."""
     gate = threading.Event()
     engine = deadline_engine(FakeLLM(delay=0.0, eou=text_p), GatedTurnModel(0.9, gate))
-    s = engine.new_session()
-    await s.start()
-    try:
+    async with gated_session(engine, gate) as s:
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         feed = asyncio.create_task(paced(s, tail_silence(1.6)))
         events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
@@ -491,10 +492,6 @@ async def test_a_reading_of_incomplete_still_waits_past_the_deadline(text_p, mis
         assert m.turn_policy == "max-silence" and m.turn_missing == missing
         assert m.stages_ms()["eot_wait_ms"] >= 1100  # waited (about) the maximum, in real time
         await feed
-    finally:
-        gate.set()
-        await s.close()
-        engine.close()
 
 
 async def test_a_pause_read_as_incomplete_with_a_stuck_audio_model_gets_no_half_reply():
@@ -505,9 +502,7 @@ async def test_a_pause_read_as_incomplete_with_a_stuck_audio_model_gets_no_half_
     asr = LengthASR()
     engine = fake_engine(asr=asr, llm=FakeLLM(delay=0.0, eou=0.1), turn_model=GatedTurnModel(0.9, gate),
                          overrides=["turn.policy=combined", "turn.audio_when=always", "turn.max_silence_ms=1500"])
-    s = engine.new_session()
-    await s.start()
-    try:
+    async with gated_session(engine, gate) as s:
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         await paced(s, tail_silence(0.8))
         await push_fast(s, CORE)
@@ -519,10 +514,6 @@ async def test_a_pause_read_as_incomplete_with_a_stuck_audio_model_gets_no_half_
         assert not any(isinstance(e, SpeechStarted) and e.resumed for e in events)
         m = metrics_of(events)[0]
         assert m.half_replies == 0 and m.resumed == 0
-    finally:
-        gate.set()
-        await s.close()
-        engine.close()
 
 
 async def test_session_can_switch_policy_and_refuses_one_it_cannot_run():

@@ -219,6 +219,9 @@ class FormatSpec:
         hint: how an error message names it.
         needs_model: the server loads a shared model before a session may use it (``model`` below).
         rate_on_wire: the format object carries ``rate`` (G.711's has none in Realtime).
+        param: its one parameter's field name (``bandwidth``, ``bitrate``), or None.
+        param_default / param_choices: what the parameter is when not given, and what it may be.
+        param_label: how a refusal names it, ``{}`` standing for the value ("Opus bitrate {} kbit/s").
     """
 
     type: ClassVar[str]
@@ -226,6 +229,10 @@ class FormatSpec:
     hint: ClassVar[str]
     needs_model: ClassVar[bool] = False
     rate_on_wire: ClassVar[bool] = True
+    param: ClassVar[str | None] = None
+    param_default: ClassVar[float] = 0
+    param_choices: ClassVar[tuple[float, ...]] = ()
+    param_label: ClassVar[str] = "{}"
 
     def unavailable(self) -> str | None:
         """Why this server cannot code the format (a library missing), or None."""
@@ -234,7 +241,14 @@ class FormatSpec:
     def check(self, name: str, value: Any) -> Any:
         """A format parameter (``bandwidth``...) as the session keeps it; ``refuse`` when it is
         not supported. Parameters of other formats are dropped (None)."""
-        return None
+        if name != self.param:
+            return None
+        if value is None:
+            return self.param_default
+        if value not in self.param_choices:
+            raise refuse(ErrorCode.UNSUPPORTED_FORMAT, f"{self.param_label.format(f'{value:g}')} is not supported; "
+                                                       f"use one of {', '.join(f'{c:g}' for c in self.param_choices)}")
+        return value
 
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         raise NotImplementedError
@@ -258,16 +272,8 @@ class _Encodec(FormatSpec):
     type = ENCODEC_FORMAT
     hint = f"'{ENCODEC_FORMAT}'"
     needs_model = True
-
-    def check(self, name: str, value: Any) -> Any:
-        if name != "bandwidth":
-            return None
-        if value is None:
-            return DEFAULT_ENCODEC_BANDWIDTH
-        if value not in ENCODEC_BANDWIDTHS:
-            raise refuse(ErrorCode.UNSUPPORTED_FORMAT, f"Encodec bandwidth {value:g} kbps is not supported; use one of "
-                                                       f"{', '.join(f'{b:g}' for b in ENCODEC_BANDWIDTHS)}")
-        return value
+    param, param_default, param_choices = "bandwidth", DEFAULT_ENCODEC_BANDWIDTH, ENCODEC_BANDWIDTHS
+    param_label = "Encodec bandwidth {} kbps"
 
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         return EncodecDecoder(model)
@@ -308,15 +314,8 @@ class _Opus(FormatSpec):
     def unavailable(self) -> str | None:
         return _opus_unavailable()
 
-    def check(self, name: str, value: Any) -> Any:
-        if name != "bitrate":
-            return None
-        if value is None:
-            return DEFAULT_OPUS_BITRATE
-        if value not in OPUS_BITRATES:
-            raise refuse(ErrorCode.UNSUPPORTED_FORMAT, f"Opus bitrate {value} kbit/s is not supported; use one of "
-                                                       f"{', '.join(map(str, OPUS_BITRATES))}")
-        return value
+    param, param_default, param_choices = "bitrate", DEFAULT_OPUS_BITRATE, OPUS_BITRATES
+    param_label = "Opus bitrate {} kbit/s"
 
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         return opus.OpusStreamDecoder()
