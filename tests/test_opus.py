@@ -93,7 +93,21 @@ def test_opus_appends_reach_the_engine_at_48_khz_and_bad_packets_are_refused_whi
     assert rules.receive(append(pk[0])) == []  # a fresh decoder after a clear
 
 
-def test_reply_audio_is_one_opus_packet_per_delta_coded_off_the_loop():
+def toc_frame_ms(toc: int) -> float:
+    """The frame length an Opus packet's TOC byte gives (RFC 6716 3.1, table 2)."""
+    config = toc >> 3
+    if config < 12:  # SILK-only: 10, 20, 40, 60 ms
+        return (10, 20, 40, 60)[config % 4]
+    if config < 16:  # hybrid: 10, 20 ms
+        return (10, 20)[config % 2]
+    return (2.5, 5, 10, 20)[config % 4]  # CELT-only
+
+
+def test_the_toc_table_reads_the_frame_length():
+    assert [toc_frame_ms(c << 3) for c in (0, 1, 3, 9, 13, 15, 16, 19, 31)] == [10, 20, 60, 20, 20, 20, 2.5, 20, 20]
+
+
+def test_reply_audio_is_one_opus_packet_of_five_frames_per_delta_coded_off_the_loop():
     rules = rules_for()
     rules.receive(opus_update("output", bitrate=12))
     rules.engine_event(ev.ResponseStarted("resp_1", None))
@@ -103,11 +117,13 @@ def test_reply_audio_is_one_opus_packet_per_delta_coded_off_the_loop():
     out = rules.engine_event(e, job)
     out += rules.engine_event(ev.ResponseDone("resp_1", "completed", "a", "a", 510, 510))
     deltas = [d.audio for d in out if d.type == "response.output_audio.delta"]
-    assert 25 <= len(deltas) <= 27 and all(len(d) < 200 for d in deltas)
+    assert len(deltas) == 6 and all(len(d) < 1000 for d in deltas)  # 510 ms: five packets and the padded rest
     done = out[-1]
     assert done.type == "response.done" and done.response["s2s"]["audio_bytes"] == sum(map(len, deltas))
+    # every packet is five 20 ms frames: TOC code 3, its frame count byte says 5
+    assert all(toc_frame_ms(d[0]) == 20 and d[0] & 3 == 3 and d[1] & 0x3F == 5 for d in deltas)
     dec = opus.OpusStreamDecoder()
-    assert all(len(dec.push(d)) == 960 for d in deltas)
+    assert all(len(dec.push(d)) == 4800 for d in deltas)  # 100 ms at 48 kHz each
 
 
 @pytest.mark.asyncio(loop_scope="session")

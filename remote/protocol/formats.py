@@ -253,7 +253,9 @@ class FormatSpec:
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         raise NotImplementedError
 
-    def encoder(self, fmt: AudioFormat, model: Any) -> Encoder:
+    def encoder(self, fmt: AudioFormat, model: Any, reply: bool = False) -> Encoder:
+        """A stream encoder; ``reply``: for the server's reply audio, which is ready faster than
+        real time (a format may then pack more per message, see ``s2s.opus``)."""
         raise NotImplementedError
 
 
@@ -264,7 +266,7 @@ class _Pcm(FormatSpec):
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         return PcmDecoder()
 
-    def encoder(self, fmt: AudioFormat, model: Any) -> Encoder:
+    def encoder(self, fmt: AudioFormat, model: Any, reply: bool = False) -> Encoder:
         return PcmEncoder()
 
 
@@ -278,7 +280,7 @@ class _Encodec(FormatSpec):
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         return EncodecDecoder(model)
 
-    def encoder(self, fmt: AudioFormat, model: Any) -> Encoder:
+    def encoder(self, fmt: AudioFormat, model: Any, reply: bool = False) -> Encoder:
         return EncodecEncoder(model, fmt.bandwidth or DEFAULT_ENCODEC_BANDWIDTH)
 
 
@@ -290,7 +292,7 @@ class _G711(FormatSpec):
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         return G711Decoder(self.law)
 
-    def encoder(self, fmt: AudioFormat, model: Any) -> Encoder:
+    def encoder(self, fmt: AudioFormat, model: Any, reply: bool = False) -> Encoder:
         return G711Encoder(self.law)
 
 
@@ -320,8 +322,9 @@ class _Opus(FormatSpec):
     def decoder(self, fmt: AudioFormat, model: Any) -> Decoder:
         return opus.OpusStreamDecoder()
 
-    def encoder(self, fmt: AudioFormat, model: Any) -> Encoder:
-        return opus.OpusStreamEncoder(fmt.rate, fmt.bitrate or DEFAULT_OPUS_BITRATE)
+    def encoder(self, fmt: AudioFormat, model: Any, reply: bool = False) -> Encoder:
+        packet_ms = opus.OPUS_REPLY_PACKET_MS if reply else opus.OPUS_FRAME_MS
+        return opus.OpusStreamEncoder(fmt.rate, fmt.bitrate or DEFAULT_OPUS_BITRATE, packet_ms)
 
 
 @functools.cache
@@ -343,7 +346,7 @@ class AudioFormat(WireValue):
     Fields:
         type: a name in :data:`FORMATS`: ``audio/pcm`` (16-bit little-endian mono, the default),
             ``audio/pcmu`` / ``audio/pcma`` (G.711 at 8 kHz), ``s2s.opus`` (one Opus packet per
-            20 ms) or ``s2s.encodec`` (Encodec 24 kHz packets, see ``docs/codec.md``).
+            message: 20 ms up, 100 ms of 20 ms frames down) or ``s2s.encodec`` (Encodec 24 kHz packets, see ``docs/codec.md``).
         rate: the sample rate: 24000 for PCM and Encodec; 24000 (default), 16000 or 48000 for
             Opus; 8000 for G.711 (not written: Realtime's G.711 object has no rate).
         bandwidth: Encodec kbps (1.5, 3, 6, 12 or 24; 6 when not given); None for other formats.

@@ -178,7 +178,7 @@ class EventMapper:
         return None
 
     def _new_encoder(self, fmt: AudioFormat) -> Encoder:
-        return FORMATS[fmt.type].encoder(fmt, self.models(fmt.type))
+        return FORMATS[fmt.type].encoder(fmt, self.models(fmt.type), reply=True)
 
     def audio_delta(self, response_id: str, payload: bytes) -> ServerEvent:
         """An already-encoded chunk of reply audio."""

@@ -1,4 +1,11 @@
-"""Opus stream coding for ``s2s.opus``: one raw Opus packet per 20 ms frame, through PyAV's libopus.
+"""Opus stream coding for ``s2s.opus``: one raw Opus packet per message, through PyAV's libopus.
+
+Frames are 20 ms both ways. The client's microphone goes up one frame per packet, so speech
+reaches the server 20 ms at a time. Reply audio is ready faster than real time (TTS makes a
+sentence at once), so the server packs five frames into one packet of 100 ms (RFC 6716's
+code 3), one per ``response.output_audio.delta``: the message's JSON envelope (about 160
+bytes) then costs a fifth as much, with no wait the client can hear. Any Opus decoder plays
+such packets.
 
 Why PyAV: it is already installed (faster-whisper decodes audio with it) and carries libopus, so
 Opus costs no new dependency; it is imported here only, when a session asks for Opus. libopus
@@ -27,6 +34,8 @@ OPUS_BITRATES = (12, 16, 24, 32)
 """kbit/s a session may ask for (``bitrate``)."""
 DEFAULT_OPUS_BITRATE = 16
 OPUS_FRAME_MS = 20
+OPUS_REPLY_PACKET_MS = 100
+"""Reply audio per packet: five 20 ms frames (libopus packs them in one code-3 packet)."""
 OPUS_DECODED_RATE = 48_000
 MAX_OPUS_PACKET = 1275
 """The largest Opus packet of one frame (RFC 6716, 3.2.1); an append larger than this is not one
@@ -46,22 +55,27 @@ def unavailable() -> str | None:
 
 
 class OpusStreamEncoder:
-    """Float or int16 mono samples at ``rate`` to Opus packets, one per 20 ms (one per response
-    or one per client input stream: the encoder's state joins frames smoothly)."""
+    """Float or int16 mono samples at ``rate`` to Opus packets, one per ``packet_ms`` of 20 ms
+    frames (one encoder per response or per client input stream: its state joins frames smoothly)."""
 
     offload = True  # a reply chunk can hold seconds of audio: about 1-2 % of its length in CPU
 
-    def __init__(self, rate: int = OPUS_RATES[0], bitrate_kbps: int = DEFAULT_OPUS_BITRATE):
+    def __init__(self, rate: int = OPUS_RATES[0], bitrate_kbps: int = DEFAULT_OPUS_BITRATE,
+                 packet_ms: int = OPUS_FRAME_MS):
         import av
 
-        self.rate, self.bitrate_kbps = rate, bitrate_kbps
-        self.frame = rate * OPUS_FRAME_MS // 1000
+        if packet_ms % OPUS_FRAME_MS or not OPUS_FRAME_MS <= packet_ms <= 120:
+            raise ValueError(f"an Opus packet holds 20 to 120 ms of 20 ms frames, not {packet_ms} ms")
+        self.rate, self.bitrate_kbps, self.packet_ms = rate, bitrate_kbps, packet_ms
+        self.frame = rate * packet_ms // 1000  # samples per packet
         ctx: Any = av.CodecContext.create("libopus", "w")
         ctx.sample_rate = rate
         ctx.layout = "mono"
         ctx.format = "s16"
         ctx.bit_rate = bitrate_kbps * 1000
-        ctx.options = {"frame_duration": str(OPUS_FRAME_MS), "application": "voip"}
+        # frame_duration is the packet's length: libopus codes 20 ms frames and, past 20 ms,
+        # packs them into one packet (in SILK mode at 100 ms: five 20 ms frames, TOC code 3)
+        ctx.options = {"frame_duration": str(packet_ms), "application": "voip"}
         ctx.open()
         self._ctx, self._av = ctx, av
         self._held = np.zeros(0, np.int16)
@@ -80,7 +94,7 @@ class OpusStreamEncoder:
         return out
 
     def flush(self) -> list[bytes]:
-        """The last partial frame, padded with silence (nothing when none is held)."""
+        """The last partial packet, padded with silence (nothing when none is held)."""
         if not len(self._held):
             return []
         last = np.zeros(self.frame, np.int16)
@@ -141,6 +155,6 @@ def _mono_int16(a: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x.astype(np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
-__all__ = ["DEFAULT_OPUS_BITRATE", "OPUS_BITRATES", "OPUS_DECODED_RATE", "OPUS_FORMAT", "OPUS_FRAME_MS", "OPUS_RATES",
+__all__ = ["DEFAULT_OPUS_BITRATE", "OPUS_BITRATES", "OPUS_DECODED_RATE", "OPUS_FORMAT", "OPUS_FRAME_MS", "OPUS_RATES", "OPUS_REPLY_PACKET_MS",
            "MAX_OPUS_PACKET",
            "OpusStreamDecoder", "OpusStreamEncoder", "unavailable"]
