@@ -1,0 +1,700 @@
+"""A conversation with one user: audio chunks in, typed events out.
+
+The in-process TUI and the WebSocket server both drive :class:`Session`. It is the
+coordinator: the turn flow reads top-down here (speech starts, a pause, the end of turn,
+a resumed turn), and each job is a part of its own in this package:
+
+- ``input``: the microphone audio, resampled once to 16 kHz, kept within a bound, cut into
+  VAD frames;
+- ``asr``: the final transcript of a turn, and partial ones on the way;
+- ``turns``: a user turn, held while its end is not confirmed, and the last ended one;
+- ``reply``: LLM → sentences → TTS, so the first sentence speaks while the LLM still writes;
+- ``playback``: what the user has heard, barge-in, and what the history keeps of a cut reply;
+- ``outbox``: the events to the consumer, bounded for a consumer that stalls.
+
+Asyncio tasks move small messages; the engine's worker pools do the model work: the input
+task runs VAD and the end-of-turn policy, a turn task runs ASR and starts the response, a
+response task runs the reply. At the first pause the turn already runs, *held*: if the
+policy then ends the turn, what it made goes out at once; if the user goes on, it is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.audio import ENGINE_RATE
+from engine.clock import now_ns
+from engine.errors import ResponseInProgress, S2SError
+from engine.events import (
+    ErrorEvent,
+    Interruption,
+    ReplyAudio,
+    ResponseDone,
+    ResponseStarted,
+    SessionEvent,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+)
+from engine.history import ChatHistory
+from engine.metrics import TurnMetrics
+from engine.session.asr import Transcriber
+from engine.session.input import InputAudio
+from engine.session.outbox import Outbox
+from engine.session.playback import Playback
+from engine.session.reply import Reply, ReplyMaker
+from engine.session.turns import Ended, Turn
+from engine.turn import TurnDecision, TurnEvidence, TurnPolicy, text_usable
+from engine.vad import TurnDetector, VADState
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+TRAILING_PAD_MS = 200  # the turn's audio goes this far past its last voiced frame
+
+
+class Session:
+    def __init__(self, engine: Engine, session_id: str):
+        self.engine = engine
+        self.id = session_id
+        p = engine.profile
+        self.options = replace(p.session)
+        self.vad_options = replace(p.vad)
+        self.turn_options = replace(p.turn)
+        self._policy = TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms)
+        self.language: str | None = None if p.asr.language in ("", "auto") else p.asr.language
+        self.instructions = p.llm.system_prompt
+        self.history = ChatHistory()
+        self.partials = engine.partials_enabled()
+        # The parts (engine/session/): each queue is bounded by policy rather than maxsize
+        # (put_nowait must not raise where events are made): input past
+        # session.max_input_backlog_s of audio is refused in push_audio, and the outbox cancels
+        # the reply of a consumer session.max_events behind and drops its bulk events.
+        self._events = Outbox(session_id, self.options, lambda: self._interrupt(barge_in=False))
+        self._input: asyncio.Queue = asyncio.Queue()
+        self._input_samples = 0  # audio samples queued for VAD
+        self._audio = InputAudio()
+        self._asr = Transcriber(engine)
+        self._playback = Playback(engine, self.options, self.history, self._emit)
+        self._maker = ReplyMaker(engine, self.options, self._emit_for)
+        self._detector = self._new_detector()
+        self._vad_state = engine.vad.new_state()
+        self._frames_seen = 0
+        self._turn_start: int | None = None
+        self._speech_start_ns: int | None = None
+        self._n_turns = 0
+        self._n_responses = 0
+        self._turn_id: str | None = None
+        self._turn_tasks: set[asyncio.Task] = set()
+        self._spec: Turn | None = None  # a held turn started at a pause
+        self._ended: Ended | None = None  # the last ended turn, while the user may go on with it
+        self._parts = 0  # earlier parts of the turn now being spoken (resumed turns)
+        self._half_replies = 0  # replies to those parts whose audio had gone out
+        self._input_task: asyncio.Task | None = None
+        self._closed = False
+        self.started_ns = now_ns()
+
+    # --- public API -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._input_task is None:
+            self._input_task = asyncio.create_task(self._input_loop(), name=f"{self.id}-input")
+
+    @property
+    def output_sample_rate(self) -> int:
+        return self.options.output_sample_rate
+
+    def push_audio(self, samples: np.ndarray, sample_rate: int = ENGINE_RATE) -> None:
+        """Queue a chunk of microphone audio (mono float32 or int16). Never blocks."""
+        if self._closed:
+            raise S2SError("session is closed")
+        if not 8_000 <= int(sample_rate) <= 48_000:
+            raise S2SError(f"input sample rate {sample_rate} Hz is outside 8-48 kHz")
+        backlog = self.options.max_input_backlog_s
+        if self._input_samples > backlog * ENGINE_RATE:
+            raise S2SError(f"the engine is more than {backlog} s of audio behind the microphone: "
+                           "this chunk was dropped")
+        x = self._audio.convert(samples, sample_rate)
+        self._input_samples += len(x)
+        self._input.put_nowait((x, now_ns()))
+
+    async def input_processed(self) -> None:
+        """Wait until every queued chunk went through VAD."""
+        await self._input.join()
+
+    def commit(self) -> str:
+        """End the user's turn now with the buffered audio (manual turn detection)."""
+        self._input.put_nowait(("commit", now_ns()))
+        return f"turn_{self._n_turns + 1}"
+
+    def clear_input(self) -> None:
+        self._input.put_nowait(("clear", now_ns()))
+
+    def add_user_text(self, text: str) -> str:
+        """A typed user message: joins the history and emits its final transcript."""
+        if not text.strip():
+            raise S2SError("the message is empty")
+        self._n_turns += 1
+        turn_id = f"turn_{self._n_turns}"
+        self._ended = None  # a typed message closes whatever the user was saying before
+        self.history.add("user", text)
+        self._emit(TranscriptFinal(turn_id, text.strip(), None))
+        self._turn_id = turn_id
+        return turn_id
+
+    def create_response(self, metrics: TurnMetrics | None = None) -> str:
+        """Respond to the history now. Raises S2SError if a response is running."""
+        if self._closed:
+            raise S2SError("session is closed")
+        if self._playback.running:
+            raise ResponseInProgress(f"a response is already in progress ({self._playback.current.id})")
+        if not any(m["role"] == "user" for m in self.history.messages):
+            raise S2SError("nothing to respond to: the conversation has no user message")
+        if metrics is None:
+            t = now_ns()
+            metrics = TurnMetrics(turn_id=self._turn_id, turn_end_ns=t, asr_final_ns=t)
+        return self._start_response(metrics)
+
+    def cancel_response(self) -> bool:
+        """Cancel the running response (or the playback of the last one)."""
+        return self._interrupt(barge_in=False)
+
+    def truncate(self, response_id: str, played_ms: int) -> None:
+        """The client says how much of a response it really played; fix the history."""
+        self._playback.truncate(response_id, played_ms)
+
+    def update(self, *, turn_detection: bool | None = None, auto_response: bool | None = None,
+               instructions: str | None = None, language: str | None = None,
+               eot_silence_ms: int | None = None, turn_policy: str | None = None,
+               turn_max_silence_ms: int | None = None) -> None:
+        if turn_detection is not None:
+            self.options.turn_detection = turn_detection
+        if auto_response is not None:
+            self.options.auto_response = auto_response
+        if instructions is not None:
+            self.instructions = instructions
+        if language is not None:
+            self.language = None if language in ("", "auto") else language
+        if (turn_policy is not None and turn_policy != self._policy.policy) or turn_max_silence_ms is not None:
+            from engine.config import check_turn
+
+            trial = replace(self.turn_options, policy=turn_policy or self.turn_options.policy)
+            if turn_max_silence_ms is not None:
+                trial.max_silence_ms = int(turn_max_silence_ms)
+            check_turn(trial, self.vad_options)
+            if TurnPolicy(trial, 0).needs_audio and self.engine.turn_model is None:
+                raise S2SError(f"turn policy {turn_policy!r} needs the audio turn model, which this engine did not "
+                               "load (start it with --set turn.policy=combined)")
+            self.turn_options = trial
+        if eot_silence_ms is not None:
+            self.vad_options.end_of_turn_silence_ms = int(eot_silence_ms)
+        if turn_policy is not None or eot_silence_ms is not None or turn_max_silence_ms is not None:
+            self._policy = TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms)
+            self._detector = self._new_detector()
+
+    @property
+    def turn_policy(self) -> str:
+        return self._policy.policy
+
+    @property
+    def max_turn_wait_ms(self) -> int:
+        """The longest silence before a turn ends, whatever the evidence."""
+        return self._policy.max_wait_ms
+
+    def _new_detector(self) -> TurnDetector:
+        """The VAD state machine for the policy: it ends the turn at the policy's longest wait
+        and reports the first short silence, where the turn runs speculatively and the
+        policy's evidence is gathered (adaptive policies always run it there)."""
+        pol, spec = self._policy, self.vad_options.speculative_asr_ms
+        pause = (min(spec, pol.earliest_ms) if spec > 0 else pol.earliest_ms) if pol.adaptive else spec
+        return TurnDetector(self.vad_options, self.engine.vad.frame_samples, end_ms=pol.max_wait_ms, pause_ms=pause)
+
+    def reset(self) -> None:
+        """Forget the conversation: cancel any reply and any turn still being transcribed."""
+        self._drop_spec()
+        self._ended = None
+        self._interrupt(barge_in=False)
+        for task in list(self._turn_tasks):
+            task.cancel()
+        self._asr.cancel()
+        self.history.clear()
+
+    def stream(self) -> AsyncIterator[SessionEvent]:
+        return self._events.stream()
+
+    def next_event_nowait(self) -> SessionEvent | None:
+        return self._events.get_nowait()
+
+    @property
+    def busy(self) -> bool:
+        """A turn or response is being worked on (not counting playback)."""
+        return bool(self._turn_tasks) or self._playback.running
+
+    async def wait_idle(self) -> None:
+        """Wait until no turn or response is being worked on (bound it with asyncio.timeout)."""
+        while self.busy:
+            tasks = set(self._turn_tasks)
+            r = self._playback.current
+            if r is not None and r.task is not None and not r.done:
+                tasks.add(r.task)
+            if tasks:
+                await asyncio.wait(tasks)
+            else:
+                await asyncio.sleep(0.005)
+
+    @property
+    def state(self) -> str:
+        """listening | user_speaking | thinking | speaking."""
+        if self._detector.in_speech:
+            return "user_speaking"
+        if self._playback.speaking:
+            return "speaking"
+        if self.busy:
+            return "thinking"
+        return "listening"
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_spec()
+        self._interrupt(barge_in=False)
+        tasks = [t for t in (self._input_task, *self._asr.cancel(), *self._turn_tasks) if t is not None]
+        if self._playback.current is not None and self._playback.current.task is not None:
+            tasks.append(self._playback.current.task)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.engine.forget(self)
+        self._events.end()
+
+    # --- input: VAD, turns, partials ------------------------------------------------------
+
+    def _emit(self, ev: SessionEvent) -> None:
+        if self._closed and not isinstance(ev, ResponseDone | Interruption):
+            return
+        self._put(ev)
+
+    def _put(self, ev: SessionEvent) -> None:
+        self._events.put(ev)
+
+    async def _input_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self._input.get()
+            items = [item]
+            while not self._input.empty():  # batch what is already waiting
+                items.append(self._input.get_nowait())
+            try:
+                audio, arrivals = [], []
+                for data, t in items:
+                    if isinstance(data, str):
+                        await self._run_vad(loop, audio, arrivals)
+                        audio, arrivals = [], []
+                        self._control(data, t)
+                    else:
+                        audio.append(data)
+                        arrivals.append((len(data), t))
+                await self._run_vad(loop, audio, arrivals)
+            except Exception as exc:  # noqa: BLE001 - the input task must survive anything
+                log.exception("input loop")
+                self._emit(ErrorEvent("vad_failed", f"voice activity detection failed: {exc}", "vad"))
+            finally:
+                for data, _ in items:
+                    if not isinstance(data, str):
+                        self._input_samples -= len(data)
+                    self._input.task_done()
+
+    async def _run_vad(self, loop: asyncio.AbstractEventLoop, audio: list[np.ndarray],
+                       arrivals: list[tuple[int, int]]) -> None:
+        if not audio:
+            return
+        chunk = np.concatenate(audio)
+        self._audio.append(chunk)
+        if self._turn_start is not None:  # the bound may have dropped the turn's oldest audio
+            self._turn_start = max(self._turn_start, self._audio.start)
+        if not self.options.turn_detection:
+            return
+        frames, frame_arrivals = self._audio.frames(chunk, arrivals, self.engine.vad.frame_samples)
+        n = len(frames)
+        if n == 0:
+            return
+        probs = await loop.run_in_executor(self.engine.vad_pool, self.engine.vad.probabilities, self._vad_state, frames)
+        for i, prob in enumerate(probs):
+            silence = self._detector.eot_frames * self._detector.frame_ms
+            ev = self._detector.update(self._frames_seen + i, float(prob), frame_arrivals[i])
+            if ev is None:
+                if self._policy.adaptive and self._detector.state is VADState.STOPPING:
+                    self._check_turn_end()  # one more frame of silence: enough for the evidence?
+                continue
+            if ev.kind == "start":
+                self._on_speech_start(ev.sample, ev.arrival_ns)
+            elif ev.kind == "pause":
+                self._on_pause(ev.sample)
+            elif ev.kind == "resume":
+                self._drop_spec()
+            else:  # the longest wait: the policy's fixed silence, or its maximum
+                spec = self._spec
+                decision = self._policy.decide(silence, spec.evidence if spec else TurnEvidence(text_usable=False))
+                self._on_turn_end(ev.sample, ev.arrival_ns, now_ns(),
+                                  decision or TurnDecision("max-silence", None, silence))
+        self._frames_seen += n
+        if not self._detector.in_speech and self._detector.state.value == "quiet":
+            self._trim_buffer()
+        elif self.partials and self._detector.state is VADState.SPEAKING:
+            self._maybe_partial()  # not in a silence: the speculative/final decode may start there
+
+    def _trim_buffer(self) -> None:
+        keep = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
+        e, end = self._ended, self._audio.end
+        if e is not None:
+            if end - e.end_sample <= self._resume_samples():
+                keep = max(keep, end - e.start_sample)  # the user may go on
+            else:
+                self._ended = None
+        if self._turn_start is None:
+            self._audio.keep_last(keep)
+
+    def _control(self, what: str, t: int) -> None:
+        if what == "clear":
+            self._audio.clear()
+            self._turn_start = None
+            self._ended = None
+            self._detector.reset()
+        elif what == "commit":
+            audio = self._audio.between(self._audio.start if self._turn_start is None else self._turn_start)
+            if len(audio) < ENGINE_RATE // 10:
+                self._emit(ErrorEvent("input_audio_buffer_commit_empty",
+                                      "the input audio buffer holds less than 100 ms of audio", "vad"))
+                return
+            if self._turn_start is None:
+                self._turn_id = f"turn_{self._n_turns + 1}"
+                self._n_turns += 1
+            metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns or t,
+                                  speech_end_ns=t, turn_end_ns=t, turn_policy="commit")
+            self._ended = None
+            self._begin_turn(self._turn_id or "turn_?", audio, metrics)
+            self._audio.clear()  # a commit empties the input buffer
+            self._detector.reset()
+
+    def _on_speech_start(self, sample: int, arrival_ns: int) -> None:
+        self._asr.last_ns = now_ns()
+        if self._resumable(sample):
+            self._resume(sample)
+            return
+        self._ended = None
+        self._parts = self._half_replies = 0
+        self._n_turns += 1
+        self._turn_id = f"turn_{self._n_turns}"
+        pre = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
+        self._turn_start = max(self._audio.start, sample - pre)
+        self._speech_start_ns = arrival_ns
+        self._emit(SpeechStarted(self._turn_id, int(1000 * sample / ENGINE_RATE)))
+        if self.options.barge_in:
+            self._interrupt(barge_in=True)
+
+    def _resume_samples(self) -> int:
+        return int(ENGINE_RATE * self.turn_options.resume_ms / 1000)
+
+    def _resumable(self, sample: int) -> bool:
+        """Does speech starting at ``sample`` go on with the last ended turn (``turn.resume_ms``)?"""
+        e = self._ended
+        if (e is None or not self.turn_options.resume_ms or not self.options.turn_detection
+                or not self.options.barge_in or e.start_sample < self._audio.start):
+            return False
+        return e.goes_on_at(sample, self._resume_samples(), self.output_sample_rate)
+
+    def _resume(self, sample: int) -> None:
+        """The user went on after their turn was ended: cancel the reply to the first part,
+        take both out of the history, and carry on with the same turn from its first sample."""
+        e, self._ended = self._ended, None
+        assert e is not None
+        turn, r = e.turn, e.turn.response
+        if turn.task is not None and not turn.task.done():
+            turn.task.cancel()  # still transcribing (or holding) the first part
+        half = r is not None and r.first_out_ns is not None and r.status != "cancelled"
+        self._emit(SpeechStarted(turn.id, int(1000 * sample / ENGINE_RATE), resumed=True))
+        if r is not None and r is self._playback.current:
+            self._interrupt(barge_in=True)
+        elif r is not None and not r.done:
+            r.cancel.set()
+            if r.task is not None:
+                r.task.cancel()
+        self.history.drop_since(e.history_mark)  # the half utterance, and what was heard of its reply
+        self._turn_id = turn.id
+        self._turn_start = e.start_sample
+        self._speech_start_ns = e.speech_start_ns
+        self._parts = e.parts
+        self._half_replies += int(half)
+
+    def _turn_audio(self, end_sample: int) -> np.ndarray:
+        start = self._turn_start if self._turn_start is not None else self._audio.start
+        return self._audio.between(start, end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000))
+
+    def _on_pause(self, end_sample: int) -> None:
+        """The first short silence: run the turn now, held back, in case the pause is its end,
+        and gather the end-of-turn policy's evidence (the audio model, the transcript)."""
+        turn = self._speculate(end_sample)
+        if not self._policy.needs_text:
+            turn.evidence.text_usable = False
+        turn.evidence.text_expected = self.engine.text_evidence.get(self.language or "", False)
+        if self._policy.needs_audio and self.engine.turn_model is not None:
+            start = self._turn_start if self._turn_start is not None else self._audio.start
+            turn.audio_clip = self._audio.between(start)
+            self._maybe_predict(turn)  # now, or once the transcript leaves the answer open
+        else:
+            turn.evidence.audio_usable = False
+
+    def _maybe_predict(self, turn: Turn) -> None:
+        """Start the audio turn model on the held turn's audio if the policy wants it now."""
+        if turn.audio_clip is None or turn.predict_task is not None or self._spec is not turn:
+            return
+        if not self._policy.audio_needed(turn.evidence):
+            return
+        audio, turn.audio_clip = turn.audio_clip, None
+        turn.predict_task = asyncio.create_task(self._predict_turn(turn, audio),
+                                                name=f"{self.id}-{turn.id}-turn-model")
+
+    def _speculate(self, end_sample: int) -> Turn:
+        self._drop_spec()
+        metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns,
+                              spec_start_ns=now_ns(), resumed=self._parts, half_replies=self._half_replies)
+        turn = Turn(self._turn_id or "turn_?", end_sample, metrics, held=True, speculative=True)
+        turn.known_text = self._asr.covering(turn.id, end_sample)  # the latest partial heard all of it?
+        turn.task = asyncio.create_task(self._run_turn(turn, self._turn_audio(end_sample)),
+                                        name=f"{self.id}-{turn.id}-early")
+        self._spec = turn
+        return turn
+
+    async def _predict_turn(self, turn: Turn, audio: np.ndarray) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            p = await loop.run_in_executor(self.engine.turn_pool, turn.predict, self.engine.turn_model, audio)
+        except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides
+            log.exception("turn model")
+            self._emit(ErrorEvent(getattr(exc, "code", "turn_failed"), f"the turn model failed: {exc}", "turn",
+                                  turn.id))
+            p = None
+        if self._spec is turn:
+            turn.evidence.audio, turn.evidence.audio_usable = p, p is not None
+            self._check_turn_end()
+
+    def _on_text_evidence(self, turn: Turn, p: float | None, at_ns: int | None = None) -> None:
+        """The language model read the speculative transcript (on the event loop; ``at_ns``:
+        when it did, in the LLM's thread)."""
+        turn.metrics.turn_text_probability = p
+        if p is None:
+            turn.evidence.text_usable = False
+        else:
+            turn.evidence.text = p
+            turn.metrics.turn_text_ns = at_ns or now_ns()
+        if self._spec is turn:
+            self._maybe_predict(turn)
+            self._check_turn_end()
+
+    def _check_turn_end(self) -> None:
+        """Ask the policy whether the pause so far, with the evidence in, ends the turn."""
+        if self._detector.state is not VADState.STOPPING:
+            return
+        spec = self._spec
+        decision = self._policy.decide(self._detector.silence_ms,
+                                       spec.evidence if spec is not None else TurnEvidence(text_usable=False))
+        if decision is None:
+            return
+        ev = self._detector.end_now()
+        if ev is not None:
+            self._on_turn_end(ev.sample, ev.arrival_ns, now_ns(), decision)
+
+    def _drop_spec(self) -> None:
+        """The user went on speaking: throw the held turn away (it emitted nothing)."""
+        turn, self._spec = self._spec, None
+        if turn is not None:
+            turn.drop()
+
+    def _release(self, turn: Turn) -> None:
+        """The end of turn is confirmed: what the held turn produced goes out now."""
+        turn.held = False
+        if turn.user_text:
+            self.history.add("user", turn.user_text)
+        if turn.response is not None:
+            self._playback.current = turn.response
+        t = now_ns()
+        for ev in turn.held_events:
+            if isinstance(ev, ReplyAudio) and turn.response is not None and turn.response.first_out_ns is None:
+                turn.response.first_out_ns = turn.metrics.first_audio_out_ns = t
+            self._put(ev)
+        turn.held_events.clear()
+        turn.released.set()
+
+    def _emit_for(self, turn: Turn | None, ev: SessionEvent) -> None:
+        if turn is not None and turn.held:
+            turn.held_events.append(ev)
+        else:
+            self._emit(ev)
+
+    def _on_turn_end(self, end_sample: int, speech_end_ns: int, decided_ns: int, decision: TurnDecision) -> None:
+        turn_id = self._turn_id or "turn_?"
+        self._emit(SpeechStopped(turn_id, int(1000 * end_sample / ENGINE_RATE)))
+        start = self._turn_start if self._turn_start is not None else self._audio.start
+        ended = Ended(Turn(turn_id, end_sample, TurnMetrics()), start, end_sample, self._speech_start_ns,
+                       self.history.mark(), self._parts + 1)
+        self._ended = ended if self.turn_options.resume_ms > 0 else None  # before the buffer is trimmed
+        spec = self._spec
+        if spec is not None and spec.id == turn_id and spec.end_sample == end_sample and spec.task is not None:
+            self._spec = None
+            if spec.predict_task is not None and not spec.predict_task.done():
+                spec.predict_task.cancel()  # decided without it (a fixed or maximum wait, the deadline)
+            spec.metrics.speech_end_ns, spec.metrics.turn_end_ns = speech_end_ns, decided_ns
+            spec.metrics.speech_start_ns = spec.metrics.speech_start_ns or self._speech_start_ns
+            self._record_decision(spec.metrics, decision)
+            self._start_turn_bookkeeping()
+            self._turn_tasks.add(spec.task)
+            spec.task.add_done_callback(self._turn_tasks.discard)
+            ended.turn = spec
+            self._release(spec)
+        else:
+            self._drop_spec()
+            metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
+                                  speech_end_ns=speech_end_ns, turn_end_ns=decided_ns,
+                                  resumed=self._parts, half_replies=self._half_replies)
+            self._record_decision(metrics, decision)
+            ended.turn = self._begin_turn(turn_id, self._turn_audio(end_sample), metrics, end_sample)
+
+    def _record_decision(self, m: TurnMetrics, d: TurnDecision) -> None:
+        m.turn_policy = d.by
+        m.turn_probability = d.probability
+        m.turn_missing = ",".join(d.missing) or None
+
+    def _start_turn_bookkeeping(self) -> None:
+        self._turn_start = None
+        self._speech_start_ns = None
+        self._asr.turn_ended()
+        self._trim_buffer()
+
+    def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics, end_sample: int = 0) -> Turn:
+        self._drop_spec()
+        turn = Turn(turn_id, end_sample, metrics)
+        if end_sample:
+            turn.known_text = self._asr.covering(turn_id, end_sample)
+        self._start_turn_bookkeeping()
+        turn.task = asyncio.create_task(self._run_turn(turn, audio), name=f"{self.id}-{turn_id}")
+        self._turn_tasks.add(turn.task)
+        turn.task.add_done_callback(self._turn_tasks.discard)
+        return turn
+
+    def _maybe_partial(self) -> None:
+        if self._turn_start is not None:
+            self._asr.maybe_partial(self._turn_id, lambda: (self._audio.between(self._turn_start), self._audio.end),
+                                    self.language, self._on_partial)
+
+    def _on_partial(self, turn_id: str, text: str) -> bool:
+        if turn_id != self._turn_id or self._turn_start is None:
+            return False  # that turn has ended: its final transcript is on the way
+        self._emit(TranscriptPartial(turn_id, text))
+        return True
+
+    # --- a turn: final ASR, then the response -------------------------------------------
+
+    async def _run_turn(self, turn: Turn, audio: np.ndarray) -> None:
+        metrics = turn.metrics
+        try:
+            tr = await self._asr.final(audio, self.language, metrics, turn.known_text)
+        except Exception as exc:  # noqa: BLE001 - report, keep the session alive
+            log.exception("ASR")
+            if turn.held:
+                self._no_text_evidence(turn)
+                await turn.released.wait()
+            self._emit(ErrorEvent(getattr(exc, "code", "asr_failed"), f"speech recognition failed: {exc}",
+                                  "asr", turn.id))
+            return
+        metrics.asr_final_ns = now_ns()
+        metrics.script_ok, metrics.asr_stop = tr.script_ok, tr.stop
+        if turn.speculative:
+            metrics.extra["asr_speculative"] = 1.0
+        text = tr.text.strip()
+        self._emit_for(turn, TranscriptFinal(turn.id, text, tr.language, tr.script_ok))
+        usable = text_usable(text, self.language)
+        if text:  # what the next pause may expect of the ASR in this language (audio_when "auto")
+            self.engine.text_evidence[self.language or ""] = usable
+        if not usable:
+            self._no_text_evidence(turn)  # noise, or a transcript the ASR did not understand
+        if not text:
+            return  # noise or a cough: nothing to answer
+        if turn.held:
+            turn.user_text = text  # joins the history when the turn is released
+        else:
+            self.history.add("user", text)
+            if self._turn_id != turn.id or self._detector.in_speech:
+                return  # the user is speaking again: their next turn continues this one
+        if self.options.auto_response and not self._playback.running:
+            self._start_response(metrics, turn)
+        else:
+            self._no_text_evidence(turn)
+
+    def _no_text_evidence(self, turn: Turn) -> None:
+        """The held turn will not give the policy a text signal: stop waiting for one."""
+        if turn.held and turn.evidence.text_usable and turn.evidence.text is None:
+            turn.evidence.text_usable = False
+            if self._spec is turn:
+                self._maybe_predict(turn)
+                self._check_turn_end()
+
+    def _start_response(self, metrics: TurnMetrics, turn: Turn | None = None) -> str:
+        self._n_responses += 1
+        r = Reply(id=f"resp_{self._n_responses}", turn_id=metrics.turn_id, metrics=metrics, turn=turn)
+        metrics.response_id = r.id
+        o = self.engine.profile.llm
+        history = self.history
+        if turn is not None and turn.held and turn.user_text:
+            history = ChatHistory(list(self.history.messages))
+            history.add("user", turn.user_text)
+        messages = history.build(self.instructions, self.engine.llm.count_tokens,
+                                 self.engine.llm.context_size - o.max_tokens, o.history_turns)
+        if turn is not None:
+            turn.response = r
+        if turn is None or not turn.held:
+            self._playback.current = r
+        self._emit_for(turn, ResponseStarted(r.id, r.turn_id))
+        read_turn = turn is not None and turn.held and turn.evidence.text_usable and turn.evidence.text is None
+        r.task = asyncio.create_task(self._run_response(r, messages, read_turn), name=f"{self.id}-{r.id}")
+        return r.id
+
+    async def _run_response(self, r: Reply, messages: list, read_turn: bool = False) -> None:
+        made = await self._maker.make(r, messages, read_turn, self._on_text_evidence)
+        if r.status == "cancelled":
+            return
+        await self._released(r)
+        if made.error is not None or (r.text.strip() == "" and made.sentences == 0):
+            msg = f"the language model failed: {made.error}" if made.error else "the language model returned an empty reply"
+            self._emit(ErrorEvent(getattr(made.error, "code", "llm_failed"), msg, "llm", r.turn_id))
+            self._finish(r, "failed")
+            return
+        self._finish(r, "completed")
+
+    async def _released(self, r: Reply) -> None:
+        """A held response finishes only once its turn is confirmed (a dropped turn cancels
+        this task, so the wait cannot outlive it)."""
+        if r.turn is not None and r.turn.held:
+            await r.turn.released.wait()
+
+    def _finish(self, r: Reply, status: str) -> None:
+        self._playback.finish(r, status)
+
+    def _interrupt(self, barge_in: bool) -> bool:
+        """Cancel the running response, or cut the playback of the last one."""
+        return self._playback.interrupt(barge_in)
+
+
+__all__ = ["Session"]
