@@ -16,6 +16,9 @@ import numpy as np
 from engine.errors import AudioError
 
 ENGINE_RATE = 16_000
+"""The rate of speech inside the engine: VAD, ASR, the turn model and every microphone input."""
+REPLY_RATE = 24_000
+"""The rate of reply audio a session hands out (``session.output_sample_rate``): the Realtime API's PCM rate."""
 MIN_RATE, MAX_RATE = 8_000, 48_000
 
 

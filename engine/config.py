@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.audio import REPLY_RATE
 from engine.errors import ConfigError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -275,7 +276,7 @@ class SessionOptions:
             others. "" (offline): the server's default, ``facebook/encodec_24khz`` if cached.
     """
 
-    output_sample_rate: int = 24_000
+    output_sample_rate: int = REPLY_RATE
     turn_detection: bool = True
     auto_response: bool = True
     barge_in: bool = True

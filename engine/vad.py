@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from engine.audio import ENGINE_RATE
 from engine.config import VADOptions
 
 
@@ -39,7 +40,7 @@ class TurnDetector:
     ``options.end_of_turn_silence_ms``); ``pause_ms``: the silence that reports a "pause"
     (default ``options.speculative_asr_ms``; 0: none)."""
 
-    def __init__(self, options: VADOptions, frame_samples: int = 512, sample_rate: int = 16_000,
+    def __init__(self, options: VADOptions, frame_samples: int = 512, sample_rate: int = ENGINE_RATE,
                  end_ms: int | None = None, pause_ms: int | None = None):
         self.o = options
         self.frame = frame_samples

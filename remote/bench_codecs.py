@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.audio import ENGINE_RATE
 from engine.clock import now_ns
 from engine.errors import S2SError
 from remote import protocol as p
@@ -50,7 +51,7 @@ ENGLISH = [
     "I forgot my umbrella on the bus yesterday.",
     "The library closes early on Sundays.",
 ]
-MIC_RATE = 16_000
+MIC_RATE = ENGINE_RATE
 BLOCK = MIC_RATE // 50  # the TUI's 20 ms microphone blocks
 
 

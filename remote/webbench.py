@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import S2SError
+from remote.protocol.formats import PCM_RATE
 
 TEXT = "నమస్కారం, మీరు ఎలా ఉన్నారు?"
 
@@ -121,8 +122,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         a, z = start.get(key, {}), end.get(key, {})
         return (z.get(sub, 0) - a.get(sub, 0)) if sub else (z - a if isinstance(z, int | float) else 0)
 
-    mic_s = (end["sentSamples"] - start["sentSamples"]) / 24000 if end["gen"] == start["gen"] else end["sentSamples"] / 24000
-    reply_s = (end["replySamples"] - start["replySamples"]) / 24000
+    mic_s = (end["sentSamples"] - start["sentSamples"]) / PCM_RATE if end["gen"] == start["gen"] else end["sentSamples"] / PCM_RATE
+    reply_s = (end["replySamples"] - start["replySamples"]) / PCM_RATE
     wire = {
         "mic_audio_s": round(mic_s, 2),
         "up_audio_bytes_per_mic_s": round(delta("bytesUpByType", "input_audio_buffer.append") / mic_s) if mic_s else None,

@@ -53,6 +53,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.audio import ENGINE_RATE
 from engine.errors import S2SError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class GateOptions:
         far_active_db: reference level (dBFS) above which the far end counts as playing.
     """
 
-    rate: int = 16_000
+    rate: int = ENGINE_RATE
     frame_ms: int = 20
     max_delay_ms: int = 500
     window_ms: int = 600

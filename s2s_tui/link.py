@@ -24,6 +24,7 @@ import numpy as np
 from textual.message import Message
 
 from engine import events as ev
+from engine.audio import ENGINE_RATE, REPLY_RATE
 from engine.errors import S2SError
 from s2s_tui import messages as m
 from s2s_tui.audio import JitterBuffer
@@ -42,7 +43,7 @@ class AgentLink:
 
     mode = ""
     target = ""
-    reply_rate = 24_000
+    reply_rate = REPLY_RATE
 
     def __init__(self) -> None:
         self.post: Post = lambda msg: None
@@ -194,7 +195,7 @@ class InProcessLink(AgentLink):
     def send_audio(self, samples: np.ndarray) -> None:
         if self.session is not None and self.ready:
             try:
-                self.session.push_audio(samples, 16_000)
+                self.session.push_audio(samples, ENGINE_RATE)
             except S2SError as exc:
                 self.post(m.Problem("engine", str(exc)))
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.audio import ENGINE_RATE
 from remote import protocol as p
 from remote.client import AuthError, ConnectionState, NotConnected, RealtimeClient, normalize_url
 from s2s_tui import messages as m
@@ -37,7 +38,7 @@ from s2s_tui.link import AgentLink
 
 log = logging.getLogger(__name__)
 
-MIC_RATE = 16_000  # what the TUI's sources give (s2s_tui.audio)
+MIC_RATE = ENGINE_RATE  # what the TUI's sources give (s2s_tui.audio)
 
 
 class RemoteLink(AgentLink):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio import load_wav, resample, write_wav
+from engine.audio import ENGINE_RATE, load_wav, resample, write_wav
 from engine.errors import AudioError
 
 __all__ = [
@@ -20,7 +20,7 @@ __all__ = [
     "trim_silence", "write_wav",
 ]
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = ENGINE_RATE  # training audio is the engine's input: 16 kHz mono float32
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio import ENGINE_RATE
 from engine.config import ASROptions
 from engine.errors import ModelError
 from engine.models import model_folder
@@ -198,9 +199,9 @@ def features(model, audio: np.ndarray, window: int) -> np.ndarray:  # noqa: ANN0
     audio = np.asarray(audio, np.float32)
     frames = window * 100
     if window >= WHISPER_WINDOW_S:
-        feats = model.feature_extractor(audio[: window * 16_000])[:, :-1]
+        feats = model.feature_extractor(audio[: window * ENGINE_RATE])[:, :-1]
         return np.pad(feats, ((0, 0), (0, max(0, frames - feats.shape[1]))))[:, :frames]
-    padded = np.zeros(window * 16_000, np.float32)
+    padded = np.zeros(window * ENGINE_RATE, np.float32)
     padded[: min(len(audio), len(padded))] = audio[: len(padded)]
     return model.feature_extractor(padded)[:, :frames]
 
@@ -213,7 +214,7 @@ def transcribe(model, audio: np.ndarray, language: str | None, window_s: int = W
     encoding a ``window_for`` window, and decoding in bounded steps (see ``ASROptions``).
     Longer than 30 s: faster-whisper's own ``transcribe()`` (its 30 s chunks)."""
     audio = np.asarray(audio, np.float32)
-    seconds = len(audio) / 16_000
+    seconds = len(audio) / ENGINE_RATE
     if seconds > WHISPER_WINDOW_S:
         return _transcribe_long(model, audio, language, beam_size)
     from faster_whisper.tokenizer import Tokenizer

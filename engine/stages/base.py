@@ -27,9 +27,6 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
-"""The engine's input rate: every stage sees 16 kHz mono float32."""
-
 
 class ChatMessage(TypedDict):
     role: str  # "system" | "user" | "assistant"

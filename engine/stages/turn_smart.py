@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from engine.audio import ENGINE_RATE
 from engine.config import TurnOptions
 from engine.errors import ModelError
-from engine.stages.base import SAMPLE_RATE, TurnBackend
+from engine.stages.base import TurnBackend
 
 WINDOW_S = 8
-WINDOW = WINDOW_S * SAMPLE_RATE
+WINDOW = WINDOW_S * ENGINE_RATE
 
 
 def features(audio: np.ndarray, extractor: Any = None) -> np.ndarray:
@@ -74,7 +75,7 @@ class SmartTurn(TurnBackend):
                              f"not a Smart Turn model (input {shape}, want [batch, 80, {WINDOW // 160}])")
         self._input = inputs[0].name
         self._extractor = FeatureExtractor(feature_size=80, chunk_length=WINDOW_S)
-        self.predict(np.zeros(SAMPLE_RATE, np.float32))  # warm up: the first run allocates
+        self.predict(np.zeros(ENGINE_RATE, np.float32))  # warm up: the first run allocates
 
     def predict(self, audio: np.ndarray) -> float:
         if self._session is None:
