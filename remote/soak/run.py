@@ -15,7 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from engine.bench_stats import machine
+from engine.bench.common import write_json
+from engine.bench.stats import machine
 from engine.clock import now_ns
 from engine.errors import ConfigError
 from remote.soak.clients import Client, RoleDeck, Utterance, load_utterances
@@ -160,15 +161,13 @@ def register(bench_subparsers: Any, common: Any) -> None:
 def cmd_soak(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from engine.bench import _write_json
-
     console = Console(highlight=False)
     if args.plot and not args.plot.endswith(".svg"):
         raise ConfigError("--plot writes SVG (no plotting library needed): give a .svg path")
     report = run_soak(args, console)
     console.print(sample_table(report["samples"], "samples"))
     render(report, console)
-    _write_json(args.json_path, report, console)
+    write_json(args.json_path, report, console)
     if args.plot:
         write_svg(report, args.plot)
         console.print(f"plot: {args.plot}")
