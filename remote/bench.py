@@ -16,7 +16,7 @@
 2. **Bytes per second** of reply audio on the wire per output format: ``audio/pcm`` and
    ``s2s.encodec`` at each bandwidth, whole JSON messages as sent and their audio payload
    (Encodec packet sizes do not depend on the weights, so random weights measure them exactly).
-3. **Encodec real-time factors** (:func:`engine.codec.benchmark`): encode, decode and streamed,
+3. **Encodec real-time factors** (:func:`remote.codec.benchmark`): encode, decode and streamed,
    per bandwidth; random weights unless ``--codec-model`` names real ones (the report says so).
 4. With ``--audio-formats``, every format the server offers (PCM, Opus at each bitrate, G.711
    μ-law and A-law, Encodec; :mod:`remote.bench_codecs`): bytes per second up and down as whole
@@ -158,7 +158,7 @@ async def turn_overhead(engine: Engine, url: str, turns: int, spoken: bool = Tru
 
 async def format_rates(engine: Engine, bandwidths: tuple[float, ...]) -> list[dict[str, Any]]:
     """Reply audio bytes per second on the wire for PCM and Encodec at each of ``bandwidths``."""
-    from engine.codec import EncodecCodec
+    from remote.codec import EncodecCodec
 
     codec = EncodecCodec.random(seed=0, small=True)  # packet sizes do not depend on the weights
     formats = [p.PCM] + [p.AudioFormat(p.ENCODEC_FORMAT, p.PCM_RATE, bw) for bw in bandwidths]
@@ -190,8 +190,8 @@ async def format_rates(engine: Engine, bandwidths: tuple[float, ...]) -> list[di
 
 
 def codec_figures(model: str | None, seconds: float, small: bool = False) -> dict[str, Any]:
-    """Encodec RTFs and bytes/s per bandwidth (``engine.codec.benchmark``), against PCM16/24 kHz."""
-    from engine import codec as c
+    """Encodec RTFs and bytes/s per bandwidth (``remote.codec.benchmark``), against PCM16/24 kHz."""
+    from remote import codec as c
 
     codec = c.EncodecCodec.load(model) if model else c.EncodecCodec.random(small=small)
     rows = c.benchmark(codec, seconds)
@@ -238,8 +238,8 @@ def audio_format_figures(args: argparse.Namespace) -> dict[str, Any]:
     """Table 4 (``--audio-formats``): a fresh engine with the scripted reply (see :mod:`remote.bench_codecs`)."""
     from engine.audio import resample
     from engine.bench.latency import bench_engine
-    from engine.codec import EncodecCodec
     from remote import bench_codecs as bc
+    from remote.codec import EncodecCodec
 
     codec = EncodecCodec.load(args.codec_model) if args.codec_model else EncodecCodec.random(seed=0, small=True)
     fmts = bc.formats(tuple(args.bandwidths))

@@ -139,7 +139,7 @@ def test_wire_benchmark_measures_both_turns_and_the_formats(tmp_path):
             assert t[key]["n"] == 1 and t[key]["p50"] > 0
         assert t["done_websocket_ms"]["p50"] >= t["first_audio_websocket_ms"]["p50"]
         assert t["delivery_ms"]["n"] == 1 and 0 <= t["delivery_ms"]["p50"] < t["first_audio_websocket_ms"]["p50"]
-    from engine.codec import bytes_per_second
+    from remote.codec import bytes_per_second
 
     pcm, enc = r["formats"]
     assert pcm["format"] == "audio/pcm" and 47_000 < pcm["payload_Bps"] < 49_000  # 24 kHz x 2 bytes
