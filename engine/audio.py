@@ -9,6 +9,7 @@ microphone-sized chunks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,8 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(p), np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16")
     return p
+
+
+def sample_wav() -> Path:
+    """The bundled Telugu sample (espeak-ng Telugu, two sentences)."""
+    return Path(str(files("engine") / "assets" / "sample_te.wav"))

@@ -21,17 +21,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
+from engine import doctor
+from engine.audio import sample_wav
+from engine.bench import cli as bench_cli
 from engine.cliargs import CommandParser, add_profile_arguments, profile_parent
 from engine.errors import S2SError
-
-
-def sample_wav() -> Path:
-    """The bundled Telugu sample (espeak-ng Telugu, two sentences)."""
-    return Path(str(files("engine") / "assets" / "sample_te.wav"))
 
 
 def build_parser(prog: str = "s2s-engine", **kwargs: Any) -> tuple[CommandParser, Any, Any]:
@@ -59,10 +55,8 @@ def build_parser(prog: str = "s2s-engine", **kwargs: Any) -> tuple[CommandParser
                        ("fetch", "download the profile's hub models at their revisions, only the files the "
                                  "engine reads, after saying the disk it needs (needs internet)")):
         msub.add_parser(name, parents=[common], help=text)
-    from engine import bench, doctor
-
     doctor.register(sub, add_profile_arguments)
-    bench_sub = bench.register(sub)
+    bench_sub = bench_cli.register(sub)
     return parser, sub, bench_sub
 
 

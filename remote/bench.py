@@ -16,14 +16,14 @@
 2. **Bytes per second** of reply audio on the wire per output format: ``audio/pcm`` and
    ``s2s.encodec`` at each bandwidth, whole JSON messages as sent and their audio payload
    (Encodec packet sizes do not depend on the weights, so random weights measure them exactly).
-3. **Encodec real-time factors** (:func:`engine.codec.benchmark`): encode, decode and streamed,
+3. **Encodec real-time factors** (:func:`remote.codec.benchmark`): encode, decode and streamed,
    per bandwidth; random weights unless ``--codec-model`` names real ones (the report says so).
 4. With ``--audio-formats``, every format the server offers (PCM, Opus at each bitrate, G.711
    μ-law and A-law, Encodec; :mod:`remote.bench_codecs`): bytes per second up and down as whole
    messages, the first reply audio's delivery, encode + decode CPU per second of audio, the
    algorithmic delay, and the ASR word error rate after a round trip, against PCM.
 
-The LLM is wrapped as in ``bench latency`` (:class:`engine.bench_llm.BenchLLM`, ``--reply
+The LLM is wrapped as in ``bench latency`` (:class:`engine.bench.llm.BenchLLM`, ``--reply
 scripted`` by default): the same reply in both paths, so the difference is the wire's.
 Every time comes from one monotonic clock (``perf_counter_ns``).
 """
@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine import events as ev
-from engine.bench_stats import dist, machine
+from engine.bench.common import add_common_arguments, reply_arg, write_json
+from engine.bench.stats import dist, machine
 from engine.clock import ms, now_ns
 from engine.errors import S2SError
 from remote import protocol as p
@@ -157,7 +158,7 @@ async def turn_overhead(engine: Engine, url: str, turns: int, spoken: bool = Tru
 
 async def format_rates(engine: Engine, bandwidths: tuple[float, ...]) -> list[dict[str, Any]]:
     """Reply audio bytes per second on the wire for PCM and Encodec at each of ``bandwidths``."""
-    from engine.codec import EncodecCodec
+    from remote.codec import EncodecCodec
 
     codec = EncodecCodec.random(seed=0, small=True)  # packet sizes do not depend on the weights
     formats = [p.PCM] + [p.AudioFormat(p.ENCODEC_FORMAT, p.PCM_RATE, bw) for bw in bandwidths]
@@ -189,8 +190,8 @@ async def format_rates(engine: Engine, bandwidths: tuple[float, ...]) -> list[di
 
 
 def codec_figures(model: str | None, seconds: float, small: bool = False) -> dict[str, Any]:
-    """Encodec RTFs and bytes/s per bandwidth (``engine.codec.benchmark``), against PCM16/24 kHz."""
-    from engine import codec as c
+    """Encodec RTFs and bytes/s per bandwidth (``remote.codec.benchmark``), against PCM16/24 kHz."""
+    from remote import codec as c
 
     codec = c.EncodecCodec.load(model) if model else c.EncodecCodec.random(small=small)
     rows = c.benchmark(codec, seconds)
@@ -212,7 +213,7 @@ async def measure(engine: Engine, turns: int = 5, *, spoken: bool = True,
 
 def run_wire(args: argparse.Namespace) -> dict[str, Any]:
     """Load the engine (LLM wrapped as in ``bench latency``), measure; the JSON report."""
-    from engine.bench_latency import bench_engine
+    from engine.bench.latency import bench_engine
 
     if args.turns < 1:
         raise S2SError("--turns must be at least 1")
@@ -236,9 +237,9 @@ def run_wire(args: argparse.Namespace) -> dict[str, Any]:
 def audio_format_figures(args: argparse.Namespace) -> dict[str, Any]:
     """Table 4 (``--audio-formats``): a fresh engine with the scripted reply (see :mod:`remote.bench_codecs`)."""
     from engine.audio import resample
-    from engine.bench_latency import bench_engine
-    from engine.codec import EncodecCodec
+    from engine.bench.latency import bench_engine
     from remote import bench_codecs as bc
+    from remote.codec import EncodecCodec
 
     codec = EncodecCodec.load(args.codec_model) if args.codec_model else EncodecCodec.random(seed=0, small=True)
     fmts = bc.formats(tuple(args.bandwidths))
@@ -332,8 +333,6 @@ def _bandwidths(value: str) -> tuple[float, ...]:
 
 def register(bench_subparsers: Any, common: Any) -> None:
     """Add ``wire`` to ``s2s-engine bench`` (``common`` adds --profile/--set/-v/--json)."""
-    from engine.bench import _reply_arg
-
     wp = bench_subparsers.add_parser("wire", help="in-process vs WebSocket on 127.0.0.1; bytes/s per format; "
                                                   "Encodec RTF")
     wp.add_argument("--turns", type=int, default=5, help="turns of each kind, each way (default 5)")
@@ -346,7 +345,7 @@ def register(bench_subparsers: Any, common: Any) -> None:
     wp.add_argument("--no-codec", action="store_true", help="skip the codec RTFs")
     wp.add_argument("--audio-formats", action="store_true",
                     help="every wire format: bytes/s up and down, coding cost, delay, round-trip ASR WER")
-    wp.add_argument("--reply", type=_reply_arg, default="scripted", metavar="MODE",
+    wp.add_argument("--reply", type=reply_arg, default="scripted", metavar="MODE",
                     help="as for bench latency (default scripted: the same reply both ways)")
     common(wp)
     wp.set_defaults(func=cmd_wire)
@@ -355,24 +354,21 @@ def register(bench_subparsers: Any, common: Any) -> None:
 def cmd_wire(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from engine.bench import _write_json
-
     console = Console(highlight=False)
     console.print(f"[dim]loading profile {args.profile!r} ...[/]")
     report = run_wire(args)
     render_wire(report, console)
-    _write_json(args.json_path, report, console)
+    write_json(args.json_path, report, console)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m remote.bench ...``: the same as ``s2s-engine bench wire ...``."""
-    from engine.bench import _common
     from engine.cliargs import CommandParser
 
     parser = CommandParser(prog="python -m remote.bench", description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    register(sub, _common)
+    register(sub, add_common_arguments)
     args = parser.parse_args(["wire", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.func(args)

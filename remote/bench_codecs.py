@@ -181,7 +181,7 @@ def coding_figures(engine: Engine, fmts: list[p.AudioFormat], codec: Any = None,
                    log: Any = lambda s: None) -> dict[str, Any]:
     """Encode + decode cost, delay and round-trip ASR quality per format (see the module doc)."""
     from engine.audio import load_wav, resample
-    from engine.bench_asr import error_rates
+    from engine.bench.asr import error_rates
     from engine.script import script_share
 
     english = []

@@ -17,18 +17,17 @@ from __future__ import annotations
 import sys
 
 from engine import cli as engine_cli
+from engine.bench.common import add_common_arguments
 from engine.cliargs import CommandParser
 from engine.errors import S2SError
+from remote import bench, soak
 from remote.headless import add_headless_arguments, run_headless
 
 
 def build_parser() -> CommandParser:
-    from engine.bench import _common
-    from remote import bench, soak
-
     parser, _, bench_sub = engine_cli.build_parser("s2s-engine")
-    bench.register(bench_sub, _common)
-    soak.register(bench_sub, _common)
+    bench.register(bench_sub, add_common_arguments)
+    soak.register(bench_sub, add_common_arguments)
     parser.add_argument("--headless", action="store_true", help="serve the engine over WebSocket")
     add_headless_arguments(parser, include_profile=False)
     return parser

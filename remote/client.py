@@ -62,7 +62,7 @@ from remote.client_audio import ClientAudio, parse_choice
 from remote.network_timing import NetworkTiming, one_way_ms
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine.codec import EncodecCodec
+    from remote.codec import EncodecCodec
 
 log = logging.getLogger("remote.client")
 

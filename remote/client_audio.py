@@ -21,7 +21,7 @@ from engine.bounded import remember
 from remote import protocol as p
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine.codec import EncodecCodec
+    from remote.codec import EncodecCodec
 
 PLAY_RATE = p.PCM_RATE
 """The rate of the samples :meth:`ClientAudio.decode` gives (24 kHz, as PCM)."""
@@ -82,7 +82,7 @@ class ClientAudio:
             def load() -> EncodecCodec:
                 if self.codec_factory is not None:
                     return self.codec_factory()
-                from engine.codec import EncodecCodec
+                from remote.codec import EncodecCodec
 
                 return EncodecCodec.load()
 

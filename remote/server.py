@@ -47,10 +47,10 @@ from remote import protocol as p
 from remote.handshake import HEALTH_PATHS, READY_PATHS, REALTIME_PATHS, check_bind, is_loopback
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engine.codec import EncodecCodec
     from engine.config import Profile
     from engine.engine import Engine
     from engine.session import Session
+    from remote.codec import EncodecCodec
 
 log = logging.getLogger("remote.server")
 
@@ -100,8 +100,8 @@ class ServerOptions:
 def codec_path(codec_model: str, profile: Profile) -> str:
     """The Encodec weights to load: ``--codec-model``, else the profile's ``session.codec_model``
     (a model reference, resolved like every stage's), else the cached default hub id."""
-    from engine.codec import DEFAULT_MODEL
     from engine.models import resolve
+    from remote.codec import DEFAULT_MODEL
 
     if codec_model:
         return codec_model
@@ -275,7 +275,7 @@ class RealtimeServer:
                 def load() -> EncodecCodec:
                     if o.codec_factory is not None:
                         return o.codec_factory()
-                    from engine.codec import EncodecCodec
+                    from remote.codec import EncodecCodec
 
                     if o.codec_random_weights:
                         return EncodecCodec.random(seed=0)

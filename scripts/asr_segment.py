@@ -4,7 +4,7 @@
         [--segments 300:64:0,300:64:200,...] [--profile offline] [--language en]
 
 SET is a ``bench asr`` set (``s2s-engine bench asr-set``). Every WAV goes once through a real
-Session (``engine.bench_asr.session_cut``: the profile's Silero VAD, 20 ms chunks, as fast as the
+Session (``engine.bench.asr.session_cut``: the profile's Silero VAD, 20 ms chunks, as fast as the
 Session takes them) for the bounds of each turn: its SpeechStarted and SpeechStopped positions. Each SEGMENT ``PRE:TAIL:PAD`` (ms) then
 cuts every turn from the file (resampled to 16 kHz) from PRE before the start of speech to TAIL
 after its end (real audio; negative values cut into the speech), appends PAD of digital silence,
@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav, resample
-from engine.bench_asr import bench_engine, error_rates, load_set, native_wav, session_cut
+from engine.bench.asr import bench_engine, error_rates, load_set, native_wav, session_cut
 
 DEFAULT_SEGMENTS = "300:64:0,300:64:200,300:64:500,300:64:1000,300:200:0,300:400:0,100:64:0,500:64:0"
 

@@ -76,7 +76,7 @@ def _texts() -> dict[str, list[str]]:
     for p in [*ROOT.glob("engine/**/*.py"), *ROOT.glob("training/**/*.py"), *ROOT.glob("tests/*.py"),
               *ROOT.glob("docs/*.md")]:
         te.update(m.group(0).strip() for m in TELUGU_LINE.finditer(p.read_text(encoding="utf-8")))
-    from engine.bench_asr import EN_SENTENCES
+    from engine.bench.asr import EN_SENTENCES
 
     return {"te": sorted(te), "en": list(EN_SENTENCES)}
 
@@ -158,7 +158,7 @@ def asr_prefix() -> None:
     from faster_whisper.tokenizer import Tokenizer
 
     from engine.audio import resample
-    from engine.bench_asr import EN_SENTENCES, _espeak
+    from engine.bench.asr import EN_SENTENCES, espeak
     from engine.models import resolve
     from engine.stages.asr_whisper import features, transcribe
 
@@ -166,7 +166,7 @@ def asr_prefix() -> None:
     tok = Tokenizer(m.hf_tokenizer, True, task="transcribe", language="en")
     sot = [*tok.sot_sequence, tok.no_timestamps]
     for sentence in EN_SENTENCES[:4]:
-        audio, rate = _espeak(sentence, "en-us", 160)
+        audio, rate = espeak(sentence, "en-us", 160)
         audio = resample(audio, rate, 16_000).astype(np.float32)
         enc, t_enc = _median_ms(lambda a=audio: m.encode(features(m, a, 10)))
         r, t_gen = _median_ms(lambda e=enc: m.model.generate(e, [sot], beam_size=1, max_length=200)[0])
@@ -188,8 +188,8 @@ def paired(rounds: int, variants: list[str], files: list[str], base: list[str]) 
     import asyncio
 
     from engine.audio import load_wav
-    from engine.bench_latency import bench_engine, stream_file
-    from engine.bench_stats import dist
+    from engine.bench.latency import bench_engine, stream_file
+    from engine.bench.stats import dist
     from engine.config import load_profile
 
     sets = {v: [x for x in v.partition("=")[2].split(";") if x] for v in variants}

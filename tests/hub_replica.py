@@ -517,7 +517,7 @@ def mms_tts_repo(folder: Path) -> HubRepo:
 def encodec_repo(folder: Path) -> HubRepo:
     """``facebook/encodec_24khz`` at ``c1dbe2a``: README.md, config.json, preprocessor_config.json,
     model.safetensors and pytorch_model.bin (the decoy)."""
-    from engine.codec import EncodecCodec
+    from remote.codec import EncodecCodec
 
     EncodecCodec.random(small=True).save(folder)
     repo = HubRepo(ENCODEC_REPO, ENCODEC_SHA)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.bench_asr import bench_engine, load_set, make_set, run
+from engine.bench.asr import bench_engine, load_set, make_set, run
 
 SENTENCES = 16  # x 3 voices = 48 clips
 MARGIN = 0.03  # absolute WER; see the module docstring and docs/asr.md

@@ -14,10 +14,10 @@ import shutil
 
 import pytest
 
-from engine import bench
-from engine.bench_latency import summarize
-from engine.bench_llm import SCRIPTED_REPLY
-from engine.bench_stats import percentile
+from engine.bench import cli as bench
+from engine.bench.latency import summarize
+from engine.bench.llm import SCRIPTED_REPLY
+from engine.bench.stats import percentile
 from engine.config import SentenceOptions
 from engine.sentences import SentenceChunker
 from remote import bench as wire_bench
@@ -139,7 +139,7 @@ def test_wire_benchmark_measures_both_turns_and_the_formats(tmp_path):
             assert t[key]["n"] == 1 and t[key]["p50"] > 0
         assert t["done_websocket_ms"]["p50"] >= t["first_audio_websocket_ms"]["p50"]
         assert t["delivery_ms"]["n"] == 1 and 0 <= t["delivery_ms"]["p50"] < t["first_audio_websocket_ms"]["p50"]
-    from engine.codec import bytes_per_second
+    from remote.codec import bytes_per_second
 
     pcm, enc = r["formats"]
     assert pcm["format"] == "audio/pcm" and 47_000 < pcm["payload_Bps"] < 49_000  # 24 kHz x 2 bytes
@@ -167,7 +167,7 @@ def test_make_models_small_builds_and_loads(tmp_path):
 
 
 def test_make_wavs_writes_a_labelled_set(tmp_path):
-    from engine.bench_turn import SENTENCES, make_wavs
+    from engine.bench.turn import SENTENCES, make_wavs
 
     m = make_wavs(tmp_path / "wavs", languages=("en",))
     kinds = {(f["kind"], f["voice"]) for f in m["files"]}
@@ -185,7 +185,7 @@ def test_make_wavs_writes_a_labelled_set(tmp_path):
 def test_latency_compares_fixed_and_adaptive_end_of_turn(tmp_path):
     """Fixed 600 ms vs combined on one complete and one paused English utterance (English:
     Whisper base understands it, so the transcript signal is real)."""
-    from engine.bench_turn import make_wavs
+    from engine.bench.turn import make_wavs
 
     m = make_wavs(tmp_path / "wavs", languages=("en",))
     pick = {f["kind"]: str(tmp_path / "wavs" / f["path"]) for f in m["files"]
@@ -246,7 +246,7 @@ def _spinners() -> list[int]:
 
 
 def test_cpu_load_runs_its_processes_inside_the_block_and_none_after():
-    from engine.bench_latency import cpu_load
+    from engine.bench.latency import cpu_load
 
     with cpu_load(2) as procs:
         pids = [p.pid for p in procs]
@@ -267,7 +267,7 @@ def test_a_cpu_load_process_stops_by_itself_when_its_parent_is_gone(tmp_path):
     import time
 
     script = ("import os, sys\n"
-              "from engine.bench_latency import cpu_load\n"
+              "from engine.bench.latency import cpu_load\n"
               "with cpu_load(1) as procs:\n"
               "    print(procs[0].pid, flush=True)\n"
               "    os.kill(os.getpid(), 9)\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench_asr import error_rates, load_set, normalise
+from engine.bench.asr import error_rates, load_set, normalise
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_the_sessions_cut_says_where_each_turns_speech_is(tmp_path):
 
     import numpy as np
 
-    from engine.bench_asr import bench_engine, native_wav, session_cut
+    from engine.bench.asr import bench_engine, native_wav, session_cut
     from tests.conftest import silence, speak
 
     one = speak("Please turn off the lights.", tmp_path / "one.wav", voice="en-us", rate=16_000)

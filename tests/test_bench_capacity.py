@@ -15,7 +15,8 @@ import threading
 import pytest
 from rich.console import Console
 
-from engine import bench_capacity, bench_llm
+from engine.bench import capacity as bench_capacity
+from engine.bench import llm as bench_llm
 from tests.conftest import speak
 
 pytestmark = pytest.mark.slow

@@ -252,7 +252,7 @@ async def test_no_reconnect_when_disabled_and_close_ends_events():
 
 
 async def test_encodec_input_is_encoded_on_the_client():
-    from engine.codec import EncodecCodec, parse_packet
+    from remote.codec import EncodecCodec, parse_packet
 
     async with FakeRealtimeServer() as srv, RealtimeClient(
         srv.url, ping_interval_s=0, codec_factory=lambda: EncodecCodec.random(seed=0, small=True)

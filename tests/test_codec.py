@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import codec as C
 from engine.errors import AudioError, ConfigError, ModelError, S2SError
+from remote import codec as C
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,18 +56,18 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 
 
 def test_import_does_not_load_torch() -> None:
-    code = "import sys, engine.codec; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = "import sys, remote.codec; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
 def test_the_packet_format_stands_alone() -> None:
-    """engine.codec_format holds the whole wire format and loads neither torch nor the model module;
-    engine.codec re-exports it."""
-    code = ("import sys, numpy as np; from engine.codec_format import build_packet, parse_packet; "
+    """remote.codec_format holds the whole wire format and loads neither torch nor the model module;
+    remote.codec re-exports it."""
+    code = ("import sys, numpy as np; from remote.codec_format import build_packet, parse_packet; "
             "p = parse_packet(build_packet(np.zeros((2, 3), np.uint16), 1.5, 700)); assert p.num_samples == 700; "
-            "assert not {'torch', 'transformers', 'engine.codec'} & set(sys.modules)")
+            "assert not {'torch', 'transformers', 'remote.codec'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
-    from engine import codec_format as F
+    from remote import codec_format as F
 
     assert C.parse_packet is F.parse_packet and C.MAX_PACKET_FRAMES == F.MAX_PACKET_FRAMES
 

@@ -235,7 +235,7 @@ def test_models_list_and_the_codec_after_the_fetch(fetched, monkeypatch):
     assert rows["llm"].path.endswith(GGUF_FILE) and WHISPER_SHA not in rows["llm"].path
     assert Path(rows["tts"].path).name == VITS_SHA
     # what s2s-engine --headless loads for s2s.encodec: the fetched folder, unless --codec-model says else
-    from engine.codec import EncodecCodec
+    from remote.codec import EncodecCodec
     from remote.server import codec_path
 
     assert codec_path("", profile) == rows["codec"].path and Path(rows["codec"].path).name == ENCODEC_SHA

@@ -635,7 +635,7 @@ def test_wire_constants():
     assert p.CloseCode.GOING_AWAY == 1001 and p.CloseCode.TRY_AGAIN_LATER == 1013
     assert len(set(p.ErrorCode)) == len(list(p.ErrorCode))
     assert p.PCM_BYTES_PER_SECOND == 48_000
-    from engine.codec import BANDWIDTHS
+    from remote.codec import BANDWIDTHS
 
     assert p.ENCODEC_BANDWIDTHS == BANDWIDTHS
 

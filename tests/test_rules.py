@@ -345,7 +345,7 @@ def test_a_reset_whose_response_done_never_comes_is_answered_by_the_timeout():
 
 
 class FakeCodec:
-    """Stands in for ``engine.codec.EncodecCodec``: a packet is b"EC" + int16 samples."""
+    """Stands in for ``remote.codec.EncodecCodec``: a packet is b"EC" + int16 samples."""
 
     def stream_decoder(self):
         def push(packet: bytes) -> np.ndarray:

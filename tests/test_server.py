@@ -100,7 +100,7 @@ async def token_server(offline_engine):
 
 
 def small_codec():
-    from engine.codec import EncodecCodec
+    from remote.codec import EncodecCodec
 
     return EncodecCodec.random(seed=0, small=True)
 
@@ -596,7 +596,7 @@ async def test_encodec_refused_without_weights(server):
 
 
 async def test_encodec_negotiation_round_trip(offline_engine, clips):
-    from engine.codec import BANDWIDTHS, HOP, bytes_per_second, parse_packet
+    from remote.codec import BANDWIDTHS, HOP, bytes_per_second, parse_packet
 
     srv = await serve(offline_engine, port=0, stats_interval_s=0, codec_factory=small_codec)
     try:
@@ -615,7 +615,7 @@ async def test_encodec_negotiation_round_trip(offline_engine, clips):
             err = await client.wait_for(p.Error, limit_s=30)
             assert err.code == "invalid_audio"
             # a packet that announces more than 2 s is refused before any decoding
-            from engine.codec import MAX_FRAMES, MAX_PACKET_FRAMES, build_packet
+            from remote.codec import MAX_FRAMES, MAX_PACKET_FRAMES, build_packet
 
             frames = MAX_PACKET_FRAMES + 1
             big = build_packet(np.zeros((8, frames), np.uint16), 6.0, frames * HOP, max_frames=MAX_FRAMES)

@@ -16,9 +16,10 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from engine.errors import ConfigError
 from remote import soak
 from remote.soak import Bounds, RoleDeck, SoakOptions, latency_windows, verdict
-from remote.soak_plot import svg
+from remote.soak.plot import svg
 
 
 def _parser():
@@ -124,7 +125,7 @@ def test_role_deck_holds_the_shares_exactly():
 
 def test_options_are_checked():
     for bad in (SoakOptions(sessions=0), SoakOptions(minutes=0), SoakOptions(kill_share=0.6, hostile_share=0.6)):
-        with pytest.raises(soak.ConfigError):
+        with pytest.raises(ConfigError):
             bad.check()
 
 

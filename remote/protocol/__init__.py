@@ -29,7 +29,7 @@ Why these choices:
   becomes one :class:`ProtocolError` naming the field as a dotted path.
 - Besides pydantic, only numpy and the standard library are imported (plus the light
   :mod:`engine.events`, :mod:`engine.audio` for its soxr stream resampler, and
-  :mod:`engine.codec_format`, the Encodec packet format); the Encodec model is loaded by the server,
+  :mod:`remote.codec_format`, the Encodec packet format); the Encodec model is loaded by the server,
   and PyAV (libopus) only when a session asks for ``s2s.opus``.
 
 Everything public is importable from here (``from remote import protocol as p``).

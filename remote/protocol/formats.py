@@ -13,7 +13,7 @@ spec's encoder codes its microphone, its decoder the reply.
 
 The coders run where the I/O layer puts them: a :class:`Job` wraps the work of one event and says
 whether it belongs off the event loop (:attr:`Job.offload`: a neural codec), so the rules stay
-free of threads. Only numpy is imported here (and :mod:`engine.codec_format`'s bandwidth table);
+free of threads. Only numpy is imported here (and :mod:`remote.codec_format`'s bandwidth table);
 the Encodec model comes from the server, PyAV (Opus) is imported when a session asks for Opus.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_serializer
 
-from engine.codec_format import BANDWIDTHS
+from remote.codec_format import BANDWIDTHS
 from remote.protocol import g711, opus
 from remote.protocol.base import ErrorCode, ProtocolError, WireInt, WireValue, refuse
 from remote.protocol.opus import DEFAULT_OPUS_BITRATE, OPUS_BITRATES, OPUS_FORMAT
@@ -38,7 +38,7 @@ ENCODEC_FORMAT = "s2s.encodec"
 PCM_RATE = 24_000
 """The only PCM rate on the wire (as in Realtime): 24 kHz, 16-bit little-endian, mono."""
 PCM_BYTES_PER_SECOND = PCM_RATE * 2
-ENCODEC_BANDWIDTHS = BANDWIDTHS  # kbps (engine.codec_format: the packet format, no torch)
+ENCODEC_BANDWIDTHS = BANDWIDTHS  # kbps (remote.codec_format: the packet format, no torch)
 DEFAULT_ENCODEC_BANDWIDTH = 6.0
 REALTIME_FORMATS_NOT_SUPPORTED: tuple[str, ...] = ()
 """Realtime formats a client may ask for that this server does not speak (none now)."""
@@ -141,7 +141,7 @@ class PcmEncoder:
 
 
 class EncodecDecoder:
-    """One :class:`engine.codec.EncodecStreamDecoder` per session: packets join smoothly."""
+    """One :class:`remote.codec.EncodecStreamDecoder` per session: packets join smoothly."""
 
     offload = True
     rate = PCM_RATE
@@ -163,7 +163,7 @@ class EncodecDecoder:
 
 
 class EncodecEncoder:
-    """One :class:`engine.codec.EncodecStreamEncoder` per response."""
+    """One :class:`remote.codec.EncodecStreamEncoder` per response."""
 
     offload = True
 

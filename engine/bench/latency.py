@@ -19,7 +19,7 @@ engine adds to the models; (b)/(a) is what streaming saves over the cascade.
 Fairness: the three runs see the same utterance audio (the span the Session's VAD cut), the same
 system prompt and history, the same ``max_tokens``, and the same LLM output. Every LLM call starts
 from an empty KV cache (no prefix reuse) and reseeds the sampler with ``llm.seed``. ``--reply``
-decides what the LLM writes (:class:`engine.bench_llm.BenchLLM`):
+decides what the LLM writes (:class:`engine.bench.llm.BenchLLM`):
 
 - ``scripted`` (default): the LLM runs greedy for exactly as many tokens as a fixed four-sentence
   Telugu reply has in its tokenizer, and the text handed on is that reply, piece by piece as the
@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav, resample
-from engine.bench_llm import BenchASR, BenchLLM
-from engine.bench_stats import dist, machine, percentile, rounded
+from engine.bench.llm import BenchASR, BenchLLM
+from engine.bench.stats import dist, machine, percentile, rounded
 from engine.clock import ms, now_ns
 from engine.errors import ConfigError, S2SError
 from engine.history import ChatHistory

@@ -2,7 +2,7 @@
 
 Two layers, kept apart so the wire format can be tested (and parsed by a relay) without torch:
 
-- **Packets** (pure numpy, :mod:`engine.codec_format`): the 11-byte header and the bit-packed
+- **Packets** (pure numpy, :mod:`remote.codec_format`): the 11-byte header and the bit-packed
   10-bit codes; re-exported here.
 - **The model** (torch, imported lazily; this module): :class:`EncodecCodec` turns float32 mono
   24 kHz PCM into one packet and back; :class:`EncodecStreamEncoder` / :class:`EncodecStreamDecoder`
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.codec_format import (
+from engine.errors import AudioError, BackendUnavailable, ConfigError, ModelError
+from remote.codec_format import (
     BANDWIDTHS,
     CODE_BITS,
     CODEBOOK_SIZE,
@@ -49,7 +50,6 @@ from engine.codec_format import (
     parse_packet,
     unpack_codes,
 )
-from engine.errors import AudioError, BackendUnavailable, ConfigError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -490,10 +490,10 @@ def benchmark(codec: EncodecCodec, seconds: float = 5.0, packet_ms: float = 100.
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m engine.codec``: real-time factors and bytes per second at each bandwidth."""
+    """``python -m remote.codec``: real-time factors and bytes per second at each bandwidth."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m engine.codec", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m remote.codec", description=main.__doc__)
     ap.add_argument(
         "--model", help="folder or cached hub id; default: random weights of the real architecture"
     )

@@ -1,6 +1,6 @@
 """Summary statistics of the benchmarks (p50/p95 distributions) and where the figures were taken.
 
-Shared by ``bench latency`` (:mod:`engine.bench_latency`), ``bench turn``, and the wire benchmark
+Shared by ``bench latency`` (:mod:`engine.bench.latency`), ``bench turn``, and the wire benchmark
 (:mod:`remote.bench`).
 """
 

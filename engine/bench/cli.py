@@ -1,53 +1,27 @@
-"""``s2s-engine bench``: the benchmark commands. This module is their command line only.
+"""``s2s-engine bench``: the benchmark commands' wiring (argparse); each command's work is in its module.
 
     s2s-engine bench latency [--profile P] [--set k=v]... [--turns N] [--reply MODE] [--cpu-load N] [--json OUT] FILES...
-    s2s-engine bench turn / make-wavs ...          end-of-turn signals (engine/bench_turn.py)
     s2s-engine bench make-models --out DIR [--small] [--asr-tokens N]
-    s2s-engine bench wire [--turns N] [--json OUT] in-process vs WebSocket (remote/bench.py)
-    s2s-engine bench asr SET... / bench asr-set OUT   (engine.bench_asr)
 
-Each job has its module:
-
-- :mod:`engine.bench_llm`: the model wrappers (reproducible LLM calls, the scripted reply, the
-  ASR audio kept);
-- :mod:`engine.bench_latency`: the runs of ``bench latency`` ((a) streaming, (b) cascade,
-  (c) compute floor; the module docstring says how) and their summary;
-- :mod:`engine.bench_stats`: distributions and the machine;
-- :mod:`engine.bench_render`: the tables;
-- :mod:`remote.bench`: ``bench wire``, registered by the ``s2s-engine`` entry point
-  (:mod:`remote.cli`), since the engine imports nothing from ``remote/``;
-- :mod:`engine.shape_models`: ``bench make-models``, shape-true random-weight models of the gpu profile.
+are here (:func:`cmd_latency`, :func:`cmd_make_models`); ``bench turn``/``make-wavs``
+(:mod:`engine.bench.turn`), ``bench capacity`` (:mod:`engine.bench.capacity`) and ``bench asr``/``asr-set``
+(:mod:`engine.bench.asr`) are registered from their modules; ``bench wire`` and ``bench soak`` are added
+from above the engine (:mod:`remote.cli`). ``python -m engine.bench ...`` runs :func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-from pathlib import Path
 from typing import Any
 
-from engine.bench_latency import bench_engine, cpu_load, load_average, run_latency
-from engine.bench_render import render_latency
-from engine.cliargs import CommandParser, add_profile_arguments
+from engine.audio import sample_wav
+from engine.bench import asr, capacity, turn
+from engine.bench.common import add_common_arguments, reply_arg, write_json
+from engine.bench.latency import bench_engine, cpu_load, load_average, run_latency
+from engine.bench.render import render_latency
+from engine.cliargs import CommandParser
 from engine.errors import ConfigError, S2SError
-
-
-def _reply_arg(value: str) -> str | int:
-    if value in ("scripted", "natural"):
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected scripted, natural or a token count") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("the token count must be at least 1")
-    return n
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    add_profile_arguments(p)
-    p.add_argument("--json", dest="json_path", metavar="OUT.json", help="also write the report as JSON")
 
 
 def register(subparsers: Any) -> Any:
@@ -59,7 +33,7 @@ def register(subparsers: Any) -> Any:
     lp = bsub.add_parser("latency", help="(a) streaming vs (b) sequential cascade vs (c) compute floor")
     lp.add_argument("files", nargs="*", help="WAV files (default: the bundled Telugu sample)")
     lp.add_argument("--turns", type=int, default=5, help="runs of each file (default 5)")
-    lp.add_argument("--reply", type=_reply_arg, default="scripted", metavar="MODE",
+    lp.add_argument("--reply", type=reply_arg, default="scripted", metavar="MODE",
                     help="scripted (default: a fixed 4-sentence reply over real compute), natural, or N tokens")
     lp.add_argument("--fast", action="store_true",
                     help="feed audio as fast as VAD takes it (the end-of-turn wait is then not measured)")
@@ -72,12 +46,10 @@ def register(subparsers: Any) -> Any:
                     help="utterances with a pause mid-sentence, for the policy comparison (bench make-wavs)")
     lp.add_argument("--cpu-load", type=int, default=0, metavar="N",
                     help="keep N cores busy during the run (N spinning processes, stopped after it; default 0)")
-    _common(lp)
+    add_common_arguments(lp)
     lp.set_defaults(func=cmd_latency)
 
-    from engine import bench_turn
-
-    bench_turn.register(bsub, _common)
+    turn.register(bsub, add_common_arguments)  # bench turn, bench make-wavs
 
     mp = bsub.add_parser("make-models", help="shape-true random-weight models of the gpu profile")
     mp.add_argument("--out", required=True, help="output folder")
@@ -92,26 +64,13 @@ def register(subparsers: Any) -> Any:
     mp.add_argument("--json", dest="json_path", metavar="OUT.json", help="also write the summary as JSON")
     mp.set_defaults(func=cmd_make_models)
 
-    from engine import bench_capacity
-    from engine.bench_asr import register as register_asr
-
-    bench_capacity.register(bsub, _common)
-    register_asr(bsub)  # bench asr, bench asr-set
+    capacity.register(bsub, add_common_arguments)
+    asr.register(bsub)  # bench asr, bench asr-set
     return bsub
-
-
-def _write_json(path: str | None, data: dict[str, Any], console: Any) -> None:
-    if path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-        console.print(f"report: {p}")
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
     from rich.console import Console
-
-    from engine.cli import sample_wav
 
     console = Console(highlight=False)
     if args.turns < 1:
@@ -135,11 +94,9 @@ def cmd_latency(args: argparse.Namespace) -> int:
             report = asyncio.run(run_latency(engine, files, args.turns, paced=not args.fast,
                                              min_sentences=args.min_sentences))
             if policies:
-                from engine.bench_turn import compare_policies
-
                 console.print(f"[dim]comparing end-of-turn policies {', '.join(policies)} ...[/]")
-                report["turn_policies"] = asyncio.run(compare_policies(engine, files, args.paused, policies,
-                                                                       turns=args.turns, paced=not args.fast))
+                report["turn_policies"] = asyncio.run(turn.compare_policies(
+                    engine, files, args.paused, policies, turns=args.turns, paced=not args.fast))
             load["load_average_end"] = load_average()
         report["cpu_load"] = load
     finally:
@@ -148,10 +105,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     console.print(f"cpu load: {load['busy_processes']} busy process(es) during the run; load average before "
                   f"{load['load_average_before']}, at the end {load['load_average_end']}")
     if report.get("turn_policies"):
-        from engine.bench_turn import render_compare
-
-        render_compare(report["turn_policies"], console)
-    _write_json(args.json_path, report, console)
+        turn.render_compare(report["turn_policies"], console)
+    write_json(args.json_path, report, console)
     return 0
 
 
@@ -182,7 +137,7 @@ def cmd_make_models(args: argparse.Namespace) -> int:
         console.print(f"{stage}: {info['path']}  ({info['description']})")
     console.print("use them with:  s2s-engine bench latency --profile gpu " + " ".join(
         f"--set {k}" for k in summary["overrides"]))
-    _write_json(args.json_path, summary, console)
+    write_json(args.json_path, summary, console)
     return 0
 
 

@@ -25,7 +25,7 @@ For each N it reports, over every turn of every session:
 The largest N whose p95 stays within ``--bound-ms`` (default 1000) with every turn answered is
 the capacity of this engine on this machine. The same command on a GPU pod gives sessions per GPU.
 
-``--reply`` is as in ``bench latency`` (:class:`engine.bench_llm.BenchLLM`): ``scripted`` (default) runs
+``--reply`` is as in ``bench latency`` (:class:`engine.bench.llm.BenchLLM`): ``scripted`` (default) runs
 the model's own compute for the token count of a fixed four-sentence Telugu reply and hands on that
 text, so every turn costs the same and has the same first sentence (a base model's own text may
 have no sentence end for seconds, which would measure the model's prose, not the load);
@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav
-from engine.bench_llm import BenchLLM
+from engine.bench.llm import BenchLLM
+from engine.bench.stats import machine
 from engine.errors import ConfigError, S2SError
 from engine.stages.base import ChatMessage, LLMBackend
 
@@ -400,7 +401,6 @@ async def run_capacity(engine: Engine, files: list[str], levels: list[int], turn
         if progress is not None:
             progress(row)
     capacity = judge(rows, bound_ms)
-    from engine.bench_stats import machine
 
     return {
         "schema": SCHEMA,

@@ -56,7 +56,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, load_wav, resample, write_wav
-from engine.bench_llm import BenchASR
+from engine.bench.common import add_common_arguments, write_json
+from engine.bench.latency import feed
+from engine.bench.llm import BenchASR
+from engine.bench.stats import machine
 from engine.errors import ConfigError, S2SError
 from engine.script import script_ok, script_share
 
@@ -139,7 +142,8 @@ def load_set(path: str | Path, language: str) -> list[Item]:
     raise ConfigError(f"test set not found: {p} (a folder, or a manifest .jsonl)")
 
 
-def _espeak(text: str, voice: str, speed: int) -> tuple[np.ndarray, int]:
+def espeak(text: str, voice: str, speed: int) -> tuple[np.ndarray, int]:
+    """``text`` spoken by espeak-ng (``voice``, ``speed`` words a minute): mono float32 and its rate."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise S2SError("espeak-ng not found: apt-get install -y espeak-ng")
@@ -238,7 +242,7 @@ def make_set(out: str | Path, languages: tuple[str, ...] = ("en", "te"), rates: 
                 continue
             for k, text in enumerate(texts[:sentences]):
                 if engine_name == "espeak-ng":
-                    audio, rate = _espeak(text, voice, speed)
+                    audio, rate = espeak(text, voice, speed)
                 elif engine_name == "festival":
                     audio, rate = _festival(text, voice, out)
                 else:
@@ -279,8 +283,7 @@ class Cut:
 async def session_cut(engine: Engine, audio: np.ndarray, rate: int, language: str) -> Cut:
     """Feed ``audio`` (at ``rate``) to a fresh Session in 20 ms chunks, as fast as it takes them,
     and return the turns it transcribed with the audio of each (``engine.asr`` must be the
-    :class:`engine.bench_llm.BenchASR` of :func:`bench_engine`)."""
-    from engine.bench_latency import feed
+    :class:`engine.bench.llm.BenchASR` of :func:`bench_engine`)."""
     from engine.events import ErrorEvent, SpeechStarted, SpeechStopped, TranscriptFinal
 
     session = engine.new_session()
@@ -399,7 +402,6 @@ def run(engine: Engine, items: list[Item], settings: list[dict], reference: bool
     """Cut every item through a Session, then decode and score every setting; the JSON report.
     Each decode runs ``repeat`` times and its time is the fastest run (on a shared machine the
     others measure the neighbours)."""
-    from engine.bench_stats import machine
 
     asr = engine.asr.inner  # type: ignore[attr-defined]
     base = asr.options
@@ -550,8 +552,6 @@ def _floats(value: str) -> list[float]:
 
 def register(bsub: Any) -> None:
     """Add ``bench asr`` and ``bench asr-set`` to the ``bench`` subcommands."""
-    from engine.bench import _common
-
     ap = bsub.add_parser("asr", help="WER, CER, decode time and script rate of the engine's ASR path, per setting")
     ap.add_argument("sets", nargs="+", metavar="SET", help="a folder with manifest.jsonl, a .jsonl, or WAV+TXT pairs")
     ap.add_argument("--beam", type=_ints, default=None, help="beam sizes, e.g. 1,5 (default: the profile's)")
@@ -567,7 +567,7 @@ def register(bsub: Any) -> None:
     ap.add_argument("--limit", type=int, default=0, help="at most this many files of each set (0: all)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="decode each turn this many times, time the fastest (default 1; 3 on a shared machine)")
-    _common(ap)
+    add_common_arguments(ap)
     ap.set_defaults(func=cmd_asr)
 
     sp = bsub.add_parser("asr-set", help="make English and Telugu test sets (espeak-ng, piper, festival)")
@@ -585,7 +585,6 @@ def register(bsub: Any) -> None:
 def cmd_asr(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from engine.bench import _write_json
     from engine.config import load_profile
 
     console = Console(highlight=False, width=max(140, shutil.get_terminal_size().columns))
@@ -608,7 +607,7 @@ def cmd_asr(args: argparse.Namespace) -> int:
                      log=lambda s: console.print(f"[dim]{s}[/]"))
     finally:
         engine.close()
-    _write_json(args.json_path, report, console)  # first: the figures are kept whatever happens next
+    write_json(args.json_path, report, console)  # first: the figures are kept whatever happens next
     render(report, console)
     return 0
 

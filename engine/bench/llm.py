@@ -1,7 +1,7 @@
 """The benchmarks' model wrappers: every LLM call reproducible and comparable, every ASR call's audio kept.
 
 :class:`BenchLLM` empties the KV cache and reseeds the sampler before each call and decides what
-the LLM writes (``--reply scripted|natural|N``, see :mod:`engine.bench_latency`); :class:`BenchASR`
+the LLM writes (``--reply scripted|natural|N``, see :mod:`engine.bench.latency`); :class:`BenchASR`
 keeps the audio of each call so the cascade and the floor transcribe exactly the utterance the
 streaming Session transcribed.
 """

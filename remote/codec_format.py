@@ -3,7 +3,7 @@
 :func:`pack_codes` / :func:`unpack_codes` bit-pack 10-bit codes, :func:`build_packet` /
 :func:`parse_packet` add and check the header. A bad packet raises
 :class:`~engine.errors.AudioError`, never ``IndexError`` or ``struct.error``. The model that
-makes and reads the codes is :mod:`engine.codec` (torch); this module is all a relay, a test or
+makes and reads the codes is :mod:`remote.codec` (torch); this module is all a relay, a test or
 the protocol layer needs to check a packet, and importing it loads no model library.
 
 Packet layout (all integers little-endian), see ``docs/codec.md``::

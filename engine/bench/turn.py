@@ -48,6 +48,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.audio import ENGINE_RATE, AudioError, load_wav, write_wav
+from engine.bench.common import write_json
+from engine.bench.latency import stream_file
+from engine.bench.stats import dist
 from engine.errors import ConfigError, S2SError
 from engine.turn import TurnEvidence, TurnPolicy
 
@@ -164,12 +167,6 @@ def make_wavs(out: str | Path, languages: tuple[str, ...] = ("en", "te")) -> dic
 # --------------------------------------------------------------------------- policies compared
 
 
-def _dist(values: list[float]) -> dict[str, Any]:
-    from engine.bench_stats import dist
-
-    return dist(values)
-
-
 async def compare_policies(engine: Engine, complete: list[str], paused: list[str], policies: list[str],
                            turns: int = 1, paced: bool = True) -> dict[str, Any]:
     """Stream every file under every policy; voice-to-voice on complete utterances, and the
@@ -189,8 +186,6 @@ async def compare_policies(engine: Engine, complete: list[str], paused: list[str
 
 async def _one_policy(engine: Engine, complete: list[str], paused: list[str], policy: str, turns: int,
                       paced: bool) -> dict[str, Any]:
-    from engine.bench_latency import stream_file
-
     v2v, eot, after, per_file = [], [], [], []
     resumed = half = answered = 0
     for kind, files in (("complete", complete), ("paused", paused)):
@@ -220,7 +215,7 @@ async def _one_policy(engine: Engine, complete: list[str], paused: list[str], po
                                        t.metrics.get("turn_text_probability")) for t in streamed],
                 })
     return {
-        "complete": {"voice_to_voice_ms": _dist(v2v), "eot_wait_ms": _dist(eot), "after_eot_ms": _dist(after)},
+        "complete": {"voice_to_voice_ms": dist(v2v), "eot_wait_ms": dist(eot), "after_eot_ms": dist(after)},
         "paused": {"utterances": answered, "resumed": resumed, "replies_to_half": half},
         "files": per_file,
     }
@@ -379,7 +374,5 @@ def cmd_turn(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     render_accuracy(report, console)
-    from engine.bench import _write_json
-
-    _write_json(args.json_path, report, console)
+    write_json(args.json_path, report, console)
     return 0
