@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from engine.errors import S2SError
 
 PROFILE_ENV = "S2S_PROFILE"
 DEFAULT_PROFILE = "offline"
@@ -81,4 +84,20 @@ class CommandParser(argparse.ArgumentParser):
         ns.verbose = bool(d.pop(f"{_BEFORE}verbose", False)) or bool(d.pop("verbose", False))
 
 
-__all__ = ["DEFAULT_PROFILE", "PROFILE_ENV", "CommandParser", "add_profile_arguments", "profile_parent"]
+__all__ = ["DEFAULT_PROFILE", "PROFILE_ENV", "CommandParser", "add_profile_arguments", "profile_parent",
+           "run_subcommand"]
+
+
+def run_subcommand(prog: str, command: str, register: Callable[[Any], None], argv: Sequence[str] | None = None,
+                   description: str | None = None) -> int:
+    """``python -m MODULE ...``: ``s2s-engine`` subcommands run on their own. ``register(sub)``
+    adds them to the subparsers ``sub``; ``argv`` (default ``sys.argv[1:]``) follows ``command``.
+    A deliberate error is one line on stderr and exit code 1, never a traceback."""
+    parser = CommandParser(prog=prog, description=description)
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except S2SError as exc:
+        print(f"s2s-engine: error: {exc}", file=sys.stderr)
+        return 1

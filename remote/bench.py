@@ -364,17 +364,10 @@ def cmd_wire(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m remote.bench ...``: the same as ``s2s-engine bench wire ...``."""
-    from engine.cliargs import CommandParser
+    from engine.cliargs import run_subcommand
 
-    parser = CommandParser(prog="python -m remote.bench", description=__doc__.split("\n", 1)[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub, add_common_arguments)
-    args = parser.parse_args(["wire", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except S2SError as exc:
-        print(f"s2s-engine: error: {exc}", file=sys.stderr)
-        return 1
+    return run_subcommand("python -m remote.bench", "wire", lambda sub: register(sub, add_common_arguments), argv,
+                          description=__doc__.split("\n", 1)[0])
 
 
 __all__ = ["codec_figures", "format_rates", "measure", "register", "run_wire", "spoken_turn", "turn_overhead"]

@@ -13,19 +13,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from engine import events as ev
 from engine.audio import ENGINE_RATE
 from engine.clock import now_ns
 from engine.config import SessionOptions
-from engine.events import (
-    ErrorEvent,
-    Interruption,
-    ReplyAudio,
-    ReplySegment,
-    ReplyTextDelta,
-    ResponseDone,
-    SpeechStarted,
-    TurnMetricsEvent,
-)
 from engine.history import ChatHistory
 from engine.metrics import TurnMetrics
 from engine.session.input import InputAudio
@@ -67,40 +58,40 @@ def reply_of(turn: Turn | None = None) -> Reply:
 
 async def test_the_first_sentence_is_heard_while_the_llm_still_writes(engine):
     out: list = []
-    maker = ReplyMaker(engine, SessionOptions(), lambda turn, ev: out.append(ev))
+    maker = ReplyMaker(engine, SessionOptions(), lambda turn, e: out.append(e))
     r = reply_of()
     task = asyncio.create_task(maker.make(r, [{"role": "user", "content": "హలో"}]))
-    while not any(isinstance(e, ReplyAudio) for e in out):
+    while not any(isinstance(e, ev.ReplyAudio) for e in out):
         assert not task.done()
         await asyncio.sleep(0.01)
     assert not engine.llm.gate.is_set()  # audio is out, and the LLM has not finished its reply
-    assert [e.text for e in out if isinstance(e, ReplySegment)][0] == "నమస్కారం!"
+    assert [e.text for e in out if isinstance(e, ev.ReplySegment)][0] == "నమస్కారం!"
     engine.llm.gate.set()
     made = await asyncio.wait_for(task, 10)
     assert made.error is None and made.sentences == 3
     assert r.text == "నమస్కారం! నేను బాగున్నాను. ఇంకా ఒక వాక్యం."
-    assert "".join(e.delta for e in out if isinstance(e, ReplyTextDelta)) == r.text
-    assert r.samples_out == sum(len(e.samples) for e in out if isinstance(e, ReplyAudio)) > 0
+    assert "".join(e.delta for e in out if isinstance(e, ev.ReplyTextDelta)) == r.text
+    assert r.samples_out == sum(len(e.samples) for e in out if isinstance(e, ev.ReplyAudio)) > 0
     assert r.first_out_ns is not None and r.metrics.first_sentence_ns <= r.metrics.tts_first_audio_ns
 
 
 async def test_a_held_turns_reply_is_made_but_not_counted_as_heard(engine):
     turn = Turn("turn_1", 0, TurnMetrics(), held=True)
     seen: list = []
-    maker = ReplyMaker(engine, SessionOptions(), lambda t, ev: seen.append((t, ev)))
+    maker = ReplyMaker(engine, SessionOptions(), lambda t, e: seen.append((t, e)))
     r = reply_of(turn)
     engine.llm.gate.set()
     await asyncio.wait_for(maker.make(r, [{"role": "user", "content": "హలో"}]), 10)
-    assert all(t is turn for t, _ in seen) and any(isinstance(ev, ReplyAudio) for _, ev in seen)
+    assert all(t is turn for t, _ in seen) and any(isinstance(e, ev.ReplyAudio) for _, e in seen)
     assert r.first_out_ns is None and r.played_ms(24_000) == 0  # nothing played before it is released
 
 
 async def test_a_failing_llm_is_reported_not_spoken(engine):
     engine.llm = FakeLLM(fail=True)
     out: list = []
-    made = await ReplyMaker(engine, SessionOptions(), lambda t, ev: out.append(ev)).make(reply_of(), [])
+    made = await ReplyMaker(engine, SessionOptions(), lambda t, e: out.append(e)).make(reply_of(), [])
     assert isinstance(made.error, RuntimeError) and made.sentences == 0
-    assert not any(isinstance(e, ReplyAudio) for e in out)
+    assert not any(isinstance(e, ev.ReplyAudio) for e in out)
 
 
 def played_reply(seconds_ago: float, sentences: list[tuple[str, float]], rate: int = 24_000) -> Reply:
@@ -118,12 +109,12 @@ def test_barge_in_keeps_what_was_heard_in_the_history(engine):
     r = pb.current = played_reply(1.5, [("one two three four", 1.0), ("five six seven eight", 1.0)])
     assert pb.speaking
     assert pb.interrupt(barge_in=True)
-    cut = next(e for e in out if isinstance(e, Interruption))
-    done = next(e for e in out if isinstance(e, ResponseDone))
+    cut = next(e for e in out if isinstance(e, ev.Interruption))
+    done = next(e for e in out if isinstance(e, ev.ResponseDone))
     assert 1400 <= cut.played_ms < 2000 and cut.heard_text.startswith("one two three four five")
     assert done.status == "cancelled" and done.heard_text == cut.heard_text
     assert history.messages[-1] == {"role": "assistant", "content": cut.heard_text}
-    assert r.cancel.is_set() and not pb.speaking and isinstance(out[-1], TurnMetricsEvent)
+    assert r.cancel.is_set() and not pb.speaking and isinstance(out[-1], ev.TurnMetricsEvent)
     assert not pb.interrupt(barge_in=True)  # nothing left to cut
 
 
@@ -135,7 +126,7 @@ def test_a_reply_that_finished_but_still_plays_is_cut_in_the_history(engine):
     pb.finish(r, "completed")
     assert history.messages[-1]["content"] == "one two three four" and pb.speaking
     assert pb.interrupt(barge_in=False)
-    assert history.messages[-1]["content"] == "one" and not any(isinstance(e, Interruption) for e in out)
+    assert history.messages[-1]["content"] == "one" and not any(isinstance(e, ev.Interruption) for e in out)
     pb.truncate("resp_1", 2000)  # the client says it played it all after all
     assert history.messages[-1]["content"] == "one two three four"
 
@@ -174,14 +165,14 @@ async def test_a_stalled_consumer_cancels_the_reply_once_and_loses_only_bulk_eve
     cancelled = []
     box = Outbox("s", replace(SessionOptions(), max_events=10), lambda: cancelled.append(1))
     for i in range(30):
-        box.put(ReplyAudio("resp_1", 0, np.zeros(10, np.float32), 24_000))
-        box.put(SpeechStarted("turn_1", i))
+        box.put(ev.ReplyAudio("resp_1", 0, np.zeros(10, np.float32), 24_000))
+        box.put(ev.SpeechStarted("turn_1", i))
     assert cancelled == [1]
     got = [box.get_nowait() for _ in range(box.qsize())]
-    assert sum(isinstance(e, SpeechStarted) for e in got) == 30  # control events all went
-    assert sum(isinstance(e, ReplyAudio) for e in got) < 10
-    assert sum(isinstance(e, ErrorEvent) and e.code == "consumer_too_slow" for e in got) == 1
-    box.put(ReplyAudio("resp_2", 0, np.zeros(10, np.float32), 24_000))  # caught up: bulk flows again
-    assert isinstance(box.get_nowait(), ReplyAudio)
+    assert sum(isinstance(e, ev.SpeechStarted) for e in got) == 30  # control events all went
+    assert sum(isinstance(e, ev.ReplyAudio) for e in got) < 10
+    assert sum(isinstance(e, ev.ErrorEvent) and e.code == "consumer_too_slow" for e in got) == 1
+    box.put(ev.ReplyAudio("resp_2", 0, np.zeros(10, np.float32), 24_000))  # caught up: bulk flows again
+    assert isinstance(box.get_nowait(), ev.ReplyAudio)
     box.end()
     assert [e async for e in box.stream()] == []

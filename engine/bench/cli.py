@@ -20,8 +20,8 @@ from engine.bench import asr, capacity, turn
 from engine.bench.common import add_common_arguments, reply_arg, write_json
 from engine.bench.latency import bench_engine, cpu_load, load_average, run_latency
 from engine.bench.render import render_latency
-from engine.cliargs import CommandParser
-from engine.errors import ConfigError, S2SError
+from engine.cliargs import run_subcommand
+from engine.errors import ConfigError
 
 
 def register(subparsers: Any) -> Any:
@@ -143,17 +143,7 @@ def cmd_make_models(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m engine.bench ...``: the engine's ``s2s-engine bench`` commands (not ``wire``)."""
-    import sys
-
-    parser = CommandParser(prog="s2s-engine")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except S2SError as exc:
-        print(f"s2s-engine: error: {exc}", file=sys.stderr)
-        return 1
+    return run_subcommand("s2s-engine", "bench", register, argv)
 
 
 __all__ = ["register", "cmd_latency", "cmd_make_models", "main"]

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine import events
 from engine.audio import ENGINE_RATE, load_wav, resample
 from engine.bench.llm import BenchASR, BenchLLM
 from engine.bench.stats import dist, machine, percentile, rounded
@@ -88,17 +89,6 @@ async def stream_file(engine: Engine, audio: np.ndarray, paced: bool = True,
     return each turn with the utterance the Session transcribed (exact with :class:`BenchASR`,
     else cut from the speech start/stop positions the Session reports). ``turn_policy``
     overrides the profile's end-of-turn policy for this session."""
-    from engine.events import (
-        ErrorEvent,
-        ReplySegment,
-        ResponseDone,
-        ResponseStarted,
-        SpeechStarted,
-        SpeechStopped,
-        TranscriptFinal,
-        TurnMetricsEvent,
-    )
-
     session = engine.new_session()
     if turn_policy is not None:
         session.update(turn_policy=turn_policy)
@@ -118,30 +108,30 @@ async def stream_file(engine: Engine, audio: np.ndarray, paced: bool = True,
 
     async def collect() -> None:
         async for ev in session.stream():
-            if isinstance(ev, SpeechStarted):
+            if isinstance(ev, events.SpeechStarted):
                 starts[ev.turn_id] = ev.audio_start_ms * ENGINE_RATE // 1000
-            elif isinstance(ev, SpeechStopped):
+            elif isinstance(ev, events.SpeechStopped):
                 start = max(0, starts.get(ev.turn_id, 0) - pre)
                 stop = (ev.audio_end_ms + TRAILING_PAD_MS) * ENGINE_RATE // 1000
                 turn(ev.turn_id).utterance = stream[start:stop].copy()
-            elif isinstance(ev, TranscriptFinal):
+            elif isinstance(ev, events.TranscriptFinal):
                 t = turn(ev.turn_id)
                 t.transcript = ev.text
                 exact = engine.asr.audio_for(ev.text) if isinstance(engine.asr, BenchASR) else None
                 if exact is not None:
                     t.utterance = exact
-            elif isinstance(ev, ResponseStarted):
+            elif isinstance(ev, events.ResponseStarted):
                 by_response[ev.response_id] = turn(ev.turn_id)
-            elif isinstance(ev, ReplySegment) and ev.response_id in by_response:
+            elif isinstance(ev, events.ReplySegment) and ev.response_id in by_response:
                 by_response[ev.response_id].chunks += 1
-            elif isinstance(ev, ResponseDone) and ev.response_id in by_response:
+            elif isinstance(ev, events.ResponseDone) and ev.response_id in by_response:
                 by_response[ev.response_id].reply_text = ev.text
-            elif isinstance(ev, TurnMetricsEvent):
+            elif isinstance(ev, events.TurnMetricsEvent):
                 t = by_response.get(ev.metrics.response_id or "")
                 if t is not None:
                     t.metrics = ev.metrics.to_dict()
                     t.metrics["after_eot_ms"] = rounded(ms(ev.metrics.turn_end_ns, ev.metrics.first_audio_out_ns))
-            elif isinstance(ev, ErrorEvent):
+            elif isinstance(ev, events.ErrorEvent):
                 turn(ev.turn_id).errors.append(f"{ev.stage or 'engine'}: {ev.message}")
 
     collector = asyncio.create_task(collect())

@@ -154,7 +154,20 @@ class ChunkedTTSBackend(TTSBackend):
     ``text`` piece by piece (:func:`split_text`) through ``_speak``; ``synthesize`` joins them."""
 
     max_chunk_chars: int = 400
+    fix: str = ""  # what to do when the voice's folder is missing or broken
     _model: Any = None
+
+    def __init__(self, options: Any, model_path: str):
+        """``options``: the profile's ``TTSOptions``; ``model_path``: the voice's resolved folder."""
+        self.options, self.model_path = options, model_path
+        self.device = options.device
+        self._model = None
+
+    def _error(self, problem: str, fix: str | None = None) -> Exception:
+        """A :class:`~engine.errors.ModelError` about this voice's folder."""
+        from engine.errors import ModelError
+
+        return ModelError("tts", self.options.model, self.model_path, problem, fix or self.fix)
 
     @abstractmethod
     def _speak(self, text: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.config import TTSOptions
-from engine.errors import ModelError, StageError
+from engine.errors import StageError
 from engine.models import model_folder
 from engine.stages.base import ChunkedTTSBackend, torch_device
 from engine.text import char_ids, tts_model_text
@@ -35,19 +35,16 @@ class SpeechT5TTS(ChunkedTTSBackend):
     name = "speecht5"
     max_chunk_chars = MAX_CHUNK_CHARS
     sample_rate = 16_000
+    fix = FIX
 
     def __init__(self, options: TTSOptions, model_path: str):
-        self.options, self.model_path = options, model_path
-        self.device = options.device
-        self._model: Any = None
+        super().__init__(options, model_path)
         self._vocoder: Any = None
         self._speaker: Any = None
         self._vocab: dict[str, int] = {}
         self._eos = 2
         self._config: dict[str, Any] = {}
 
-    def _error(self, problem: str, fix: str | None = None) -> ModelError:
-        return ModelError("tts", self.options.model, self.model_path, problem, fix or FIX)
 
     def setup(self) -> None:
         path = model_folder("tts", self.options.model, self.model_path, "SpeechT5 export",

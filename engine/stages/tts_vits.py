@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from engine.config import TTSOptions
-from engine.errors import ModelError, StageError
+from engine.errors import StageError
 from engine.models import model_folder
 from engine.stages.base import ChunkedTTSBackend, torch_device
 from engine.text import normalize_telugu
@@ -32,16 +32,12 @@ class VitsTTS(ChunkedTTSBackend):
     name = "vits"
     max_chunk_chars = MAX_CHUNK_CHARS
     sample_rate = 16_000
+    fix = FIX
 
     def __init__(self, options: TTSOptions, model_path: str):
-        self.options, self.model_path = options, model_path
-        self.device = options.device
-        self._model: Any = None
+        super().__init__(options, model_path)
         self._tokenizer: Any = None
         self._chars: set[str] = set()
-
-    def _error(self, problem: str, fix: str | None = None) -> ModelError:
-        return ModelError("tts", self.options.model, self.model_path, problem, fix or FIX)
 
     def setup(self) -> None:
         path = model_folder("tts", self.options.model, self.model_path, "VITS folder", ("config.json", "vocab.json"),
