@@ -366,13 +366,21 @@ async def test_a_slow_consumer_holds_the_reader_back_and_loses_nothing():
     from remote.client import MAX_PENDING_EVENTS
 
     n = MAX_PENDING_EVENTS * 3
+    messages = [p.serialize(p.S2SSessionResetDone(session_id=f"s{i}")) for i in range(n)]
     async with FakeRealtimeServer() as srv, RealtimeClient(srv.url, ping_interval_s=0) as c:
         await c.wait_for(p.SessionCreated)
         ws = srv.live[-1]
-        for i in range(n):
-            await ws.send(p.serialize(p.S2SSessionResetDone(session_id=f"s{i}")))
-        await asyncio.sleep(0.5)
-        assert c._queue.qsize() <= MAX_PENDING_EVENTS
+        before = c.bytes_received
+        for m in messages:
+            await ws.send(m)
+        async with asyncio.timeout(20):  # the reader ran: it filled the queue up to its bound
+            while c._queue.qsize() < MAX_PENDING_EVENTS:  # noqa: ASYNC110 - polls the client's queue
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # room for the reader to go on, were it not held back
+        assert c._queue.qsize() == MAX_PENDING_EVENTS
+        # it stopped taking messages from the socket: at most the one it holds beyond the queue
+        taken = c.bytes_received - before
+        assert sum(map(len, messages[:MAX_PENDING_EVENTS])) <= taken <= sum(map(len, messages[:MAX_PENDING_EVENTS + 1]))
         got = []
         async with asyncio.timeout(30):
             while len(got) < n:

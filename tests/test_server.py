@@ -134,17 +134,35 @@ async def append_pcm(ws, pcm: np.ndarray, chunk_ms: int = 100) -> None:
         await send(ws, type="input_audio_buffer.append", audio=base64.b64encode(pcm[i:i + step].tobytes()).decode())
 
 
+class TokenStamps(list):
+    """Token times of a slowed LLM, and how its (last) generation ended: ``ended`` is set once
+    the generation stopped, ``cancelled`` says whether its cancel was set by then, and
+    ``after_cancel`` counts the tokens it wrote once its cancel was set."""
+
+    def __init__(self):
+        super().__init__()
+        self.ended = threading.Event()
+        self.cancelled: bool | None = None
+        self.after_cancel = 0
+
+
 @contextlib.contextmanager
 def slow_llm(engine, delay_s: float = 0.04):
     """Make the LLM write slowly (so a test can act mid-generation); records token times."""
     original = engine.llm.stream
-    stamps: list[float] = []
+    stamps = TokenStamps()
 
-    def stream(*args, **kwargs):
-        for token in original(*args, **kwargs):
-            time.sleep(delay_s)
-            stamps.append(time.monotonic())
-            yield token
+    def stream(messages, max_tokens, cancel):
+        stamps.ended.clear()
+        try:
+            for token in original(messages, max_tokens, cancel):
+                time.sleep(delay_s)
+                stamps.append(time.monotonic())
+                stamps.after_cancel += cancel.is_set()
+                yield token
+        finally:
+            stamps.cancelled = cancel.is_set()
+            stamps.ended.set()
 
     engine.llm.stream = stream
     try:
@@ -342,12 +360,16 @@ async def test_barge_in_over_the_wire(server, clips, offline_engine):
         async with connect(server.url) as ws:
             await until(ws, "session.created")
             await ws.send(json.dumps(text_item("ఒక పెద్ద కథ చెప్పండి"), ensure_ascii=False))
+            created_at = time.perf_counter_ns()  # the reply's audio goes out after this
             await send(ws, type="response.create")
             first = await until(ws, "response.output_audio.delta")
+            heard_from = time.perf_counter_ns()  # ... and its first audio before this
             await asyncio.sleep(0.5)  # the client has played about half a second
+            talked_at = time.perf_counter_ns()  # the barge-in is measured after this
             await append_pcm(ws, clips[2])  # the user speaks over the reply
-            seen: list = []
+            seen: list = [first]
             done = await until(ws, "response.done", seen=seen)
+            done_seen = time.perf_counter_ns()
             kinds = [d["type"] for d in seen]
             assert "input_audio_buffer.speech_started" in kinds
             assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.done")
@@ -356,7 +378,15 @@ async def test_barge_in_over_the_wire(server, clips, offline_engine):
             assert r["status"] == "cancelled"
             assert r["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
             s2s = r["s2s"]
-            assert 300 <= s2s["played_ms"] <= s2s["audio_ms"]
+            # played_ms is the playback position at the barge-in: the time since the reply's first audio
+            # went out, capped by the audio made by then (which includes all the client got before the
+            # cut; 5 ms for the resampling of the wire), and never more than the whole reply
+            cut = kinds.index("input_audio_buffer.speech_started")
+            got_ms = 1000 * sum(len(base64.b64decode(d["delta"])) // 2 for d in seen[:cut]
+                                if d["type"] == "response.output_audio.delta") / p.PCM_RATE
+            assert s2s["played_ms"] > 0
+            assert min((talked_at - heard_from) / 1e6, got_ms) - 5 <= s2s["played_ms"]
+            assert s2s["played_ms"] <= min(s2s["audio_ms"], (done_seen - created_at) / 1e6)
             assert len(s2s["heard_text"]) <= len(s2s["text"])
             assert r["output"][0]["status"] == "incomplete"
             # the words the user spoke become the next turn
@@ -443,19 +473,23 @@ async def test_max_sessions_refuses_extra_clients_only(offline_engine):
 
 
 async def test_client_killed_mid_reply_frees_session_and_stops_generation(server, offline_engine):
-    with slow_llm(offline_engine) as stamps:
+    with slow_llm(offline_engine, delay_s=0.1) as stamps:  # the reply takes seconds: it is cut mid-way
+        others = set(offline_engine.sessions)  # an earlier test's session may still be closing
         ws = await connect(server.url)
         await until(ws, "session.created")
-        sid_count = len(offline_engine.sessions)
+        mine = set(offline_engine.sessions) - others
+        assert len(mine) == 1
         await ws.send(json.dumps(text_item("ఒక పెద్ద కథ చెప్పండి"), ensure_ascii=False))
         await send(ws, type="response.create")
         await until(ws, "response.output_audio_transcript.delta")
         ws.transport.abort()  # the laptop's lid closes: no close frame
         await wait_until(lambda: server.session_count == 0, 10)
-        assert len(offline_engine.sessions) == sid_count - 1
-        await asyncio.sleep(0.3)
-        n = len(stamps)
-        await asyncio.sleep(0.5)
+        assert not mine & set(offline_engine.sessions)  # the engine let go of it
+        n = len(stamps)  # the session is closed: its generation was told to stop
+        await wait_until(stamps.ended.is_set, 20)  # the generation ended ...
+        assert stamps.cancelled, "the generation ran to its end: it was not stopped"  # ... because it was stopped
+        # at most the token already on its way when the cancel came
+        assert stamps.after_cancel <= 1, "generation went on after the client vanished"
         assert len(stamps) <= n + 1, "generation went on after the client vanished"
     # other sessions carry on
     async with connect(server.url) as ws:

@@ -4,11 +4,14 @@ turn flow, streaming order, metrics, barge-in, cancellation, failures, text turn
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 
 import numpy as np
 import pytest
 
 from engine.audio import load_wav
+from engine.clock import now_ns
 from engine.errors import S2SError
 from engine.events import (
     ErrorEvent,
@@ -53,6 +56,21 @@ async def collect_until(session, predicate, limit: float = 20.0) -> list:
 
 def tail_silence(seconds: float = 1.0) -> np.ndarray:
     return np.zeros(int(16_000 * seconds), np.float32)
+
+
+def audio_ms_before(events: list, ev) -> int:
+    """Milliseconds of reply audio the session had sent before ``ev`` (as ``_Response.audio_ms``
+    counts them): a barge-in cannot have heard more than that."""
+    pieces = [e for e in events[: events.index(ev)] if isinstance(e, ReplyAudio)]
+    return int(1000 * sum(len(e.samples) for e in pieces) / pieces[0].sample_rate) if pieces else 0
+
+
+async def wait_for_condition(cond, limit: float = 20.0) -> None:
+    async def poll():
+        while not cond():  # noqa: ASYNC110 - polls state that a worker thread sets
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), limit)
 
 
 async def one_turn(engine):
@@ -124,14 +142,25 @@ async def test_barge_in_cancels_reply_and_history_keeps_only_what_was_heard():
     await s.start()
     await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
     events = await collect_until(s, lambda e: isinstance(e, ReplyAudio))
+    heard_from = now_ns()  # the reply's first audio went out before this
     await asyncio.sleep(0.4)  # the user hears ~400 ms, then talks over the agent
+    talked_at = now_ns()  # the barge-in is measured after this
     await push_fast(s, SPEECH[: 16_000])
+    events += await collect_until(s, lambda e: isinstance(e, Interruption))
+    cut_seen = now_ns()  # ... and before this
     events += await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
     assert any(isinstance(e, SpeechStarted) and e.turn_id == "turn_2" for e in events)
     cut = next(e for e in events if isinstance(e, Interruption))
     done = next(e for e in events if isinstance(e, ResponseDone))
     assert done.status == "cancelled"
-    assert 300 <= cut.played_ms <= done.audio_ms
+    m = events[-1].metrics
+    assert m.response_id == cut.response_id == done.response_id
+    # played_ms is the playback position at the barge-in: the time since the first audio went out
+    # (at least what passed from the first audio seen here to the user talking, at most until the cut
+    # was seen), capped by the audio sent before the cut
+    sent_ms = audio_ms_before(events, cut)
+    assert 0 < int(min((talked_at - heard_from) / 1e6, sent_ms)) <= cut.played_ms
+    assert cut.played_ms <= min(sent_ms, (cut_seen - m.first_audio_out_ns) / 1e6, done.audio_ms)
     got = sum(len(e.samples) for e in events if isinstance(e, ReplyAudio))
     assert got < full_samples
     assert llm.cancelled.wait(2.0), "the LLM generation was not stopped"
@@ -148,11 +177,17 @@ async def test_barge_in_during_playback_of_a_finished_reply_truncates_history():
     s, events = await one_turn(engine)
     done = next(e for e in events if isinstance(e, ResponseDone))
     assert done.status == "completed" and done.audio_ms > 3000
+    first_out = next(e for e in events if isinstance(e, TurnMetricsEvent)).metrics.first_audio_out_ns
     await asyncio.sleep(1.2)  # the first sentence (~0.7 s) was heard whole
+    talked_at = now_ns()
     await push_fast(s, SPEECH[: 16_000])
     ev = await collect_until(s, lambda e: isinstance(e, Interruption), limit=5)
+    cut_seen = now_ns()
     cut = ev[-1]
-    assert 1000 <= cut.played_ms < done.audio_ms
+    # the playback position at the barge-in: the time since the first audio went out, measured
+    # between the user starting to talk and the cut being seen (past the 1.2 s waited above)
+    assert int((talked_at - first_out) / 1e6) <= cut.played_ms <= (cut_seen - first_out) / 1e6
+    assert cut.played_ms < done.audio_ms
     assert cut.heard_text.startswith("నమస్కారం!")
     assert s.history.messages[1]["content"] == cut.heard_text
     assert len(cut.heard_text) < len(REPLY)
@@ -277,21 +312,27 @@ async def test_no_reply_while_the_user_is_speaking_again():
     # the user pauses long enough to end a turn, then speaks again before ASR is done:
     # the agent must not answer over them; both parts form the next turn's context.
     class SlowASR(FakeASR):
-        def transcribe(self, audio, language):
-            import time as _t
+        """Busy until the test lets it finish (the user is talking again by then)."""
 
-            _t.sleep(0.5)
+        def __init__(self):
+            super().__init__()
+            self.gate = threading.Event()
+
+        def transcribe(self, audio, language):
+            assert self.gate.wait(20), "the test never let the ASR finish"
             return super().transcribe(audio, language)
 
-    llm = FakeLLM(delay=0.0)
-    engine = fake_engine(asr=SlowASR(), llm=llm)
+    asr, llm = SlowASR(), FakeLLM(delay=0.0)
+    engine = fake_engine(asr=asr, llm=llm)
     s = engine.new_session()
     await s.start()
     await push_fast(s, np.concatenate([SPEECH, tail_silence(0.8)]))  # turn 1 ends; ASR is busy
     await push_fast(s, SPEECH[:16_000])  # the user talks again at once
-    await asyncio.sleep(0.8)  # turn 1's transcript arrives while turn 2 is in progress
+    events = await collect_until(s, lambda e: isinstance(e, SpeechStarted) and e.turn_id == "turn_2")
+    asr.gate.set()  # turn 1's transcript arrives while turn 2 is in progress
+    events += await collect_until(s, lambda e: isinstance(e, TranscriptFinal) and e.turn_id == "turn_1")
     await push_fast(s, tail_silence(1.0))
-    events = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    events += await collect_until(s, lambda e: isinstance(e, ResponseDone))
     started = [e for e in events if isinstance(e, ResponseStarted)]
     assert [e.turn_id for e in started] == ["turn_2"]
     assert s.history.messages[0]["role"] == "user" and len(llm.prompts) == 1
@@ -390,22 +431,39 @@ async def test_state_follows_the_conversation():
 
 async def test_reset_drops_a_turn_still_being_transcribed():
     class SlowASR(FakeASR):
-        def transcribe(self, audio, language):
-            import time as _t
+        """Transcribes only once the test lets it (after the reset)."""
 
-            _t.sleep(0.4)
+        def __init__(self):
+            super().__init__()
+            self.started, self.gate = threading.Event(), threading.Event()
+
+        def transcribe(self, audio, language):
+            self.started.set()
+            assert self.gate.wait(20), "the test never let the ASR finish"
             return super().transcribe(audio, language)
 
-    llm = FakeLLM(delay=0.0)
-    engine = fake_engine(asr=SlowASR(), llm=llm, overrides=["vad.speculative_asr_ms=0"])
+    asr, llm = SlowASR(), FakeLLM(delay=0.0)
+    engine = fake_engine(asr=asr, llm=llm, overrides=["vad.speculative_asr_ms=0"])
     s = engine.new_session()
     await s.start()
     await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
     await collect_until(s, lambda e: isinstance(e, SpeechStopped))
+    await wait_for_condition(asr.started.is_set)
     s.reset()  # while ASR runs
-    await s.wait_idle()
-    await asyncio.sleep(0.5)
+    asr.gate.set()
+    await wait_for_condition(lambda: asr.calls == 1)  # the decode ran to its end: its transcript came back
+    await asyncio.wait_for(s.wait_idle(), 20)
     assert s.history.messages == [] and llm.prompts == []
+    # the next turn is answered, and only it: the dropped transcript never reaches the LLM or the history
+    # (this turn's reply coming also shows the session had every chance to use the dropped one)
+    await push_fast(s, np.concatenate([SPEECH, tail_silence()]))
+    events = await collect_until(s, lambda e: isinstance(e, ResponseDone))
+    assert events[-1].status == "completed" and asr.calls == 2
+    assert sum(isinstance(e, TranscriptFinal) for e in events) == 1  # the dropped turn's never came out
+    assert len(llm.prompts) == 1
+    users = [m["content"] for m in llm.prompts[0] if m["role"] == "user"]
+    assert users == ["నమస్కారం, మీరు ఎలా ఉన్నారు?"]
+    assert [m["role"] for m in s.history.messages] == ["user", "assistant"]
     await s.close()
     engine.close()
 
@@ -506,14 +564,21 @@ async def test_a_dropped_speculative_turn_leaves_no_task_behind():
     s = engine.new_session()
     await s.start()
     first = np.concatenate([tail_silence(0.3), CORE, tail_silence(0.5)])  # a pause: a speculative turn runs
-    for i in range(0, len(first), 320):
-        s.push_audio(first[i: i + 320])
-        await asyncio.sleep(0.02 if i > len(first) - 8000 else 0)
+    await push_fast(s, first)
+    await wait_for_condition(lambda: len(llm.prompts) == 1)  # it got as far as writing its (held) reply
     await push_fast(s, np.concatenate([CORE, tail_silence(1.5)]))  # the user went on: it is dropped
+    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
     await asyncio.wait_for(s.wait_idle(), 20)
-    await asyncio.sleep(0.2)
-    left = [t for t in asyncio.all_tasks() if t.get_name().startswith(s.id) and not t.get_name().endswith("input")
-            and not t.done()]
-    assert left == []
+    # the speculative turn did run (and was dropped): one reply came out, but two were written
+    assert [type(e).__name__ for e in events].count("ResponseStarted") == 1
+    assert len(llm.prompts) == 2
+
+    def left() -> list:
+        return [t for t in asyncio.all_tasks() if t.get_name().startswith(s.id)
+                and not t.get_name().endswith("input") and not t.done()]
+
+    with contextlib.suppress(TimeoutError):
+        await wait_for_condition(lambda: not left(), limit=5)  # cancelled tasks finish at their next step
+    assert left() == []
     await s.close()
     engine.close()
