@@ -462,7 +462,7 @@ async def test_the_client_negotiates_opus_with_a_real_server_and_holds_a_turn():
                 audio.append(c.decode_audio(e))
             assert deltas > 5 and e.response["status"] == "completed"
             y = np.concatenate(audio)
-            assert abs(len(y) / 24_000 - deltas * 0.02) < 0.06  # 20 ms a packet at 24 kHz (less the resampler's delay)
+            assert abs(len(y) / 24_000 - deltas * opus.OPUS_REPLY_PACKET_MS / 1000) < 0.06  # 100 ms a packet (less the resampler's delay)
             assert np.abs(y).max() > 0.01
     finally:
         await srv.close(grace_s=0)

@@ -1,4 +1,4 @@
-"""``s2s.opus``: 20 ms Opus packets through PyAV's libopus.
+"""``s2s.opus``: Opus packets of 20 ms frames through PyAV's libopus (one frame up, five down).
 
 The coders alone (packet count, bytes per second, the decoded signal); the session rules without
 a socket (negotiation with a bitrate, appends pushed at 48 kHz, garbage and wrong-format packets
