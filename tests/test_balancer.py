@@ -375,16 +375,22 @@ async def test_an_engine_listens_while_loading_and_tells_only_the_token_its_deta
 # --------------------------------------------------------------------------- the four scenarios
 
 
+async def open_sessions(cluster, n: int, sockets: list) -> list[str]:  # noqa: ANN001
+    """Open ``n`` sessions through the balancer (kept in ``sockets``); which engine took each."""
+    landed = []
+    for _ in range(n):
+        ws, where = await cluster.open()
+        sockets.append(ws)
+        landed.append(where)
+    return landed
+
+
 @on_the_session_loop
 async def test_sessions_spread_over_both_engines(cluster):
     await cluster.ensure_up()
     sockets: list[ClientConnection] = []
     try:
-        landed = []
-        for _ in range(4):
-            ws, where = await cluster.open()
-            sockets.append(ws)
-            landed.append(where)
+        landed = await open_sessions(cluster, 4, sockets)
         assert sorted(landed) == ["a", "a", "b", "b"], landed  # least connections: 1-1, then 2-2
         assert landed[0] != landed[1]
     finally:
@@ -397,11 +403,8 @@ async def test_a_full_engine_gets_no_new_session(cluster):
     a, b = cluster.engines
     sockets: list[ClientConnection] = []
     try:
-        landed = []
-        for _ in range(6):  # at 2-2, least connections alone would pick the full engine a half the time
-            ws, where = await cluster.open()
-            sockets.append(ws)
-            landed.append(where)
+        # at 2-2, least connections alone would pick the full engine a half the time
+        landed = await open_sessions(cluster, 6, sockets)
         assert landed.count("a") == 2 and landed.count("b") == 4, landed
         for e in (a, b):
             status, body = await e.readiness()

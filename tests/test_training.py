@@ -78,25 +78,17 @@ def prepared(work, dataset) -> Path:
     return work / "prep"
 
 
+def train_asr(prepared: Path, tiny: Path, out: Path, steps: int, *more: str) -> int:
+    """``s2s-train asr`` on the tiny Whisper, a checkpoint every 3 steps."""
+    return run("asr", prepared, "--base", tiny / "whisper", "--out", out, "--steps", str(steps), "--lr", "3e-3",
+               "--save-every", "3", *more, *TRAIN_FAST)
+
+
 @pytest.fixture(scope="session")
 def asr_run(work, tiny, prepared) -> Path:
     out = work / "asr"
     assert (
-        run(
-            "asr",
-            prepared,
-            "--base",
-            tiny / "whisper",
-            "--out",
-            out,
-            "--steps",
-            "6",
-            "--lr",
-            "3e-3",
-            "--save-every",
-            "3",
-            *TRAIN_FAST,
-        )
+        train_asr(prepared, tiny, out, 6)
         == 0
     )
     return out
@@ -215,24 +207,7 @@ def test_asr_resume_continues_the_step_count(asr_run, work, prepared, tiny, caps
     out = work / "asr-resumed"
     shutil.copytree(asr_run, out)
     assert (
-        run(
-            "asr",
-            prepared,
-            "--base",
-            tiny / "whisper",
-            "--out",
-            out,
-            "--steps",
-            "9",
-            "--lr",
-            "3e-3",
-            "--save-every",
-            "3",
-            "--quantizations",
-            "int8",
-            "--resume",
-            *TRAIN_FAST,
-        )
+        train_asr(prepared, tiny, out, 9, "--quantizations", "int8", "--resume")
         == 0
     )
     assert "resumed at 6" in capsys.readouterr().out

@@ -11,19 +11,9 @@ import threading
 import numpy as np
 import pytest
 
+from engine import events as ev
 from engine.config import TurnOptions, load_profile
 from engine.errors import ConfigError, ModelError, S2SError
-from engine.events import (
-    ErrorEvent,
-    Interruption,
-    ReplyAudio,
-    ResponseDone,
-    ResponseStarted,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TurnMetricsEvent,
-)
 from engine.script import script_ok
 from engine.stages.base import Transcript
 from engine.turn import TurnEvidence, TurnPolicy, text_usable
@@ -114,7 +104,7 @@ async def test_undecided_runs_the_audio_model_only_when_the_transcript_leaves_it
     await s.start()
     await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
     await paced(s, tail_silence(1.6))
-    m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
+    m = metrics_of(await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent)))[0]
     assert m.turn_policy == "combined" and m.turn_text_probability == text_p
     assert len(turn_model.calls) == int(runs_audio)
     assert (m.turn_audio_probability == 0.9) is runs_audio
@@ -205,7 +195,7 @@ async def paced(session, audio: np.ndarray, chunk: int = 320) -> None:
 
 
 def metrics_of(events) -> list:
-    return [e.metrics for e in events if isinstance(e, TurnMetricsEvent)]
+    return [e.metrics for e in events if isinstance(e, ev.TurnMetricsEvent)]
 
 
 class LengthASR(FakeASR):
@@ -226,7 +216,7 @@ async def test_the_policy_ends_the_turn_early_on_complete_and_waits_on_incomplet
     await s.start()
     await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
     await paced(s, tail_silence(1.6))
-    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+    events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
     m = metrics_of(events)[0]
     assert m.turn_policy == by
     assert m.turn_audio_probability == audio_p and m.turn_text_probability == text_p
@@ -251,12 +241,12 @@ async def test_a_pause_judged_incomplete_gets_no_reply_and_one_turn_holds_both_p
     await paced(s, tail_silence(0.8))  # a pause mid-sentence, longer than the fixed 600 ms
     await push_fast(s, CORE)
     await paced(s, tail_silence(1.8))
-    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
-    starts = [e for e in events if isinstance(e, ResponseStarted)]
-    stops = [e for e in events if isinstance(e, SpeechStopped)]
+    events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
+    starts = [e for e in events if isinstance(e, ev.ResponseStarted)]
+    stops = [e for e in events if isinstance(e, ev.SpeechStopped)]
     assert len(starts) == 1 and len(stops) == 1, "the pause must not end the turn"
     assert starts[0].turn_id == stops[0].turn_id == "turn_1"
-    finals = [e.text for e in events if isinstance(e, TranscriptFinal)]
+    finals = [e.text for e in events if isinstance(e, ev.TranscriptFinal)]
     assert len(finals) == 1 and int(finals[0].split()[0]) >= 2 * len(CORE) // 1600  # both parts in one
     await s.close()
     engine.close()
@@ -273,19 +263,19 @@ async def test_speech_right_after_an_early_end_resumes_the_same_turn():
     await paced(s, tail_silence(0.8))  # the turn ends early, the reply starts ...
     await push_fast(s, CORE)  # ... and the user goes on
     await paced(s, tail_silence(1.8))
-    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent) and e.metrics.resumed)
-    starts = [e for e in events if isinstance(e, SpeechStarted)]
+    events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent) and e.metrics.resumed)
+    starts = [e for e in events if isinstance(e, ev.SpeechStarted)]
     assert [(e.turn_id, e.resumed) for e in starts] == [("turn_1", False), ("turn_1", True)]
-    done = [e for e in events if isinstance(e, ResponseDone)]
-    cut = {e.response_id for e in events if isinstance(e, Interruption)}
+    done = [e for e in events if isinstance(e, ev.ResponseDone)]
+    cut = {e.response_id for e in events if isinstance(e, ev.Interruption)}
     # the reply to the first part: cancelled while it was written, or cut while it played
     assert done[0].status == "cancelled" or done[0].response_id in cut
     assert done[-1].status == "completed" and done[-1].response_id not in cut
-    finals = [e.text for e in events if isinstance(e, TranscriptFinal)]
+    finals = [e.text for e in events if isinstance(e, ev.TranscriptFinal)]
     assert len(finals) == 2 and int(finals[1].split()[0]) > int(finals[0].split()[0]) + len(CORE) // 1600 - 2
     last = metrics_of(events)[-1]
     assert last.turn_id == "turn_1" and last.resumed == 1 and last.to_dict()["resumed"] == 1
-    assert last.half_replies == int(any(isinstance(e, ReplyAudio) and e.response_id == done[0].response_id
+    assert last.half_replies == int(any(isinstance(e, ev.ReplyAudio) and e.response_id == done[0].response_id
                                         for e in events))
     # the history holds the whole utterance once and the reply to it, nothing of the first try
     assert s.history.messages == [{"role": "user", "content": finals[1]},
@@ -304,8 +294,8 @@ async def test_speech_after_the_resume_window_is_a_new_turn():
     await paced(s, tail_silence(0.8))
     await push_fast(s, CORE)
     await paced(s, tail_silence(1.5))
-    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent) and e.metrics.turn_id == "turn_2")
-    starts = [(e.turn_id, e.resumed) for e in events if isinstance(e, SpeechStarted)]
+    events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent) and e.metrics.turn_id == "turn_2")
+    starts = [(e.turn_id, e.resumed) for e in events if isinstance(e, ev.SpeechStarted)]
     assert starts == [("turn_1", False), ("turn_2", False)]
     await s.close()
     engine.close()
@@ -318,8 +308,8 @@ async def test_a_failing_turn_model_leaves_the_transcript_to_decide():
     await s.start()
     await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
     await paced(s, tail_silence(1.6))
-    events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
-    assert any(isinstance(e, ErrorEvent) and e.stage == "turn" for e in events)
+    events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
+    assert any(isinstance(e, ev.ErrorEvent) and e.stage == "turn" for e in events)
     m = metrics_of(events)[0]
     assert m.turn_policy == "combined" and m.turn_text_probability == 0.9 and m.turn_audio_probability is None
     await s.close()
@@ -335,7 +325,7 @@ async def test_wrong_script_transcript_is_no_text_evidence(audio_when):
     await s.start()
     await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
     await paced(s, tail_silence(1.6))
-    m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
+    m = metrics_of(await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent)))[0]
     assert m.turn_policy == "combined" and m.turn_text_probability is None  # the audio model decided alone
     assert engine.llm.turn_reads == 0  # the language model was not asked
     assert len(turn_model.calls) == 1 and m.turn_audio_probability == 0.9  # "undecided": run once the text was no use
@@ -357,7 +347,7 @@ async def test_auto_runs_the_audio_model_at_the_pause_until_a_transcript_is_evid
         await s.start()
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         await paced(s, tail_silence(1.6))
-        m = metrics_of(await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent)))[0]
+        m = metrics_of(await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent)))[0]
         await s.close()
         return m
 
@@ -434,13 +424,13 @@ async def test_an_audio_model_later_than_the_fixed_timer_does_not_hold_the_turn(
     async with gated_session(engine, gate) as s:
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         feed = asyncio.create_task(paced(s, tail_silence(1.6)))
-        events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+        events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
         assert turn_model.started.is_set()  # it was asked at the pause: late, not skipped
         m = metrics_of(events)[0]
-        done = next(e for e in events if isinstance(e, ResponseDone))
+        done = next(e for e in events if isinstance(e, ev.ResponseDone))
         if late:
             assert not gate.is_set()  # the whole reply went out while the audio model had not answered
-            assert done.status == "completed" and any(isinstance(e, ReplyAudio) for e in events)
+            assert done.status == "completed" and any(isinstance(e, ev.ReplyAudio) for e in events)
             assert m.turn_policy == "deadline" and m.turn_missing == "audio"
             assert m.turn_text_probability == 0.5 and m.turn_probability > 0.5
             assert m.stages_ms()["eot_wait_ms"] >= 600  # the fixed timer's point ("deadline": before the maximum)
@@ -462,17 +452,17 @@ async def test_a_transcript_reading_later_than_the_fixed_timer_does_not_hold_the
     async with gated_session(engine, gate) as s:
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         feed = asyncio.create_task(paced(s, tail_silence(1.6)))
-        before = await collect_until(s, lambda e: isinstance(e, SpeechStopped))
+        before = await collect_until(s, lambda e: isinstance(e, ev.SpeechStopped))
         assert llm.reading.is_set() and not gate.is_set()  # the turn ended while the reading was stuck
         gate.set()
-        after = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+        after = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
         m = metrics_of(after)[0]
         assert m.turn_policy == "deadline" and m.turn_missing == "transcript"
         assert m.turn_audio_probability == 0.9 and m.turn_text_probability == 0.9  # it came, too late
         assert m.turn_text_ns > m.turn_end_ns
         assert m.stages_ms()["eot_wait_ms"] >= 600
-        assert [type(e).__name__ for e in before].count("SpeechStopped") == 1
-        assert next(e for e in after if isinstance(e, ResponseDone)).status == "completed"
+        assert [type(e).__name__ for e in before].count("ev.SpeechStopped") == 1
+        assert next(e for e in after if isinstance(e, ev.ResponseDone)).status == "completed"
         await feed
 
 
@@ -486,7 +476,7 @@ async def test_a_reading_of_incomplete_still_waits_past_the_deadline(text_p, mis
     async with gated_session(engine, gate) as s:
         await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
         feed = asyncio.create_task(paced(s, tail_silence(1.6)))
-        events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
+        events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
         m = metrics_of(events)[0]
         assert not gate.is_set()
         assert m.turn_policy == "max-silence" and m.turn_missing == missing
@@ -508,10 +498,10 @@ async def test_a_pause_read_as_incomplete_with_a_stuck_audio_model_gets_no_half_
         await push_fast(s, CORE)
         gate.set()  # the second pause's audio model answers at once
         await paced(s, tail_silence(1.8))
-        events = await collect_until(s, lambda e: isinstance(e, TurnMetricsEvent))
-        assert len([e for e in events if isinstance(e, ResponseStarted)]) == 1
-        assert len([e for e in events if isinstance(e, SpeechStopped)]) == 1
-        assert not any(isinstance(e, SpeechStarted) and e.resumed for e in events)
+        events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
+        assert len([e for e in events if isinstance(e, ev.ResponseStarted)]) == 1
+        assert len([e for e in events if isinstance(e, ev.SpeechStopped)]) == 1
+        assert not any(isinstance(e, ev.SpeechStarted) and e.resumed for e in events)
         m = metrics_of(events)[0]
         assert m.half_replies == 0 and m.resumed == 0
 
