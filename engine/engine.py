@@ -22,17 +22,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.config import Profile, load_profile
 from engine.errors import BackendUnavailable, ModelError
 from engine.models import resolve
 from engine.registry import backend_class
+from engine.session import Session
 from engine.stages.base import ASRBackend, LLMBackend, TTSBackend, TurnBackend, VADBackend
 from engine.turn import AUDIO_POLICIES
-
-if TYPE_CHECKING:
-    from engine.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +102,6 @@ class Engine:
         return self.turn_model
 
     def new_session(self, session_id: str | None = None) -> Session:
-        from engine.session import Session
-
         self._next_session += 1
         sid = session_id or f"sess_{self._next_session}"
         session = Session(self, sid)

@@ -79,7 +79,53 @@ class AgentLink:
     async def close(self) -> None:
         """Stop and release everything."""
 
-    # shared helpers ------------------------------------------------------------------------
+    # the one translator: engine events to UI messages and the player ---------------------
+
+    def _show(self, e: ev.SessionEvent) -> None:
+        """What an engine event means to the UI. The in-process link feeds it the Session's events;
+        the remote link the same events, rebuilt from the wire's (:mod:`s2s_tui.link_remote`)."""
+        post, player = self.post, self.player
+        if isinstance(e, ev.ReplyAudio):
+            if player is not None:
+                player.push(e.response_id, _to_rate(e.samples, e.sample_rate, self.reply_rate))
+        elif isinstance(e, ev.SpeechStarted):
+            rid, played = self._barge_in()
+            if rid:
+                self._played(rid, played)
+            post(m.UserSpeechStarted(e.turn_id))
+        elif isinstance(e, ev.SpeechStopped):
+            post(m.UserSpeechStopped(e.turn_id))
+        elif isinstance(e, ev.TranscriptPartial):
+            post(m.UserPartial(e.turn_id, e.text))
+        elif isinstance(e, ev.TranscriptFinal):
+            post(m.UserFinal(e.turn_id, e.text, e.script_ok, e.language))
+        elif isinstance(e, ev.ResponseStarted):
+            self.last_response = e.response_id
+            post(m.ReplyStarted(e.response_id, e.turn_id))
+        elif isinstance(e, ev.ReplyTextDelta):
+            post(m.ReplyText(e.response_id, e.delta))
+        elif isinstance(e, ev.Interruption):
+            if player is not None and player.current == e.response_id:
+                player.flush()
+            post(m.ReplyDone(e.response_id, "cancelled", "", e.heard_text, e.played_ms))
+        elif isinstance(e, ev.ResponseDone):
+            if player is not None:
+                if e.status == "cancelled" and player.current == e.response_id:
+                    player.flush()
+                player.complete(e.response_id)
+            post(m.ReplyDone(e.response_id, e.status, e.text, e.heard_text, e.played_ms))
+        elif isinstance(e, ev.TurnMetricsEvent):
+            mt = e.metrics
+            post(m.TurnLatency(mt.turn_id, mt.stages_ms(), mt.voice_to_voice_ms, None, mt.interrupted,
+                               asr_decode_ms=mt.extra.get("asr_decode_ms"),
+                               speculative=bool(mt.extra.get("asr_speculative")),
+                               turn_policy=mt.turn_policy, turn_probability=mt.turn_probability,
+                               resumed=mt.resumed))
+        elif isinstance(e, ev.ErrorEvent):
+            post(m.Problem("engine", f"{e.stage or 'engine'}: {e.message}", "warning"))
+
+    def _played(self, response_id: str, played_ms: int) -> None:
+        """The user cut in while ``response_id`` played: tell the engine how much was heard."""
 
     def _barge_in(self) -> tuple[str | None, int]:
         """The user started talking: stop local playback now; return what was cut."""
@@ -128,7 +174,7 @@ class InProcessLink(AgentLink):
         eng = self.engine
         self.reply_rate = eng.profile.session.output_sample_rate
         info = eng.describe()
-        self.post(m.EngineInfo(info["profile"], str(info["device"]), _model_names(info["models"]),
+        self.post(m.EngineInfo(info["profile"], str(info["device"]), model_names(info["models"]),
                                list(info["notes"]), bool(info["partials"])))
         for note in info["notes"]:
             self.post(m.Problem("engine", note, "warning"))
@@ -141,7 +187,7 @@ class InProcessLink(AgentLink):
         self._tasks.append(stats)
         try:
             async for e in self.session.stream():
-                self._on_event(e)
+                self._show(e)
         finally:
             stats.cancel()
 
@@ -152,45 +198,10 @@ class InProcessLink(AgentLink):
             self.post(m.Stats(gpu["used_mb"], gpu["total_mb"]))
             await asyncio.sleep(self.stats_interval_s)
 
-    def _on_event(self, e: Any) -> None:
-        post = self.post
-        if isinstance(e, ev.ReplyAudio):
-            if self.player is not None:
-                self.player.push(e.response_id, _to_rate(e.samples, e.sample_rate, self.reply_rate))
-        elif isinstance(e, ev.SpeechStarted):
-            rid, played = self._barge_in()
-            if rid and self.session is not None:
-                with contextlib.suppress(S2SError):
-                    self.session.truncate(rid, played)
-            post(m.UserSpeechStarted(e.turn_id))
-        elif isinstance(e, ev.SpeechStopped):
-            post(m.UserSpeechStopped(e.turn_id))
-        elif isinstance(e, ev.TranscriptPartial):
-            post(m.UserPartial(e.turn_id, e.text))
-        elif isinstance(e, ev.TranscriptFinal):
-            post(m.UserFinal(e.turn_id, e.text, e.script_ok, e.language))
-        elif isinstance(e, ev.ResponseStarted):
-            self.last_response = e.response_id
-            post(m.ReplyStarted(e.response_id, e.turn_id))
-        elif isinstance(e, ev.ReplyTextDelta):
-            post(m.ReplyText(e.response_id, e.delta))
-        elif isinstance(e, ev.Interruption):
-            if self.player is not None and self.player.current == e.response_id:
-                self.player.flush()
-            post(m.ReplyDone(e.response_id, "cancelled", "", e.heard_text, e.played_ms))
-        elif isinstance(e, ev.ResponseDone):
-            if self.player is not None:
-                self.player.complete(e.response_id)
-            post(m.ReplyDone(e.response_id, e.status, e.text, e.heard_text, e.played_ms))
-        elif isinstance(e, ev.TurnMetricsEvent):
-            mt = e.metrics
-            post(m.TurnLatency(mt.turn_id, mt.stages_ms(), mt.voice_to_voice_ms, None, mt.interrupted,
-                               asr_decode_ms=mt.extra.get("asr_decode_ms"),
-                               speculative=bool(mt.extra.get("asr_speculative")),
-                               turn_policy=mt.turn_policy, turn_probability=mt.turn_probability,
-                               resumed=mt.resumed))
-        elif isinstance(e, ev.ErrorEvent):
-            post(m.Problem("engine", f"{e.stage or 'engine'}: {e.message}", "warning"))
+    def _played(self, response_id: str, played_ms: int) -> None:
+        if self.session is not None:
+            with contextlib.suppress(S2SError):
+                self.session.truncate(response_id, played_ms)
 
     def send_audio(self, samples: np.ndarray) -> None:
         if self.session is not None and self.ready:
@@ -234,7 +245,7 @@ class InProcessLink(AgentLink):
             self.engine.close()
 
 
-def _model_names(models: dict[str, Any]) -> dict[str, str]:
+def model_names(models: dict[str, Any]) -> dict[str, str]:
     """Per stage, a short name of what is loaded."""
     out = {}
     for stage, d in models.items():
@@ -254,4 +265,4 @@ def _to_rate(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample(x, rate, target)
 
 
-__all__ = ["AgentLink", "InProcessLink", "Post"]
+__all__ = ["AgentLink", "InProcessLink", "Post", "model_names"]

@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from engine import events as ev
 from engine.audio import ENGINE_RATE
+from engine.metrics import STAGES
 from remote import protocol as p
 from remote.client import AuthError, ConnectionState, NotConnected, RealtimeClient, normalize_url
 from s2s_tui import messages as m
-from s2s_tui.link import AgentLink
+from s2s_tui.link import AgentLink, model_names
 
 log = logging.getLogger(__name__)
 
@@ -132,52 +134,13 @@ class RemoteLink(AgentLink):
                 self.post(m.LinkState("closed", s.error or "closed"))
 
     def _on_event(self, client: RealtimeClient, e: p.ServerEvent) -> None:
+        shown = self._engine_event(client, e)
+        if shown is not None:
+            self._show(shown)  # the same translator as the in-process link's
+            return
         post = self.post
-        if isinstance(e, p.ResponseAudioDelta):
-            if self.player is not None:
-                self.player.push(self._id(e.response_id), client.decode_audio(e))
-        elif isinstance(e, p.SpeechStarted):
-            rid, played = self._barge_in()
-            if rid and rid in self._item_of:
-                self._queue(("truncate", self._item_of[rid], played))
-            post(m.UserSpeechStarted(self._id(_turn(e.item_id))))
-        elif isinstance(e, p.SpeechStopped):
-            post(m.UserSpeechStopped(self._id(_turn(e.item_id))))
-        elif isinstance(e, p.InputTranscriptionDelta):
-            text = e.s2s_partial or (self._partial.get(e.item_id, "") + e.delta)
-            self._partial[e.item_id] = text
-            post(m.UserPartial(self._id(_turn(e.item_id)), text))
-        elif isinstance(e, p.InputTranscriptionCompleted):
-            self._partial.pop(e.item_id, None)
-            post(m.UserFinal(self._id(_turn(e.item_id)), e.transcript, e.s2s_script_ok, e.s2s_language))
-        elif isinstance(e, p.ConversationItemAdded):
-            item = e.item or {}
-            if item.get("role") == "user":
-                for part in item.get("content") or []:
-                    if part.get("type") == "input_text":
-                        post(m.UserFinal(self._id(_turn(str(item.get("id", "")))), str(part.get("text", ""))))
-        elif isinstance(e, p.ResponseCreated):
-            raw = str(e.response.get("id", ""))
-            rid = self._id(raw)
-            self.last_response = rid
-            self._item_of[rid] = f"item_{raw}"
-            post(m.ReplyStarted(rid, None))
-        elif isinstance(e, p.ResponseTranscriptDelta):
-            post(m.ReplyText(self._id(e.response_id), e.delta))
-        elif isinstance(e, p.ResponseDone):
-            r = e.response
-            rid = self._id(str(r.get("id", "")))
-            s2s = r.get("s2s") or {}
-            if self.player is not None:
-                if r.get("status") == "cancelled" and self.player.current == rid:
-                    self.player.flush()
-                self.player.complete(rid)
-            post(m.ReplyDone(rid, str(r.get("status", "completed")), str(s2s.get("text", "")),
-                             str(s2s.get("heard_text", "")), int(s2s.get("played_ms", 0) or 0)))
-        elif isinstance(e, p.S2STurnMetrics):
+        if isinstance(e, p.S2STurnMetrics):
             d = e.metrics
-            from engine.metrics import STAGES
-
             stages = {key: d.get(key) for key, *_ in STAGES}
             # measured one-way times of this turn (server stamps + our clock + the ping's offset);
             # None where a leg could not be measured: no guess from the RTT stands in for it
@@ -193,16 +156,52 @@ class RemoteLink(AgentLink):
             self._last_gpu = (gpu.get("used_mb"), gpu.get("total_mb"))
             post(m.Stats(*self._last_gpu, client.rtt_ms, self._wire(client)))
             if e.models:
-                from s2s_tui.link import _model_names
-
-                post(m.EngineInfo(e.profile or "?", e.device or "?", _model_names(e.models)))
-        elif isinstance(e, p.S2SPong):
-            post(m.Stats(*self._last_gpu, client.rtt_ms, self._wire(client)))
-        elif isinstance(e, p.SessionUpdated | p.SessionCreated):
+                post(m.EngineInfo(e.profile or "?", e.device or "?", model_names(e.models)))
+        elif isinstance(e, p.S2SPong | p.SessionUpdated | p.SessionCreated):
             post(m.Stats(*self._last_gpu, client.rtt_ms, self._wire(client)))
         elif isinstance(e, p.Error):
             if e.code not in ("response_cancel_not_active",):
                 post(m.Problem("engine", f"{e.code}: {e.message}", "warning"))
+
+    def _engine_event(self, client: RealtimeClient, e: p.ServerEvent) -> ev.SessionEvent | None:
+        """The engine event a server event stands for (UI ids: :meth:`_id`), or None where the
+        wire says more than the engine does (metrics with network time, stats, errors)."""
+        if isinstance(e, p.ResponseAudioDelta):
+            return ev.ReplyAudio(self._id(e.response_id), 0, client.decode_audio(e), self.reply_rate)
+        if isinstance(e, p.SpeechStarted):
+            return ev.SpeechStarted(self._id(_turn(e.item_id)), e.audio_start_ms or 0)
+        if isinstance(e, p.SpeechStopped):
+            return ev.SpeechStopped(self._id(_turn(e.item_id)), e.audio_end_ms or 0)
+        if isinstance(e, p.InputTranscriptionDelta):
+            text = e.s2s_partial or (self._partial.get(e.item_id, "") + e.delta)
+            self._partial[e.item_id] = text
+            return ev.TranscriptPartial(self._id(_turn(e.item_id)), text)
+        if isinstance(e, p.InputTranscriptionCompleted):
+            self._partial.pop(e.item_id, None)
+            return ev.TranscriptFinal(self._id(_turn(e.item_id)), e.transcript, e.s2s_language, e.s2s_script_ok)
+        if isinstance(e, p.ConversationItemAdded):
+            item = e.item or {}
+            texts = [str(part.get("text", "")) for part in item.get("content") or [] if part.get("type") == "input_text"]
+            if item.get("role") == "user" and texts:  # a typed turn
+                return ev.TranscriptFinal(self._id(_turn(str(item.get("id", "")))), " ".join(texts))
+            return None
+        if isinstance(e, p.ResponseCreated):
+            raw = str(e.response.get("id", ""))
+            self._item_of[self._id(raw)] = f"item_{raw}"
+            return ev.ResponseStarted(self._id(raw), None)
+        if isinstance(e, p.ResponseTranscriptDelta):
+            return ev.ReplyTextDelta(self._id(e.response_id), e.delta)
+        if isinstance(e, p.ResponseDone):
+            r = e.response
+            s2s = r.get("s2s") or {}
+            return ev.ResponseDone(self._id(str(r.get("id", ""))), str(r.get("status", "completed")),
+                                   str(s2s.get("text", "")), str(s2s.get("heard_text", "")),
+                                   int(s2s.get("audio_ms", 0) or 0), int(s2s.get("played_ms", 0) or 0))
+        return None
+
+    def _played(self, response_id: str, played_ms: int) -> None:
+        if response_id in self._item_of:
+            self._queue(("truncate", self._item_of[response_id], played_ms))
 
     def _wire(self, client: RealtimeClient) -> str:
         """The format and the bytes per second each way since the last call (whole messages)."""

@@ -31,6 +31,7 @@ import numpy as np
 
 from engine.audio import ENGINE_RATE
 from engine.clock import now_ns
+from engine.config import check_turn
 from engine.errors import ResponseInProgress, S2SError
 from engine.events import (
     ErrorEvent,
@@ -186,8 +187,6 @@ class Session:
         if language is not None:
             self.language = None if language in ("", "auto") else language
         if (turn_policy is not None and turn_policy != self._policy.policy) or turn_max_silence_ms is not None:
-            from engine.config import check_turn
-
             trial = replace(self.turn_options, policy=turn_policy or self.turn_options.policy)
             if turn_max_silence_ms is not None:
                 trial.max_silence_ms = int(turn_max_silence_ms)
