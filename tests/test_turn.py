@@ -461,7 +461,7 @@ async def test_a_transcript_reading_later_than_the_fixed_timer_does_not_hold_the
         assert m.turn_audio_probability == 0.9 and m.turn_text_probability == 0.9  # it came, too late
         assert m.turn_text_ns > m.turn_end_ns
         assert m.stages_ms()["eot_wait_ms"] >= 600
-        assert [type(e).__name__ for e in before].count("ev.SpeechStopped") == 1
+        assert [type(e).__name__ for e in before].count("SpeechStopped") == 1
         assert next(e for e in after if isinstance(e, ev.ResponseDone)).status == "completed"
         await feed
 
