@@ -154,6 +154,7 @@ class ChunkedTTSBackend(TTSBackend):
     ``text`` piece by piece (:func:`split_text`) through ``_speak``; ``synthesize`` joins them."""
 
     max_chunk_chars: int = 400
+    sample_rate = 16_000  # until setup() reads the model's own (MMS VITS and SpeechT5 speak at 16 kHz)
     fix: str = ""  # what to do when the voice's folder is missing or broken
     _model: Any = None
 

@@ -34,7 +34,6 @@ FIX = "train and export a voice with `s2s-train tts PREPARED --out DIR`, then se
 class SpeechT5TTS(ChunkedTTSBackend):
     name = "speecht5"
     max_chunk_chars = MAX_CHUNK_CHARS
-    sample_rate = 16_000
     fix = FIX
 
     def __init__(self, options: TTSOptions, model_path: str):
