@@ -164,6 +164,10 @@ class ChunkedTTSBackend(TTSBackend):
         self.device = options.device
         self._model = None
 
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.options.model, "path": self.model_path,
+                "device": str(self.device), "sample_rate": self.sample_rate}
+
     def _error(self, problem: str, fix: str | None = None) -> Exception:
         """A :class:`~engine.errors.ModelError` about this voice's folder."""
         from engine.errors import ModelError

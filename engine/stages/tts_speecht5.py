@@ -123,13 +123,6 @@ class SpeechT5TTS(ChunkedTTSBackend):
         self._model = self._vocoder = self._speaker = None
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "model": self.options.model,
-            "path": self.model_path,
-            "device": str(self.device),
-            "sample_rate": self.sample_rate,
-            "speaker": self._config.get("speaker"),
-            "transliteration": self._config.get("text", {}).get("transliteration"),
-        }
+        return {**super().describe(), "speaker": self._config.get("speaker"),
+                "transliteration": self._config.get("text", {}).get("transliteration")}
 

@@ -89,12 +89,5 @@ class VitsTTS(ChunkedTTSBackend):
         self._model = self._tokenizer = None
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "model": self.options.model,
-            "path": self.model_path,
-            "device": str(self.device),
-            "sample_rate": self.sample_rate,
-            "speaking_rate": getattr(self._model, "speaking_rate", None),
-        }
+        return {**super().describe(), "speaking_rate": getattr(self._model, "speaking_rate", None)}
 
