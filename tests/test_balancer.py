@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,8 +278,14 @@ async def recv_until_closed(ws: ClientConnection, limit_s: float) -> tuple[list[
     raise AssertionError("unreachable")
 
 
-async def close_all(sockets: list[ClientConnection]) -> None:
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+@contextlib.asynccontextmanager
+async def closed_after() -> AsyncIterator[list[ClientConnection]]:
+    """A list for the test's sessions; every one is closed on the way out, whatever happened."""
+    sockets: list[ClientConnection] = []
+    try:
+        yield sockets
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
 
 # --------------------------------------------------------------------------- the example itself
@@ -388,21 +396,17 @@ async def open_sessions(cluster, n: int, sockets: list) -> list[str]:  # noqa: A
 @on_the_session_loop
 async def test_sessions_spread_over_both_engines(cluster):
     await cluster.ensure_up()
-    sockets: list[ClientConnection] = []
-    try:
+    async with closed_after() as sockets:
         landed = await open_sessions(cluster, 4, sockets)
         assert sorted(landed) == ["a", "a", "b", "b"], landed  # least connections: 1-1, then 2-2
         assert landed[0] != landed[1]
-    finally:
-        await close_all(sockets)
 
 
 @on_the_session_loop
 async def test_a_full_engine_gets_no_new_session(cluster):
     await cluster.ensure_up()
     a, b = cluster.engines
-    sockets: list[ClientConnection] = []
-    try:
+    async with closed_after() as sockets:
         # at 2-2, least connections alone would pick the full engine a half the time
         landed = await open_sessions(cluster, 6, sockets)
         assert landed.count("a") == 2 and landed.count("b") == 4, landed
@@ -429,8 +433,6 @@ async def test_a_full_engine_gets_no_new_session(cluster):
         ws, where = await cluster.open()
         sockets.append(ws)
         assert where == "a"
-    finally:
-        await close_all(sockets)
 
 
 @on_the_session_loop
@@ -439,8 +441,7 @@ async def test_a_draining_engine_loses_no_running_turn_while_new_sessions_go_to_
     a, b = cluster.engines
     held: dict[str, list[ClientConnection]] = {"a": [], "b": []}
     want = {"a": 1, "b": 2}  # a has fewer sessions, so least connections would pick a next
-    sockets: list[ClientConnection] = []
-    try:
+    async with closed_after() as sockets:
         for _ in range(12):
             if all(len(held[n]) == k for n, k in want.items()):
                 break
@@ -484,16 +485,13 @@ async def test_a_draining_engine_loses_no_running_turn_while_new_sessions_go_to_
         assert closed.rcvd is not None and closed.rcvd.code == p.CloseCode.GOING_AWAY
         assert await a.wait_exit(30) == 0
         assert any("draining" in line for line in a.lines)
-    finally:
-        await close_all(sockets)
 
 
 @on_the_session_loop
 async def test_a_killed_engines_new_sessions_go_to_the_survivor(cluster):
     await cluster.ensure_up()  # starts a again if the drain test stopped it
     a, b = cluster.engines
-    sockets: list[ClientConnection] = []
-    try:
+    async with closed_after() as sockets:
         first, where1 = await cluster.open()
         second, where2 = await cluster.open()
         sockets += [first, second]
@@ -511,8 +509,6 @@ async def test_a_killed_engines_new_sessions_go_to_the_survivor(cluster):
             assert where == "a"
         assert await b.wait_exit(10) == -signal.SIGKILL
         await cluster.wait_view({"b": "DOWN"})
-    finally:
-        await close_all(sockets)
 
 
 @on_the_session_loop

@@ -176,3 +176,37 @@ async def test_a_stalled_consumer_cancels_the_reply_once_and_loses_only_bulk_eve
     assert isinstance(box.get_nowait(), ev.ReplyAudio)
     box.end()
     assert [e async for e in box.stream()] == []
+
+
+async def test_pieces_with_nothing_to_say_are_not_spoken(engine):
+    engine.llm = FakeLLM(reply="నమస్కారం! మీరు ఎలా ఉన్నారు? ...", delay=0.0)
+    spoken: list = []
+    r = reply_of()
+    made = await ReplyMaker(engine, SessionOptions(), lambda t, e: spoken.append(e)).make(r, [])
+    texts = [e.text for e in spoken if isinstance(e, ev.ReplySegment)]
+    assert r.text.endswith("...") and texts and texts[-1].endswith("ఉన్నారు?")  # the last piece, "...", stays text
+    assert made.sentences == len(texts) and engine.tts.texts == texts  # the voice never got it
+
+
+@pytest.mark.parametrize("reply", ["...", " ?! "])
+async def test_a_reply_with_nothing_to_say_aloud_is_an_error_not_silence(reply):
+    llm, tts = FakeLLM(reply=reply, delay=0.0), FakeTTS()
+    engine = fake_engine(llm=llm, tts=tts)
+    s = engine.new_session()
+    try:
+        await s.start()
+        s.add_user_text("హలో")
+        s.create_response()
+        events = []
+        async with asyncio.timeout(20):
+            async for e in s.stream():
+                events.append(e)
+                if isinstance(e, ev.ResponseDone):
+                    break
+        err = next(e for e in events if isinstance(e, ev.ErrorEvent))
+        assert err.code == "llm_failed" and "nothing to say aloud" in err.message and reply.strip() in err.message
+        assert events[-1].status == "failed" and tts.texts == []
+        assert not any(isinstance(e, ev.ReplyAudio) for e in events)
+    finally:
+        await s.close()
+        engine.close()

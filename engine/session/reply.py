@@ -97,9 +97,15 @@ Out = Callable[["Turn | None", SessionEvent], None]
 TextEvidence = Callable[["Turn", "float | None", int], None]
 
 
+def speakable(text: str) -> bool:
+    """Is there anything to say aloud in ``text``: a letter or a digit, in any script?"""
+    return any(ch.isalnum() for ch in text)
+
+
 @dataclass
 class Made:
-    """How :meth:`ReplyMaker.make` ended: ``error`` from the LLM, or how many sentences it spoke."""
+    """How :meth:`ReplyMaker.make` ended: ``error`` from the LLM, or how many sentences it spoke
+    (pieces with nothing to say aloud, punctuation alone, are not spoken and not counted)."""
 
     error: BaseException | None
     sentences: int
@@ -157,6 +163,8 @@ class ReplyMaker:
         def say(chunks: list[str]) -> None:
             nonlocal n_chunks
             for chunk in chunks:
+                if not speakable(chunk):
+                    continue  # "...", "?!": a voice says nothing (espeak: 0.3 s of silence) or makes noise
                 if n_chunks == 0:
                     m.first_sentence_ns = now_ns()
                 n_chunks += 1

@@ -675,8 +675,9 @@ class Session:
         if r.status == "cancelled":
             return
         await self._released(r)
-        if made.error is not None or (r.text.strip() == "" and made.sentences == 0):
-            msg = f"the language model failed: {made.error}" if made.error else "the language model returned an empty reply"
+        if made.error is not None or made.sentences == 0:
+            msg = (f"the language model failed: {made.error}" if made.error
+                   else f"the language model returned nothing to say aloud ({r.text.strip()!r})")
             self._emit(ErrorEvent(getattr(made.error, "code", "llm_failed"), msg, "llm", r.turn_id))
             self._finish(r, "failed")
             return

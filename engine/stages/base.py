@@ -154,6 +154,7 @@ class ChunkedTTSBackend(TTSBackend):
     ``text`` piece by piece (:func:`split_text`) through ``_speak``; ``synthesize`` joins them."""
 
     max_chunk_chars: int = 400
+    sample_rate = 16_000  # until setup() reads the model's own (MMS VITS and SpeechT5 speak at 16 kHz)
     fix: str = ""  # what to do when the voice's folder is missing or broken
     _model: Any = None
 
@@ -162,6 +163,10 @@ class ChunkedTTSBackend(TTSBackend):
         self.options, self.model_path = options, model_path
         self.device = options.device
         self._model = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.options.model, "path": self.model_path,
+                "device": str(self.device), "sample_rate": self.sample_rate}
 
     def _error(self, problem: str, fix: str | None = None) -> Exception:
         """A :class:`~engine.errors.ModelError` about this voice's folder."""

@@ -34,7 +34,6 @@ FIX = "train and export a voice with `s2s-train tts PREPARED --out DIR`, then se
 class SpeechT5TTS(ChunkedTTSBackend):
     name = "speecht5"
     max_chunk_chars = MAX_CHUNK_CHARS
-    sample_rate = 16_000
     fix = FIX
 
     def __init__(self, options: TTSOptions, model_path: str):
@@ -124,13 +123,6 @@ class SpeechT5TTS(ChunkedTTSBackend):
         self._model = self._vocoder = self._speaker = None
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "model": self.options.model,
-            "path": self.model_path,
-            "device": str(self.device),
-            "sample_rate": self.sample_rate,
-            "speaker": self._config.get("speaker"),
-            "transliteration": self._config.get("text", {}).get("transliteration"),
-        }
+        return {**super().describe(), "speaker": self._config.get("speaker"),
+                "transliteration": self._config.get("text", {}).get("transliteration")}
 

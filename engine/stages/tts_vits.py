@@ -23,15 +23,12 @@ from engine.stages.base import ChunkedTTSBackend, torch_device
 from engine.text import normalize_telugu
 
 NORMAL_SPEED = 175  # TTSOptions.speed is espeak-ng words per minute; 175 is VITS speaking_rate 1.0
-MAX_CHUNK_CHARS = 400
 FIX = ("fetch it with `s2s-engine models fetch --profile gpu`, or point tts.model "
        "at a folder with a VITS config.json, vocab.json and weights")
 
 
 class VitsTTS(ChunkedTTSBackend):
-    name = "vits"
-    max_chunk_chars = MAX_CHUNK_CHARS
-    sample_rate = 16_000
+    name = "vits"  # speaks at most ChunkedTTSBackend.max_chunk_chars (400) at a time
     fix = FIX
 
     def __init__(self, options: TTSOptions, model_path: str):
@@ -92,12 +89,5 @@ class VitsTTS(ChunkedTTSBackend):
         self._model = self._tokenizer = None
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "model": self.options.model,
-            "path": self.model_path,
-            "device": str(self.device),
-            "sample_rate": self.sample_rate,
-            "speaking_rate": getattr(self._model, "speaking_rate", None),
-        }
+        return {**super().describe(), "speaking_rate": getattr(self._model, "speaking_rate", None)}
 
