@@ -234,6 +234,30 @@ def test_llm_samples_again_when_the_reply_is_empty():
     assert llm._slots.qsize() == 1  # the instance went back
 
 
+def test_llm_samples_again_when_the_reply_has_nothing_to_say_aloud():
+    """Gemma 270M can answer "¿" alone (seen in the suite): nothing of it goes out, and the reply
+    is sampled again; leading punctuation before a word is kept, joined to the word."""
+    import queue
+    import threading
+
+    from engine.config import LLMOptions
+    from engine.stages.llm_llamacpp import LlamaCppLLM
+
+    llm = LlamaCppLLM(LLMOptions(), "unused.gguf")
+    llm._slots = queue.Queue()
+    llm._slots.put(object())
+    replies = iter([["¿"], ["...", " ¿", "సరే", "!"]])
+    calls: list[bool] = []
+
+    def generate(instance, messages, max_tokens, cancel, hotter=False):
+        calls.append(hotter)
+        return iter(next(replies))
+
+    llm._generate = generate
+    pieces = list(llm.stream([{"role": "user", "content": "హలో"}], 8, threading.Event()))
+    assert pieces == ["... ¿సరే", "!"] and calls == [False, True]
+
+
 def test_espeak_speaks_text_that_looks_like_an_option():
     from engine.config import TTSOptions
     from engine.stages.tts_espeak import EspeakTTS

@@ -28,7 +28,7 @@ from engine.audio import resample
 from engine.clock import now_ns
 from engine.events import ErrorEvent, ReplyAudio, ReplySegment, ReplyTextDelta, SessionEvent
 from engine.metrics import TurnMetrics
-from engine.sentences import SentenceChunker
+from engine.sentences import SentenceChunker, speakable
 
 if TYPE_CHECKING:
     from engine.config import SessionOptions
@@ -95,11 +95,6 @@ class Reply:
 
 Out = Callable[["Turn | None", SessionEvent], None]
 TextEvidence = Callable[["Turn", "float | None", int], None]
-
-
-def speakable(text: str) -> bool:
-    """Is there anything to say aloud in ``text``: a letter or a digit, in any script?"""
-    return any(ch.isalnum() for ch in text)
 
 
 @dataclass

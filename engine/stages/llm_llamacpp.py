@@ -32,6 +32,7 @@ import numpy as np
 
 from engine.config import LLMOptions
 from engine.errors import ConfigError, ModelError
+from engine.sentences import speakable
 from engine.stages.base import ChatMessage, LLMBackend, default_cpu_threads
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ USER, AGENT = "వినియోగదారు", "సహాయకుడు"
 DIALOGUE_STOPS = [f"\n{USER}", f"{USER}:", f"\n{AGENT}", f"{AGENT}:", "\n\n"]
 """Where a reply in the dialogue format ends: at the next speaker label, the user's or its own
 (a base model may go on with a second "సహాయకుడు:" line of its own), or a blank line."""
-EMPTY_RETRIES = 2  # an empty reply is sampled again this many times
+EMPTY_RETRIES = 2  # a reply with nothing to say aloud is sampled again this many times
 EXAMPLE = (
     f"{USER}: ఈ రోజు వాతావరణం ఎలా ఉంది?\n"
     f"{AGENT}: ఈ రోజు ఎండగా ఉంది. బయటకు వెళ్ళేటప్పుడు నీళ్ళు తీసుకెళ్ళండి.\n\n"
@@ -235,13 +236,18 @@ class LlamaCppLLM(LLMBackend):
     def _reply(self, llm, messages: list[ChatMessage], max_tokens: int,  # noqa: ANN001
                cancel: threading.Event) -> Iterator[str]:
         for attempt in range(EMPTY_RETRIES + 1):
-            said = False
+            said, held = False, ""  # held: leading text with nothing to say aloud ("¿", "..."), until a word
             for text in self._generate(llm, messages, max_tokens, cancel, hotter=attempt > 0):
-                said = True
+                if not said:
+                    held += text
+                    if not speakable(held):
+                        continue
+                    text, held, said = held, "", True
                 yield text
             if said or cancel.is_set():
                 return
-            # nothing at all (a small model can stop at once): sample again, a little hotter
+            # nothing to say aloud (a small model can stop at once, or write only "¿"): sample
+            # again, a little hotter
 
     def prompt_text(self, llm, messages: list[ChatMessage]) -> str:  # noqa: ANN001
         """The prompt a reply to ``messages`` starts from (without the BOS token)."""
