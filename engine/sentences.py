@@ -17,12 +17,6 @@ _CLOSE = "[\"'”’)\\]]*"
 _END = re.compile(rf"[?!।॥][.?!।॥]*{_CLOSE}(?=\s|$)|\.+{_CLOSE}(?=\s)|\n")
 
 
-def speakable(text: str) -> bool:
-    """Is there anything to say aloud in ``text``: a letter or a digit, in any script? ("¿",
-    "...": no. A voice says nothing for them, or makes noise.)"""
-    return any(ch.isalnum() for ch in text)
-
-
 class SentenceChunker:
     def __init__(self, options: SentenceOptions):
         self.o = options

@@ -123,6 +123,12 @@ def has_letters(text: str) -> bool:
     )
 
 
+def speakable(text: str) -> bool:
+    """Is there anything to say aloud in ``text``: a letter or a digit, in any script? ("¿",
+    "...": no. A voice says nothing for them, or makes noise.)"""
+    return has_letters(text) or any(c.isdigit() for c in text)
+
+
 def telugu_fraction(text: str) -> float:
     """Share of the letters in ``text`` that are in the Telugu block (0 when it has none)."""
     letters = [c for c in text if unicodedata.category(c)[0] in "LM"]

@@ -152,7 +152,7 @@ def test_frames_carry_the_arrival_of_the_piece_that_completed_them():
     assert frames.shape == (2, 512) and at == [30, 40] and len(a.pending) == 64
 
 
-def test_input_from_any_rate_is_resampled_once_to_the_engines():
+def test_input_from_any_rate_is_resampled_as_one_stream_to_the_engines_rate():
     a = InputAudio()
     chunks = [a.convert((np.sin(np.arange(i, i + 4800) * 0.1) * 8000).astype(np.int16), 48_000)
               for i in range(0, 48_000, 4800)]  # 1 s in 100 ms chunks

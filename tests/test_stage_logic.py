@@ -234,6 +234,13 @@ def test_llm_samples_again_when_the_reply_is_empty():
     assert llm._slots.qsize() == 1  # the instance went back
 
 
+def test_what_a_voice_can_say_aloud():
+    from engine.text import speakable
+
+    assert speakable("నమస్కారం") and speakable("5") and speakable("¿Qué?")
+    assert not speakable("¿") and not speakable(" ... ?! ") and not speakable("")
+
+
 def test_llm_samples_again_when_the_reply_has_nothing_to_say_aloud():
     """Gemma 270M can answer "¿" alone (seen in the suite): nothing of it goes out, and the reply
     is sampled again; leading punctuation before a word is kept, joined to the word."""

@@ -28,7 +28,8 @@ from engine.audio import resample
 from engine.clock import now_ns
 from engine.events import ErrorEvent, ReplyAudio, ReplySegment, ReplyTextDelta, SessionEvent
 from engine.metrics import TurnMetrics
-from engine.sentences import SentenceChunker, speakable
+from engine.sentences import SentenceChunker
+from engine.text import speakable
 
 if TYPE_CHECKING:
     from engine.config import SessionOptions

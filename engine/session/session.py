@@ -284,9 +284,6 @@ class Session:
     def _emit(self, ev: SessionEvent) -> None:
         if self._closed and not isinstance(ev, ResponseDone | Interruption):
             return
-        self._put(ev)
-
-    def _put(self, ev: SessionEvent) -> None:
         self._events.put(ev)
 
     async def _input_loop(self) -> None:
@@ -533,7 +530,7 @@ class Session:
         for ev in turn.held_events:
             if isinstance(ev, ReplyAudio) and turn.response is not None and turn.response.first_out_ns is None:
                 turn.response.first_out_ns = turn.metrics.first_audio_out_ns = t
-            self._put(ev)
+            self._events.put(ev)
         turn.held_events.clear()
         turn.released.set()
 
@@ -679,18 +676,15 @@ class Session:
             msg = (f"the language model failed: {made.error}" if made.error
                    else f"the language model returned nothing to say aloud ({r.text.strip()!r})")
             self._emit(ErrorEvent(getattr(made.error, "code", "llm_failed"), msg, "llm", r.turn_id))
-            self._finish(r, "failed")
+            self._playback.finish(r, "failed")
             return
-        self._finish(r, "completed")
+        self._playback.finish(r, "completed")
 
     async def _released(self, r: Reply) -> None:
         """A held response finishes only once its turn is confirmed (a dropped turn cancels
         this task, so the wait cannot outlive it)."""
         if r.turn is not None and r.turn.held:
             await r.turn.released.wait()
-
-    def _finish(self, r: Reply, status: str) -> None:
-        self._playback.finish(r, status)
 
     def _interrupt(self, barge_in: bool) -> bool:
         """Cancel the running response, or cut the playback of the last one."""

@@ -32,8 +32,8 @@ import numpy as np
 
 from engine.config import LLMOptions
 from engine.errors import ConfigError, ModelError
-from engine.sentences import speakable
 from engine.stages.base import ChatMessage, LLMBackend, default_cpu_threads
+from engine.text import speakable
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,7 @@ class LlamaCppLLM(LLMBackend):
                 yield text
             if said or cancel.is_set():
                 return
+            log.info("the reply had nothing to say aloud (%r): sampling again", held)
             # nothing to say aloud (a small model can stop at once, or write only "¿"): sample
             # again, a little hotter
 

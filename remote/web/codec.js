@@ -106,7 +106,8 @@ export class OpusDown {
 
   push(bytes) {
     if (this.dec.state !== 'configured') return;
-    this.dec.decode(new EncodedAudioChunk({ type: 'key', timestamp: this.n * 20000, data: bytes }));
+    // the timestamp only orders the chunks (the server's packets hold 100 ms: five 20 ms frames)
+    this.dec.decode(new EncodedAudioChunk({ type: 'key', timestamp: this.n * 100000, data: bytes }));
     this.n += 1;
   }
 
