@@ -105,6 +105,11 @@ class TurnOptions:
             "incomplete" (then it waits, up to ``max_silence_ms``). 0: the fixed policy's
             silence (``vad.end_of_turn_silence_ms``), so a late model never makes a turn end
             later than the fixed timer would; -1: no deadline.
+        audio_spare_cores: the audio model runs at normal CPU priority when at least this many
+            of the process's cores were idle over the last second (``engine.cpu``); with fewer (a
+            busy machine, other sessions) it runs at idle priority (``SCHED_IDLE``), so it takes
+            no CPU from the turn's ASR, LLM and TTS, and the deadline ends the turn if its answer
+            is late. 0: always at normal priority.
     """
 
     policy: str = "silence"
@@ -119,6 +124,7 @@ class TurnOptions:
     audio_when: str = "always"
     resume_ms: int = 1500
     deadline_ms: int = 0
+    audio_spare_cores: float = 1.5
 
 
 @dataclass
@@ -377,6 +383,8 @@ def check_turn(turn: TurnOptions, vad: VADOptions) -> None:
     if turn.deadline_ms < -1:
         raise ConfigError(f"turn.deadline_ms must be -1 (none), 0 (vad.end_of_turn_silence_ms) or a silence in ms, "
                           f"got {turn.deadline_ms}")
+    if turn.audio_spare_cores < 0:
+        raise ConfigError(f"turn.audio_spare_cores must be 0 (always normal priority) or more, got {turn.audio_spare_cores}")
 
 
 def profile_names() -> list[str]:

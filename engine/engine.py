@@ -5,7 +5,8 @@ worker pool, so model work never runs on the asyncio event loop and a slow stage
 not hold another back:
 
 - VAD: one thread (sub-millisecond frames, in order);
-- turn (the audio end-of-turn model, when the profile's turn policy uses it): one thread;
+- turn (the audio end-of-turn model, when the profile's turn policy uses it): one thread, and
+  one more at idle CPU priority for when the machine has no spare core (``engine.cpu``);
 - ASR: two threads, so a final transcript never waits behind a partial one;
 - LLM: ``llm.parallel`` threads, one per model instance (a llama.cpp context is not
   thread-safe; with 1, sessions take turns);
@@ -25,6 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from engine.config import Profile, load_profile
+from engine.cpu import IdleCores, lower_priority
 from engine.errors import BackendUnavailable, ModelError
 from engine.models import resolve
 from engine.registry import backend_class
@@ -47,6 +49,10 @@ class Engine:
         self.notes = notes or []
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-vad")
         self.turn_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-turn")
+        # the audio turn model when fewer than turn.audio_spare_cores were idle: SCHED_IDLE, so
+        # it takes no CPU from the turn's own work (sampled by the sessions, on the event loop)
+        self.turn_idle_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-turn-idle", initializer=lower_priority)
+        self.cpu = IdleCores()
         self.asr_pool = ThreadPoolExecutor(2, thread_name_prefix="s2s-asr")
         # turn (final or speculative) decodes running now, any session; partials wait while > 0
         # (touched on the event loop only)
@@ -169,13 +175,14 @@ class Engine:
         memory goes with the process.
         """
         self._stats_pool.shutdown(wait=False, cancel_futures=True)
-        pairs = ((self.vad, self.vad_pool), (self.turn_model, self.turn_pool), (self.asr, self.asr_pool),
-                 (self.llm, self.llm_pool), (self.tts, self.tts_pool))
-        for _, pool in pairs:
-            pool.shutdown(wait=False, cancel_futures=True)
+        pairs = ((self.vad, (self.vad_pool,)), (self.turn_model, (self.turn_pool, self.turn_idle_pool)),
+                 (self.asr, (self.asr_pool,)), (self.llm, (self.llm_pool,)), (self.tts, (self.tts_pool,)))
+        for _, pools in pairs:
+            for pool in pools:
+                pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + wait_s
-        for stage, pool in pairs:
-            if not _drained(pool, deadline - time.monotonic()):
+        for stage, pools in pairs:
+            if not all([_drained(pool, deadline - time.monotonic()) for pool in pools]):
                 log.warning("%s is still running after %.0f s; not closing it", getattr(stage, "name", "stage"),
                             wait_s)
                 continue

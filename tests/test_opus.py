@@ -1,4 +1,4 @@
-"""``s2s.opus``: Opus packets of 20 ms frames through PyAV's libopus (one frame up, five down).
+"""``s2s.opus``: Opus packets of 20 ms frames through PyAV's libopus (one or two frames up, five down).
 
 The coders alone (packet count, bytes per second, the decoded signal); the session rules without
 a socket (negotiation with a bitrate, appends pushed at 48 kHz, garbage and wrong-format packets
@@ -124,6 +124,75 @@ def test_reply_audio_is_one_opus_packet_of_five_frames_per_delta_coded_off_the_l
     assert all(toc_frame_ms(d[0]) == 20 and d[0] & 3 == 3 and d[1] & 0x3F == 5 for d in deltas)
     dec = opus.OpusStreamDecoder()
     assert all(len(dec.push(d)) == 4800 for d in deltas)  # 100 ms at 48 kHz each
+
+
+def frames_of(packet: bytes) -> list[bytes]:
+    """The frames of a code 0, 1 or 2 Opus packet (RFC 6716 3.2.1-3.2.4), read independently of
+    :func:`opus.join_packets`."""
+    code, body = packet[0] & 3, packet[1:]
+    if code == 0:
+        return [body]
+    if code == 1:
+        assert len(body) % 2 == 0
+        return [body[: len(body) // 2], body[len(body) // 2:]]
+    assert code == 2
+    n, skip = (body[0], 1) if body[0] < 252 else (body[1] * 4 + body[0], 2)
+    return [body[skip: skip + n], body[skip + n:]]
+
+
+@pytest.mark.parametrize("kbps", [12, 128])  # 128: frames over 251 bytes, the two-byte length
+def test_two_one_frame_packets_join_as_one_packet_that_decodes_the_same(kbps):
+    pk = packets(voice(1.0), kbps=kbps)
+    one, two = opus.OpusStreamDecoder(), opus.OpusStreamDecoder()
+    codes = set()
+    for a, b in zip(pk[0::2], pk[1::2]):
+        joined = opus.join_packets(a, b)
+        assert joined is not None and joined[0] >> 2 == a[0] >> 2  # same config and channels
+        codes.add(joined[0] & 3)
+        assert frames_of(joined) == [a[1:], b[1:]]
+        assert np.array_equal(two.push(joined), np.concatenate([one.push(a), one.push(b)]))
+    assert codes <= {1, 2} and 2 in codes  # VBR frames mostly differ in size: code 2
+    if kbps == 128:
+        assert max(len(b) for b in pk) > 252
+    assert opus.join_packets(pk[0], opus.join_packets(pk[1], pk[2])) is None  # not one frame each
+    assert opus.join_packets(pk[0], bytes([pk[1][0] ^ 0x08]) + pk[1][1:]) is None  # another frame size
+
+
+def test_the_microphone_pairs_frames_of_speech_and_never_holds_a_quiet_frame():
+    """Uplink Opus: a frame of speech waits for the next one and goes with it (two frames, one
+    append); a quiet frame goes at once, with the held frame of speech before it. Fed 20 ms at a
+    time, as a microphone does: nothing is held after a quiet frame, at most one frame otherwise."""
+    fmt = p.AudioFormat(p.OPUS_FORMAT, 24_000)
+    enc = p.FORMATS[p.OPUS_FORMAT].encoder(fmt, None)
+    x = np.concatenate([np.zeros(12_000, np.float32), voice(1.0), np.zeros(12_000, np.float32)])
+    step, sent, out = 480, 0, []
+    for i in range(0, len(x), step):
+        got = enc.push(x[i: i + step])
+        out += got
+        sent += sum(len(frames_of(g)) for g in got)
+        frame = i // step + 1
+        quiet = not x[i: i + step].any()
+        assert sent == frame if quiet else frame - 1 <= sent <= frame
+    out += enc.flush()
+    assert sum(len(frames_of(g)) for g in out) == len(x) // step  # every frame, once
+    pairs = [g for g in out if g[0] & 3]
+    singles = [g for g in out if not g[0] & 3]
+    assert 20 <= len(pairs) <= 26 and len(singles) >= 48  # the second of speech paired, the silence not
+    first_pair = out.index(pairs[0])
+    assert all(not g[0] & 3 for g in out[:first_pair]) and all(not g[0] & 3 for g in out[-20:])
+    dec = opus.OpusStreamDecoder()
+    assert sum(len(dec.push(g)) for g in out) == len(x) * 2  # 48 kHz: every sample decoded
+    reply = p.FORMATS[p.OPUS_FORMAT].encoder(fmt, None, reply=True)
+    assert reply.pairs is None and reply.packet_ms == 100
+
+
+def test_a_two_frame_append_reaches_the_engine_as_40_ms():
+    rules = rules_for()
+    rules.receive(opus_update())
+    pk = packets(voice(0.2))
+    assert rules.receive(append(opus.join_packets(pk[0], pk[1]))) == []
+    samples, rate = rules.session.pushed[-1]
+    assert rate == 48_000 and len(samples) == 1920
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -424,6 +424,43 @@ def test_the_page_speaks_opus_by_default_and_pcm_when_asked(browser, page_server
         assert snap["wireFormat"] == "audio/pcm" and snap["wireNote"].startswith("PCM:")
         assert up_Bps > 60_000
     assert page.text("#wire-format").startswith(snap["wireFormat"])
+    if snap["opusWhy"] is None:
+        # frames of speech went up two to a packet (the appends are fewer than the 20 ms frames)
+        frames = snap["sentSamples"] // 480
+        assert snap["opusPaired"] > 0 and snap["messagesUp"] < frames, (snap["opusPaired"], frames)
+        # the select changes the format of the running session, and the address keeps it
+        for value, want in (("pcm", "audio/pcm"), ("opus:24", "s2s.opus 24 kbit/s")):
+            page.driver.execute_script("""
+                const s = document.getElementById('format-choice');
+                s.value = arguments[0];
+                s.dispatchEvent(new Event('change'));""", value)
+            page.wait_for(want, lambda s, w=want: s.get("wireFormat") == s.get("wireOutFormat") == w, 30)
+            assert page.driver.execute_script("return location.search") == f"?format={value.replace(':', '%3A')}"
     page.open(page_server.url + "?format=pcm")
     snap = page.wait_for("the PCM session", lambda s: s if s.get("wireFormat") else None, 30)
     assert snap["wireFormat"] == snap["wireOutFormat"] == "audio/pcm" and snap["wireNote"] == ""
+    assert snap["formatChoice"] == "pcm"
+
+
+@pytest.mark.parametrize("kbps", [16, 128])  # 128: frames over 251 bytes, the two-byte length
+def test_the_page_joins_opus_packets_as_the_server_does(browser, page_server, kbps):
+    """codec.js's joinPackets against remote.protocol.opus.join_packets, on real packets."""
+    from remote.protocol import opus
+    from tests.test_opus import packets, voice
+
+    pk = packets(voice(0.4), kbps=kbps)
+    browser.open(page_server.url)
+    got = browser.driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const pk = arguments[0].map((h) => Uint8Array.from(h.match(/../g).map((x) => parseInt(x, 16))));
+        const hex = (b) => b ? Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('') : null;
+        import('./codec.js').then(({ joinPackets }) => {
+          const out = [];
+          for (let i = 0; i + 1 < pk.length; i += 2) out.push(hex(joinPackets(pk[i], pk[i + 1])));
+          out.push(hex(joinPackets(pk[0], joinPackets(pk[1], pk[2]))));
+          done(out);
+        }).catch((e) => done({ error: String(e) }));
+    """, [b.hex() for b in pk])
+    assert isinstance(got, list), got
+    want = [opus.join_packets(a, b).hex() for a, b in zip(pk[0::2], pk[1::2])] + [None]
+    assert got == want

@@ -213,6 +213,9 @@ async def _one_policy(engine: Engine, complete: list[str], paused: list[str], po
                     "asr_decode_ms": [t.metrics.get("asr_decode_ms") for t in streamed],
                     "probabilities": [(t.metrics.get("turn_audio_probability"),
                                        t.metrics.get("turn_text_probability")) for t in streamed],
+                    "turn_missing": [t.metrics.get("turn_missing") for t in streamed],
+                    "turn_audio_idle": [t.metrics.get("turn_audio_idle") for t in streamed],
+                    "cpu_idle_cores": [t.metrics.get("cpu_idle_cores") for t in streamed],
                 })
     return {
         "complete": {"voice_to_voice_ms": dist(v2v), "eot_wait_ms": dist(eot), "after_eot_ms": dist(after)},

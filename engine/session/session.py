@@ -323,6 +323,7 @@ class Session:
             self._turn_start = max(self._turn_start, self._audio.start)
         if not self.options.turn_detection:
             return
+        self.engine.cpu.sample()  # at most every 200 ms: how idle the cores are when a pause comes
         frames, frame_arrivals = self._audio.frames(chunk, arrivals, self.engine.vad.frame_samples)
         n = len(frames)
         if n == 0:
@@ -476,8 +477,13 @@ class Session:
 
     async def _predict_turn(self, turn: Turn, audio: np.ndarray) -> None:
         loop = asyncio.get_running_loop()
+        # no spare core: the model gets only CPU the turn's own work leaves (the deadline bounds the wait)
+        idle = turn.metrics.cpu_idle_cores = self.engine.cpu.idle()
+        spare = self.turn_options.audio_spare_cores
+        turn.metrics.turn_audio_idle = low = bool(spare) and idle is not None and idle < spare
+        pool = self.engine.turn_idle_pool if low else self.engine.turn_pool
         try:
-            p = await loop.run_in_executor(self.engine.turn_pool, turn.predict, self.engine.turn_model, audio)
+            p = await loop.run_in_executor(pool, turn.predict, self.engine.turn_model, audio)
         except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides
             log.exception("turn model")
             self._emit(ErrorEvent(getattr(exc, "code", "turn_failed"), f"the turn model failed: {exc}", "turn",

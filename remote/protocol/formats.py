@@ -323,8 +323,10 @@ class _Opus(FormatSpec):
         return opus.OpusStreamDecoder()
 
     def encoder(self, fmt: AudioFormat, model: Any, reply: bool = False) -> Encoder:
-        packet_ms = opus.OPUS_REPLY_PACKET_MS if reply else opus.OPUS_FRAME_MS
-        return opus.OpusStreamEncoder(fmt.rate, fmt.bitrate or DEFAULT_OPUS_BITRATE, packet_ms)
+        if reply:  # ready faster than real time: five frames a packet
+            return opus.OpusStreamEncoder(fmt.rate, fmt.bitrate or DEFAULT_OPUS_BITRATE, opus.OPUS_REPLY_PACKET_MS)
+        # the microphone: a frame of speech waits for the next, a quiet one goes at once
+        return opus.OpusStreamEncoder(fmt.rate, fmt.bitrate or DEFAULT_OPUS_BITRATE, pair_voiced=True)
 
 
 @functools.cache
@@ -346,7 +348,7 @@ class AudioFormat(WireValue):
     Fields:
         type: a name in :data:`FORMATS`: ``audio/pcm`` (16-bit little-endian mono, the default),
             ``audio/pcmu`` / ``audio/pcma`` (G.711 at 8 kHz), ``s2s.opus`` (one Opus packet per
-            message: 20 ms up, 100 ms of 20 ms frames down) or ``s2s.encodec`` (Encodec 24 kHz packets, see ``docs/codec.md``).
+            message: one or two 20 ms frames up, five down) or ``s2s.encodec`` (Encodec 24 kHz packets, see ``docs/codec.md``).
         rate: the sample rate: 24000 for PCM and Encodec; 24000 (default), 16000 or 48000 for
             Opus; 8000 for G.711 (not written: Realtime's G.711 object has no rate).
         bandwidth: Encodec kbps (1.5, 3, 6, 12 or 24; 6 when not given); None for other formats.

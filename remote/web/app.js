@@ -65,7 +65,12 @@ const S = {
   down: new Map(), // response key -> OpusDown
   outFormatOf: new Map(), // response key -> the output format it started with
   wireNote: '', // why the page is not on the format asked for
+  offered: null, // the session as session.created gave it (the formats the server offers)
 };
+/** The select's value for a choice: `opus:16`, `pcm`. */
+function choiceValue(choice) {
+  return choice.type === OPUS ? `opus:${choice.bitrate}` : 'pcm';
+}
 const opusChecked = opusUnavailable(S.choice.bitrate).then((why) => {
   S.opusWhy = why;
 });
@@ -374,6 +379,7 @@ function talkUp() {
   if (S.sentSamples - S.pttStartSamples < WIRE_RATE / 5) {
     problem('Hold space (or the button) while you speak, then release.', 'info', 'ptt');
   } else {
+    if (S.up) S.up.release(); // a held frame of speech goes before the commit
     conn.send({ type: 'input_audio_buffer.commit' });
     conn.send({ type: 'response.create' });
     S.pendingSpeechEnd = performance.now();
@@ -455,6 +461,7 @@ function onEvent(e, t) {
   logEvent(e.type, t);
   switch (e.type) {
     case 'session.created':
+      S.offered = e.session;
       $('session-info').textContent = `${e.session.id} · ${(e.session.s2s && e.session.s2s.profile) || ''}`;
       opusChecked.then(() => { // PCM until then (the session starts in PCM)
         chooseFormats(e.session);
@@ -699,6 +706,21 @@ $('talk').addEventListener('pointerleave', talkUp);
 $('conn').addEventListener('click', () => {
   if (conn.state.status === 'closed') conn.connect();
 });
+$('format-choice').value = choiceValue(S.choice);
+$('format-choice').addEventListener('change', () => {
+  // the wire's format, now: the address keeps it for a reload; the session is asked again
+  const value = $('format-choice').value;
+  S.choice = parseChoice(value);
+  const url = new URL(location.href);
+  url.searchParams.set('format', value);
+  history.replaceState(null, '', url);
+  opusChecked.then(() => {
+    if (!conn.open || !S.offered) return; // the next session.created chooses
+    chooseFormats(S.offered);
+    sendTurnDetection();
+    renderState();
+  });
+});
 for (const id of ['aec', 'ns', 'agc']) {
   $(id).addEventListener('change', () => {
     if (audio.micOpen) openMic(); // re-open with the new switches
@@ -821,6 +843,8 @@ window.s2sTest = {
       wireNote: S.wireNote,
       lastError: S.lastError || null,
       opusWhy: S.opusWhy,
+      opusPaired: S.up ? S.up.paired : null,
+      formatChoice: $('format-choice').value,
       bytesUp: conn.bytesUp,
       bytesDown: conn.bytesDown,
       messagesUp: conn.messagesUp,

@@ -1,6 +1,7 @@
 // The page's audio format on the wire: `s2s.opus` through WebCodecs (AudioEncoder / AudioDecoder,
-// codec "opus", one packet per 20 ms), or `audio/pcm` (24 kHz PCM16). The page asks for Opus by
-// default (`?format=opus`, `opus:24`, `pcm` in the address, or the select), when this browser can
+// codec "opus", 20 ms frames: a frame of speech goes up with the next one as one packet, a quiet
+// frame at once, as remote/protocol/opus.py does), or `audio/pcm` (24 kHz PCM16). The page asks
+// for Opus by default (`?format=opus`, `opus:24`, `pcm` in the address, or the select), when this browser can
 // encode and decode Opus with WebCodecs and the server lists `s2s.opus` in `session.s2s.formats`;
 // otherwise it stays on PCM and says why. Nothing here sends anything: app.js does.
 
@@ -54,23 +55,108 @@ export function label(fmt) {
   return fmt.type === OPUS ? `${OPUS} ${fmt.bitrate || 16} kbit/s` : fmt.type;
 }
 
-/** Microphone PCM16 (24 kHz) to Opus packets: `onPacket(Uint8Array)` for each 20 ms. */
+/** Two one-frame Opus packets as one packet of two frames (RFC 6716 3.2.2-3.2.3: code 1 for frames
+ * of one size, else code 2), or null when they cannot share one. As `join_packets` in opus.py. */
+export function joinPackets(a, b) {
+  if (!a.length || !b.length || a[0] & 3 || b[0] & 3 || a[0] !== b[0]) return null;
+  const n = a.length - 1;
+  const same = n === b.length - 1;
+  const size = same ? [] : n < 252 ? [n] : [252 + (n & 3), (n - 252 - (n & 3)) >> 2];
+  const out = new Uint8Array(1 + size.length + n + b.length - 1);
+  out[0] = a[0] | (same ? 1 : 2);
+  out.set(size, 1);
+  out.set(a.subarray(1), 1 + size.length);
+  out.set(b.subarray(1), 1 + size.length + n);
+  return out;
+}
+
+const FRAME = WIRE_RATE / 50; // 20 ms
+const VOICED_OVER_FLOOR_DB = 12;
+const VOICED_MIN_DB = -55;
+const FLOOR_RISE_DB = 0.1; // per frame: the noise floor follows louder frames at 5 dB/s
+
+/** A frame of speech waits for the next and goes with it; a quiet frame goes at once (opus.py's
+ * VoicedPairs). Levels are measured on the PCM going in, one per 20 ms, and matched to the
+ * encoder's packets in order (one packet per 20 ms frame). */
+class VoicedPairs {
+  constructor(send) {
+    this.send = send;
+    this.held = null;
+    this.floor = -60;
+    this.levels = []; // voiced?, per 20 ms frame not yet matched to its packet
+    this.acc = 0;
+    this.n = 0;
+    this.paired = 0;
+  }
+
+  measure(pcm) {
+    for (let i = 0; i < pcm.length; i++) {
+      const x = pcm[i] / 32768;
+      this.acc += x * x;
+      if (++this.n < FRAME) continue;
+      const db = 10 * Math.log10(this.acc / FRAME + 1e-12);
+      this.floor = Math.min(db, this.floor + FLOOR_RISE_DB);
+      this.levels.push(db >= Math.max(this.floor + VOICED_OVER_FLOOR_DB, VOICED_MIN_DB));
+      if (this.levels.length > 500) this.levels.shift(); // bounded, if packets ever stop coming
+      this.acc = 0;
+      this.n = 0;
+    }
+  }
+
+  packet(b) {
+    const voiced = this.levels.length ? this.levels.shift() : false;
+    if (this.held) {
+      const held = this.held;
+      this.held = null;
+      const joined = joinPackets(held, b);
+      if (joined) {
+        this.paired += 1;
+        this.send(joined);
+      } else {
+        this.send(held);
+        this.send(b);
+      }
+    } else if (voiced) {
+      this.held = b;
+    } else {
+      this.send(b);
+    }
+  }
+
+  release() {
+    if (this.held) this.send(this.held);
+    this.held = null;
+  }
+}
+
+/** Microphone PCM16 (24 kHz) to Opus packets: `onPacket(Uint8Array)` for each packet of one or two
+ * 20 ms frames. `release()` sends a held frame of speech now (before a commit). */
 export class OpusUp {
   constructor(bitrate, onPacket, onError) {
     this.ts = 0;
+    this.pairs = new VoicedPairs(onPacket);
     this.enc = new AudioEncoder({
       output: (chunk) => {
         const b = new Uint8Array(chunk.byteLength);
         chunk.copyTo(b);
-        onPacket(b);
+        this.pairs.packet(b);
       },
       error: (e) => onError(e),
     });
     this.enc.configure(encoderConfig(bitrate));
   }
 
+  get paired() {
+    return this.pairs.paired;
+  }
+
+  release() {
+    this.pairs.release();
+  }
+
   push(pcm) {
     if (this.enc.state !== 'configured') return;
+    this.pairs.measure(pcm);
     const data = new AudioData({
       format: 's16', sampleRate: WIRE_RATE, numberOfFrames: pcm.length, numberOfChannels: 1,
       timestamp: Math.round((this.ts * 1e6) / WIRE_RATE), data: pcm,

@@ -1,0 +1,129 @@
+"""How many of this process's CPU cores were idle lately, and a thread that uses only those.
+
+The audio end-of-turn model is evidence, not the reply: when the machine has a spare core it
+runs beside the turn's ASR and LLM and its answer lets the turn end early; when it has none (a
+core kept busy by another program, other sessions on a pod), its compute is taken from the
+reply's own, and the turn ends later than the fixed timer would (docs/turn.md, "Late
+evidence"). So the engine looks at the cores before it starts the model:
+
+- :class:`IdleCores` reads ``/proc/stat`` (Linux) for the cores this process may run on
+  (``os.sched_getaffinity``: a cpuset or ``taskset`` is honoured) and tells how many of them
+  were idle over about the last second. The session samples it on its VAD frames (a read of a
+  small file, at most every :data:`STEP_S`), so a reading is there when the pause comes.
+- :func:`lower_priority` puts the calling thread in the ``SCHED_IDLE`` class (``nice 19``
+  where that is refused): it gets CPU only when no other thread wants it. The engine's idle
+  turn pool runs its threads so.
+
+Where ``/proc/stat`` is missing (macOS, Windows) :meth:`IdleCores.idle` is None: unknown, and
+the model runs as before. A CPU quota without a cpuset (``docker --cpus``) is not seen: the
+reading is then of the host's cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+
+log = logging.getLogger(__name__)
+
+STEP_S = 0.2
+"""The least time between two readings of ``/proc/stat``."""
+WINDOW_S = 1.0
+"""The span :meth:`IdleCores.idle` looks back over (the newest reading against the newest one at
+least this old; a shorter span when the readings go back less far, down to :data:`STEP_S`)."""
+STAT = "/proc/stat"
+
+
+def parse_stat(text: str, cpus: set[int] | None) -> tuple[int, int] | None:
+    """(idle, total) jiffies summed over the ``cpuN`` lines of ``/proc/stat`` for ``cpus``
+    (None: all). Idle counts ``idle`` and ``iowait``; ``guest`` time is already in ``user``."""
+    idle = total = seen = 0
+    for line in text.splitlines():
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        name, *fields = line.split()
+        try:
+            n = int(name[3:])
+        except ValueError:
+            continue
+        if cpus is not None and n not in cpus:
+            continue
+        v = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+        idle += v[3] + (v[4] if len(v) > 4 else 0)
+        total += sum(v)
+        seen += 1
+    return (idle, total) if seen else None
+
+
+class IdleCores:
+    """Idle cores of this process's CPUs over about the last second (see the module docstring).
+
+    ``sample()`` is cheap and may be called as often as wanted (it reads at most every
+    :data:`STEP_S`); ``idle()`` answers from the readings so far. Not thread-safe: the engine
+    calls both on its event loop."""
+
+    def __init__(self, path: str = STAT, window_s: float = WINDOW_S, step_s: float = STEP_S):
+        self.path, self.window_s, self.step_s = path, window_s, step_s
+        try:
+            self.cpus: set[int] | None = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cpus = None
+        self._readings: deque[tuple[float, int, int]] = deque(maxlen=int(window_s / step_s) + 3)
+        self._broken = not os.path.exists(path)
+
+    @property
+    def cores(self) -> int:
+        return len(self.cpus) if self.cpus else (os.cpu_count() or 1)
+
+    def sample(self, now: float | None = None) -> None:
+        if self._broken:
+            return
+        now = time.monotonic() if now is None else now
+        if self._readings and now - self._readings[-1][0] < self.step_s:
+            return
+        try:
+            with open(self.path, encoding="ascii") as f:
+                got = parse_stat(f.read(), self.cpus)
+        except (OSError, ValueError) as exc:
+            log.info("CPU idle readings off: %s", exc)
+            got = None
+        if got is None:
+            self._broken = True
+            return
+        self._readings.append((now, *got))
+
+    def idle(self, now: float | None = None) -> float | None:
+        """Idle cores (0 .. :attr:`cores`) over about the last :data:`WINDOW_S`, or None when
+        there is no reading span yet (or no ``/proc/stat``)."""
+        self.sample(now)
+        if len(self._readings) < 2:
+            return None
+        t1, idle1, total1 = self._readings[-1]
+        older = [r for r in self._readings if t1 - r[0] >= self.window_s]
+        t0, idle0, total0 = older[-1] if older else self._readings[0]
+        if t1 - t0 < self.step_s or total1 <= total0:
+            return None
+        return self.cores * (idle1 - idle0) / (total1 - total0)
+
+
+def lower_priority() -> str:
+    """Run the calling thread only on CPU that nothing else wants: ``SCHED_IDLE``, else
+    ``nice 19``. Returns what was set ("idle", "nice" or "" where neither was allowed). On
+    Linux both apply to the calling thread alone (pid 0 and the thread's own id are the thread)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return "idle"
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return "nice"
+    except (AttributeError, OSError) as exc:
+        log.info("could not lower a worker thread's priority: %s", exc)
+        return ""
+
+
+__all__ = ["IdleCores", "lower_priority", "parse_stat"]

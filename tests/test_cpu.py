@@ -1,0 +1,116 @@
+"""Idle cores and the idle-priority turn worker (``engine.cpu``): the audio end-of-turn model
+takes no CPU from the turn's own work when the machine has no spare core (issue 23)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from engine import events as ev
+from engine.cpu import IdleCores, lower_priority, parse_stat
+from tests.fakes import FakeLLM, FakeTurnModel, fake_engine
+from tests.test_session import CORE, collect_until, tail_silence
+from tests.test_turn import metrics_of, paced
+
+LINUX = sys.platform.startswith("linux")
+
+def stat(u0: int, i0: int, w0: int, u1: int, i1: int) -> str:
+    """A /proc/stat with two CPUs: user, system 0, idle and iowait jiffies of each."""
+    return (f"cpu  {u0 + u1} 0 0 {i0 + i1} {w0} 0 0 0 0 0\n"
+            f"cpu0 {u0} 0 0 {i0} {w0} 0 0 0 0 0\n"
+            f"cpu1 {u1} 0 0 {i1} 0 0 0 0 0 0\n"
+            "intr 12345\nctxt 678\n")
+
+
+def test_proc_stat_sums_idle_and_iowait_of_the_cpus_asked_for():
+    text = stat(u0=60, i0=30, w0=10, u1=100, i1=900)
+    assert parse_stat(text, {0}) == (40, 100)  # idle 30 + iowait 10 of 100
+    assert parse_stat(text, {1}) == (900, 1000)
+    assert parse_stat(text, None) == (940, 1100)  # the "cpu " total line is not counted twice
+    assert parse_stat(text, {7}) is None  # none of ours listed
+
+
+def test_idle_cores_over_the_last_second_from_successive_readings(tmp_path):
+    path = tmp_path / "stat"
+    path.write_text(stat(0, 0, 0, 0, 0))
+    cores = IdleCores(str(path))
+    cores.cpus = {0, 1}
+    assert cores.idle(now=0.0) is None  # one reading: no span yet
+    path.write_text(stat(u0=100, i0=0, w0=0, u1=0, i1=100))  # a second: cpu0 busy, cpu1 idle
+    assert cores.idle(now=0.05) is None  # within STEP_S: not read again, still no span
+    assert cores.idle(now=1.0) == pytest.approx(1.0)
+    path.write_text(stat(u0=100, i0=50, w0=0, u1=0, i1=150))  # half a second more, both idle
+    # the span reaches back a second, to the reading at 0.0: idle 200 of 300 jiffies on 2 cores
+    assert cores.idle(now=1.5) == pytest.approx(2 * 200 / 300)
+    path.write_text(stat(u0=200, i0=50, w0=0, u1=100, i1=150))  # 0.7 s more, both busy
+    # now from the reading at 1.0 (the newest one at least a second old): idle 100 of 300
+    # (from 0.0 it would be 200 of 500, from 1.5 nothing idle)
+    assert cores.idle(now=2.2) == pytest.approx(2 * 100 / 300)
+
+
+def test_no_proc_stat_means_unknown_not_busy(tmp_path):
+    cores = IdleCores(str(tmp_path / "missing"))
+    cores.sample(0.0)
+    assert cores.idle(now=2.0) is None
+
+
+@pytest.mark.skipif(not LINUX, reason="/proc/stat and SCHED_IDLE are Linux")
+def test_cores_kept_busy_read_as_not_idle():
+    cores = IdleCores()
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores.cores)]
+    try:
+        time.sleep(0.3)  # running
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.3:
+            cores.sample()
+            time.sleep(0.05)
+        idle = cores.idle()
+    finally:
+        for s in spinners:
+            s.kill()
+            s.wait()
+    assert idle is not None and 0.0 <= idle < 0.5 * cores.cores  # every core spun: most of them busy
+
+
+@pytest.mark.skipif(not LINUX, reason="SCHED_IDLE is Linux")
+def test_the_idle_worker_thread_runs_at_idle_priority_and_others_do_not():
+    idle = ThreadPoolExecutor(1, initializer=lower_priority)
+    plain = ThreadPoolExecutor(1)
+    try:
+        assert idle.submit(os.sched_getscheduler, 0).result() == os.SCHED_IDLE
+        assert plain.submit(os.sched_getscheduler, 0).result() == os.SCHED_OTHER  # per thread, not the process
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    finally:
+        idle.shutdown()
+        plain.shutdown()
+
+
+@pytest.mark.skipif(not LINUX, reason="/proc/stat and SCHED_IDLE are Linux")
+@pytest.mark.parametrize("spare, low", [(0, False), (64, True)])
+async def test_the_audio_model_runs_at_idle_priority_without_a_spare_core(spare, low):
+    """``turn.audio_spare_cores``: with fewer idle cores than that (64: no machine here has them
+    idle), the audio model runs in the idle-priority worker; 0 keeps it at normal priority. The
+    metrics say which, with the idle cores read at the pause."""
+    turn_model = FakeTurnModel(0.9)
+    engine = fake_engine(llm=FakeLLM(delay=0.0, eou=0.5), turn_model=turn_model,
+                         overrides=["turn.policy=combined", "turn.audio_when=always",
+                                    f"turn.audio_spare_cores={spare}"])
+    s = engine.new_session()
+    await s.start()
+    try:
+        await paced(s, np.concatenate([tail_silence(0.3), CORE, tail_silence(1.0)]))  # real time: readings span it
+        events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
+        m = metrics_of(events)[0]
+        assert turn_model.threads and turn_model.threads[0].startswith("s2s-turn-idle" if low else "s2s-turn_")
+        assert m.turn_audio_idle is low and m.to_dict()["turn_audio_idle"] is low
+        assert m.cpu_idle_cores is not None and 0.0 <= m.cpu_idle_cores <= engine.cpu.cores + 0.01
+        assert m.turn_audio_probability == 0.9  # it answered either way (nothing else ran here)
+    finally:
+        await s.close()
+        engine.close()
