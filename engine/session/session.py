@@ -477,11 +477,8 @@ class Session:
 
     async def _predict_turn(self, turn: Turn, audio: np.ndarray) -> None:
         loop = asyncio.get_running_loop()
-        # no spare core: the model gets only CPU the turn's own work leaves (the deadline bounds the wait)
-        idle = turn.metrics.cpu_idle_cores = self.engine.cpu.idle()
-        spare = self.turn_options.audio_spare_cores
-        turn.metrics.turn_audio_idle = low = bool(spare) and idle is not None and idle < spare
-        pool = self.engine.turn_idle_pool if low else self.engine.turn_pool
+        m = turn.metrics  # no spare core: the model gets only CPU the turn's own work leaves
+        pool, m.cpu_idle_cores, m.turn_audio_idle = self.engine.turn_worker(self.turn_options.audio_spare_cores)
         try:
             p = await loop.run_in_executor(pool, turn.predict, self.engine.turn_model, audio)
         except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides
