@@ -106,7 +106,7 @@ class TurnOptions:
             silence (``vad.end_of_turn_silence_ms``), so a late model never makes a turn end
             later than the fixed timer would; -1: no deadline.
         audio_spare_cores: the audio model runs at normal CPU priority when at least this many
-            of the process's cores were idle over the last second (``engine.cpu``); with fewer (a
+            of the process's cores were idle over the half second before the pause (``engine.cpu``); with fewer (a
             busy machine, other sessions) it runs at idle priority (``SCHED_IDLE``), so it takes
             no CPU from the turn's ASR, LLM and TTS, and the deadline ends the turn if its answer
             is late. 0: always at normal priority.

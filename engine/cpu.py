@@ -8,8 +8,9 @@ evidence"). So the engine looks at the cores before it starts the model:
 
 - :class:`IdleCores` reads ``/proc/stat`` (Linux) for the cores this process may run on
   (``os.sched_getaffinity``: a cpuset or ``taskset`` is honoured) and tells how many of them
-  were idle over about the last second. The session samples it on its VAD frames (a read of a
-  small file, at most every :data:`STEP_S`), so a reading is there when the pause comes.
+  were idle over about the last half second. The session samples it on its VAD frames (a read of
+  a small file, at most every :data:`STEP_S`) and reads it at the pause, before the turn's own
+  work starts (read later, the turn's ASR would count as load).
 - :func:`lower_priority` puts the calling thread in the ``SCHED_IDLE`` class (``nice 19``
   where that is refused): it gets CPU only when no other thread wants it. The engine's idle
   turn pool runs its threads so.
@@ -31,9 +32,11 @@ log = logging.getLogger(__name__)
 
 STEP_S = 0.2
 """The least time between two readings of ``/proc/stat``."""
-WINDOW_S = 1.0
+WINDOW_S = 0.5
 """The span :meth:`IdleCores.idle` looks back over (the newest reading against the newest one at
-least this old; a shorter span when the readings go back less far, down to :data:`STEP_S`)."""
+least this old; a shorter span when the readings go back less far, down to :data:`STEP_S`). The
+session reads it at the pause, so the span is the end of the user's speech, when the session
+itself only runs its VAD: what it sees busy is other sessions and other programs."""
 STAT = "/proc/stat"
 
 
@@ -59,7 +62,7 @@ def parse_stat(text: str, cpus: set[int] | None) -> tuple[int, int] | None:
 
 
 class IdleCores:
-    """Idle cores of this process's CPUs over about the last second (see the module docstring).
+    """Idle cores of this process's CPUs over about the last :data:`WINDOW_S` (see the module docstring).
 
     ``sample()`` is cheap and may be called as often as wanted (it reads at most every
     :data:`STEP_S`); ``idle()`` answers from the readings so far. Not thread-safe: the engine

@@ -107,13 +107,12 @@ class Engine:
             self.load_times_ms["turn"] = (time.perf_counter() - t0) * 1000
         return self.turn_model
 
-    def turn_worker(self, spare_cores: float) -> tuple[ThreadPoolExecutor, float | None, bool]:
-        """Where the audio turn model runs now: (pool, idle cores over the last second, at idle
-        priority?). With fewer than ``spare_cores`` idle (0: never) the idle-priority pool, whose
-        thread gets only CPU that the turns' ASR, LLM and TTS leave (``turn.audio_spare_cores``)."""
-        idle = self.cpu.idle()
+    def turn_worker(self, spare_cores: float, idle: float | None) -> tuple[ThreadPoolExecutor, bool]:
+        """Where the audio turn model runs: (pool, at idle priority?). With fewer than ``spare_cores``
+        cores ``idle`` at the pause (``self.cpu``; 0: never) the idle-priority pool, whose thread
+        gets only CPU that the turns' ASR, LLM and TTS leave (``turn.audio_spare_cores``)."""
         low = bool(spare_cores) and idle is not None and idle < spare_cores
-        return (self.turn_idle_pool if low else self.turn_pool), idle, low
+        return (self.turn_idle_pool if low else self.turn_pool), low
 
     def new_session(self, session_id: str | None = None) -> Session:
         self._next_session += 1

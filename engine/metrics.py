@@ -66,8 +66,8 @@ class TurnMetrics:
         turn_audio_ms: what the audio turn model cost.
         turn_audio_idle: the audio model ran at idle CPU priority, since fewer than
             ``turn.audio_spare_cores`` cores were idle (None: it did not run).
-        cpu_idle_cores: the idle cores over the second before the audio model started
-            (``engine.cpu``; None: not known).
+        cpu_idle_cores: the idle cores over the half second before the pause that started the
+            turn (``engine.cpu``; None: not known).
         turn_audio_ns / turn_text_ns: when the audio model's answer and the transcript's reading
             arrived (also after the turn ended: how late they were).
         spec_start_ns: the turn started running speculatively (the first short silence).

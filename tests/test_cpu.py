@@ -39,7 +39,7 @@ def test_proc_stat_sums_idle_and_iowait_of_the_cpus_asked_for():
 def test_idle_cores_over_the_last_second_from_successive_readings(tmp_path):
     path = tmp_path / "stat"
     path.write_text(stat(0, 0, 0, 0, 0))
-    cores = IdleCores(str(path))
+    cores = IdleCores(str(path), window_s=1.0)
     cores.cpus = {0, 1}
     assert cores.idle(now=0.0) is None  # one reading: no span yet
     path.write_text(stat(u0=100, i0=0, w0=0, u1=0, i1=100))  # a second: cpu0 busy, cpu1 idle

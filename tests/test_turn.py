@@ -590,6 +590,17 @@ def greedy_gemma(offline_engine):
     llm.close()
 
 
+def test_with_its_end_banned_gemma_writes_on_where_it_would_have_stopped(greedy_gemma):
+    """The empty-reply fallback's last try (``no_end``): the end and line-break tokens are banned
+    through llama.cpp's logit bias, so the reply goes on past the point where it stopped."""
+    msgs = [{"role": "user", "content": "హలో"}]
+    free = "".join(greedy_gemma._generate(greedy_gemma.llama, msgs, 40, threading.Event()))
+    banned = "".join(greedy_gemma._generate(greedy_gemma.llama, msgs, 40, threading.Event(), no_end=True))
+    n_free, n_banned = greedy_gemma.count_tokens(free), greedy_gemma.count_tokens(banned)
+    assert free.strip() and n_free < 35, free  # it ended by itself (else this proves nothing)
+    assert "\n" not in banned and n_banned > n_free, (free, banned)
+
+
 @pytest.mark.slow
 def test_the_turn_is_read_in_the_decode_of_the_replys_prompt(greedy_gemma, offline_engine):
     """The sentence-end probability is one more logit row of the reply's prompt decode: the

@@ -443,7 +443,9 @@ class Session:
     def _on_pause(self, end_sample: int) -> None:
         """The first short silence: run the turn now, held back, in case the pause is its end,
         and gather the end-of-turn policy's evidence (the audio model, the transcript)."""
+        idle = self.engine.cpu.idle()  # before the turn's own work: what others leave of the cores
         turn = self._speculate(end_sample)
+        turn.metrics.cpu_idle_cores = idle
         if not self._policy.needs_text:
             turn.evidence.text_usable = False
         turn.evidence.text_expected = self.engine.text_evidence.get(self.language or "", False)
@@ -477,8 +479,8 @@ class Session:
 
     async def _predict_turn(self, turn: Turn, audio: np.ndarray) -> None:
         loop = asyncio.get_running_loop()
-        m = turn.metrics  # no spare core: the model gets only CPU the turn's own work leaves
-        pool, m.cpu_idle_cores, m.turn_audio_idle = self.engine.turn_worker(self.turn_options.audio_spare_cores)
+        m = turn.metrics  # no spare core at the pause: the model gets only CPU the turn's own work leaves
+        pool, m.turn_audio_idle = self.engine.turn_worker(self.turn_options.audio_spare_cores, m.cpu_idle_cores)
         try:
             p = await loop.run_in_executor(pool, turn.predict, self.engine.turn_model, audio)
         except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides

@@ -41,7 +41,10 @@ USER, AGENT = "వినియోగదారు", "సహాయకుడు"
 DIALOGUE_STOPS = [f"\n{USER}", f"{USER}:", f"\n{AGENT}", f"{AGENT}:", "\n\n"]
 """Where a reply in the dialogue format ends: at the next speaker label, the user's or its own
 (a base model may go on with a second "సహాయకుడు:" line of its own), or a blank line."""
-EMPTY_RETRIES = 2  # a reply with nothing to say aloud is sampled again this many times
+EMPTY_RETRIES = 2
+"""A reply with nothing to say aloud is sampled again this many times, hotter; the last time the
+model may not end before it has written something (its end and line-break tokens are banned)."""
+NO_END_BIAS = -100.0
 EXAMPLE = (
     f"{USER}: ఈ రోజు వాతావరణం ఎలా ఉంది?\n"
     f"{AGENT}: ఈ రోజు ఎండగా ఉంది. బయటకు వెళ్ళేటప్పుడు నీళ్ళు తీసుకెళ్ళండి.\n\n"
@@ -237,7 +240,8 @@ class LlamaCppLLM(LLMBackend):
                cancel: threading.Event) -> Iterator[str]:
         for attempt in range(EMPTY_RETRIES + 1):
             said, held = False, ""  # held: leading text with nothing to say aloud ("¿", "..."), until a word
-            for text in self._generate(llm, messages, max_tokens, cancel, hotter=attempt > 0):
+            for text in self._generate(llm, messages, max_tokens, cancel, hotter=attempt > 0,
+                                       no_end=attempt == EMPTY_RETRIES):
                 if not said:
                     held += text
                     if not speakable(held):
@@ -298,12 +302,24 @@ class LlamaCppLLM(LLMBackend):
             self._end_ids[key] = np.unique(np.concatenate([self._sentence_ids, np.asarray(first, np.int64)]))
         return self._end_ids[key]
 
+    def _end_tokens(self, llm) -> list[int]:  # noqa: ANN001
+        """The tokens a reply can end on at once: end of sequence, end of turn, line breaks."""
+        ids = {llm.token_eos()}
+        for text, special in ((b"\n", False), (b"\n\n", False), (b"<end_of_turn>", True), (b"<|im_end|>", True),
+                              (b"<|eot_id|>", True)):
+            toks = llm.tokenize(text, add_bos=False, special=special)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return sorted(ids)
+
     def _generate(self, llm, messages: list[ChatMessage], max_tokens: int,  # noqa: ANN001
-                  cancel: threading.Event, hotter: bool = False) -> Iterator[str]:
+                  cancel: threading.Event, hotter: bool = False, no_end: bool = False) -> Iterator[str]:
         o = self.options
         temperature = max(o.temperature, 0.5) + 0.3 if hotter else o.temperature
         common = dict(max_tokens=max_tokens, temperature=temperature, top_p=o.top_p,
                       repeat_penalty=o.repeat_penalty, stream=True)
+        if no_end:  # the last try: it may not end before it writes (then only at max_tokens or a stop)
+            common["logit_bias"] = {t: NO_END_BIAS for t in self._end_tokens(llm)}
         if o.prompt_format == "dialogue":
             chunks = llm(dialogue_prompt(messages), stop=DIALOGUE_STOPS, **common)
             texts = (c["choices"][0].get("text") or "" for c in chunks)
