@@ -105,11 +105,11 @@ class TurnOptions:
             "incomplete" (then it waits, up to ``max_silence_ms``). 0: the fixed policy's
             silence (``vad.end_of_turn_silence_ms``), so a late model never makes a turn end
             later than the fixed timer would; -1: no deadline.
-        audio_spare_cores: the audio model runs at normal CPU priority when at least this many
-            of the process's cores were idle over the half second before the pause (``engine.cpu``); with fewer (a
-            busy machine, other sessions) it runs at idle priority (``SCHED_IDLE``), so it takes
-            no CPU from the turn's ASR, LLM and TTS, and the deadline ends the turn if its answer
-            is late. 0: always at normal priority.
+        audio_spare_cores: with fewer of the process's cores idle than this over the half second
+            before the pause (``engine.cpu``: a busy machine, other sessions), the audio model
+            starts only once the held reply's first audio is made, so it takes no CPU from the
+            turn's ASR, LLM and TTS (the deadline ends the turn if that is too late); with at least
+            this many it runs as ``audio_when`` says. 0: always as ``audio_when`` says.
     """
 
     policy: str = "silence"

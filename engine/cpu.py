@@ -1,19 +1,20 @@
-"""How many of this process's CPU cores were idle lately, and a thread that uses only those.
+"""How many of this process's CPU cores were idle just before the user's pause.
 
 The audio end-of-turn model is evidence, not the reply: when the machine has a spare core it
 runs beside the turn's ASR and LLM and its answer lets the turn end early; when it has none (a
 core kept busy by another program, other sessions on a pod), its compute is taken from the
 reply's own, and the turn ends later than the fixed timer would (docs/turn.md, "Late
-evidence"). So the engine looks at the cores before it starts the model:
+evidence"). So the session looks at the cores at the pause: :class:`IdleCores` reads
+``/proc/stat`` (Linux) for the cores this process may run on (``os.sched_getaffinity``: a cpuset
+or ``taskset`` is honoured) and tells how many of them were idle over about the last half second.
+The session samples it on its VAD frames (a read of a small file, at most every :data:`STEP_S`)
+and reads it at the pause, before the turn's own work starts (read later, the turn's ASR would
+count as load). With too few idle, the audio model waits until the turn's reply is made.
 
-- :class:`IdleCores` reads ``/proc/stat`` (Linux) for the cores this process may run on
-  (``os.sched_getaffinity``: a cpuset or ``taskset`` is honoured) and tells how many of them
-  were idle over about the last half second. The session samples it on its VAD frames (a read of
-  a small file, at most every :data:`STEP_S`) and reads it at the pause, before the turn's own
-  work starts (read later, the turn's ASR would count as load).
-- :func:`lower_priority` puts the calling thread in the ``SCHED_IDLE`` class (``nice 19``
-  where that is refused): it gets CPU only when no other thread wants it. The engine's idle
-  turn pool runs its threads so.
+Not a lower thread priority: a ``SCHED_IDLE`` worker was tried first and made things worse. The
+model's Python code holds the GIL, and a thread the kernel does not schedule while the cores are
+busy, holding the GIL, stops the event loop and every other Python thread with it (a Telugu run
+with one core busy: ASR decodes of 950 ms against 300-360 ms, ``combined`` 1.10× the fixed timer).
 
 Where ``/proc/stat`` is missing (macOS, Windows) :meth:`IdleCores.idle` is None: unknown, and
 the model runs as before. A CPU quota without a cpuset (``docker --cpus``) is not seen: the
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import deque
 
@@ -112,21 +112,4 @@ class IdleCores:
         return self.cores * (idle1 - idle0) / (total1 - total0)
 
 
-def lower_priority() -> str:
-    """Run the calling thread only on CPU that nothing else wants: ``SCHED_IDLE``, else
-    ``nice 19``. Returns what was set ("idle", "nice" or "" where neither was allowed). On
-    Linux both apply to the calling thread alone (pid 0 and the thread's own id are the thread)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return "idle"
-    except (AttributeError, OSError):
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        return "nice"
-    except (AttributeError, OSError) as exc:
-        log.info("could not lower a worker thread's priority: %s", exc)
-        return ""
-
-
-__all__ = ["IdleCores", "lower_priority", "parse_stat"]
+__all__ = ["IdleCores", "parse_stat"]

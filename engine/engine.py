@@ -5,8 +5,7 @@ worker pool, so model work never runs on the asyncio event loop and a slow stage
 not hold another back:
 
 - VAD: one thread (sub-millisecond frames, in order);
-- turn (the audio end-of-turn model, when the profile's turn policy uses it): one thread, and
-  one more at idle CPU priority for when the machine has no spare core (``engine.cpu``);
+- turn (the audio end-of-turn model, when the profile's turn policy uses it): one thread;
 - ASR: two threads, so a final transcript never waits behind a partial one;
 - LLM: ``llm.parallel`` threads, one per model instance (a llama.cpp context is not
   thread-safe; with 1, sessions take turns);
@@ -26,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from engine.config import Profile, load_profile
-from engine.cpu import IdleCores, lower_priority
+from engine.cpu import IdleCores
 from engine.errors import BackendUnavailable, ModelError
 from engine.models import resolve
 from engine.registry import backend_class
@@ -49,9 +48,8 @@ class Engine:
         self.notes = notes or []
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-vad")
         self.turn_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-turn")
-        # the audio turn model when fewer than turn.audio_spare_cores were idle: SCHED_IDLE, so
-        # it takes no CPU from the turn's own work (sampled by the sessions, on the event loop)
-        self.turn_idle_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-turn-idle", initializer=lower_priority)
+        # idle cores before a pause (sampled by the sessions, on the event loop): with fewer than
+        # turn.audio_spare_cores the audio turn model waits until the turn's reply is made
         self.cpu = IdleCores()
         self.asr_pool = ThreadPoolExecutor(2, thread_name_prefix="s2s-asr")
         # turn (final or speculative) decodes running now, any session; partials wait while > 0
@@ -106,13 +104,6 @@ class Engine:
             self.turn_model = model
             self.load_times_ms["turn"] = (time.perf_counter() - t0) * 1000
         return self.turn_model
-
-    def turn_worker(self, spare_cores: float, idle: float | None) -> tuple[ThreadPoolExecutor, bool]:
-        """Where the audio turn model runs: (pool, at idle priority?). With fewer than ``spare_cores``
-        cores ``idle`` at the pause (``self.cpu``; 0: never) the idle-priority pool, whose thread
-        gets only CPU that the turns' ASR, LLM and TTS leave (``turn.audio_spare_cores``)."""
-        low = bool(spare_cores) and idle is not None and idle < spare_cores
-        return (self.turn_idle_pool if low else self.turn_pool), low
 
     def new_session(self, session_id: str | None = None) -> Session:
         self._next_session += 1
@@ -182,14 +173,13 @@ class Engine:
         memory goes with the process.
         """
         self._stats_pool.shutdown(wait=False, cancel_futures=True)
-        pairs = ((self.vad, (self.vad_pool,)), (self.turn_model, (self.turn_pool, self.turn_idle_pool)),
-                 (self.asr, (self.asr_pool,)), (self.llm, (self.llm_pool,)), (self.tts, (self.tts_pool,)))
-        for _, pools in pairs:
-            for pool in pools:
-                pool.shutdown(wait=False, cancel_futures=True)
+        pairs = ((self.vad, self.vad_pool), (self.turn_model, self.turn_pool), (self.asr, self.asr_pool),
+                 (self.llm, self.llm_pool), (self.tts, self.tts_pool))
+        for _, pool in pairs:
+            pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + wait_s
-        for stage, pools in pairs:
-            if not all([_drained(pool, deadline - time.monotonic()) for pool in pools]):
+        for stage, pool in pairs:
+            if not _drained(pool, deadline - time.monotonic()):
                 log.warning("%s is still running after %.0f s; not closing it", getattr(stage, "name", "stage"),
                             wait_s)
                 continue

@@ -64,8 +64,8 @@ class TurnMetrics:
             came after the turn ended (``turn_missing`` then names it; None where the signal was
             not used or not there).
         turn_audio_ms: what the audio turn model cost.
-        turn_audio_idle: the audio model ran at idle CPU priority, since fewer than
-            ``turn.audio_spare_cores`` cores were idle (None: it did not run).
+        turn_audio_after_reply: the audio model waited for the held reply's first audio, since
+            fewer than ``turn.audio_spare_cores`` cores were idle at the pause (None: it did not run).
         cpu_idle_cores: the idle cores over the half second before the pause that started the
             turn (``engine.cpu``; None: not known).
         turn_audio_ns / turn_text_ns: when the audio model's answer and the transcript's reading
@@ -105,7 +105,7 @@ class TurnMetrics:
     turn_audio_probability: float | None = None
     turn_text_probability: float | None = None
     turn_audio_ms: float | None = None
-    turn_audio_idle: bool | None = None
+    turn_audio_after_reply: bool | None = None
     cpu_idle_cores: float | None = None
     turn_audio_ns: int | None = None
     turn_text_ns: int | None = None
@@ -168,7 +168,7 @@ class TurnMetrics:
             "turn_audio_probability": _round(self.turn_audio_probability, 3),
             "turn_text_probability": _round(self.turn_text_probability, 3),
             "turn_audio_ms": _round(self.turn_audio_ms),
-            "turn_audio_idle": self.turn_audio_idle,
+            "turn_audio_after_reply": self.turn_audio_after_reply,
             "cpu_idle_cores": _round(self.cpu_idle_cores, 2),
             "spec_start_ms": _round(ms(self.speech_end_ns, self.spec_start_ns)),
             "turn_audio_at_ms": _round(ms(self.speech_end_ns, self.turn_audio_ns)),

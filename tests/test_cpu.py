@@ -1,20 +1,18 @@
-"""Idle cores and the idle-priority turn worker (``engine.cpu``): the audio end-of-turn model
-takes no CPU from the turn's own work when the machine has no spare core (issue 23)."""
+"""Idle cores (``engine.cpu``): with no spare core at the pause, the audio end-of-turn model
+waits until the turn's reply is made, so it takes no CPU from the reply (issue 23)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from engine import events as ev
-from engine.cpu import IdleCores, lower_priority, parse_stat
-from tests.fakes import FakeLLM, FakeTurnModel, fake_engine
+from engine.cpu import IdleCores, parse_stat
+from tests.fakes import FakeASR, FakeLLM, FakeTTS, FakeTurnModel, fake_engine
 from tests.test_session import CORE, collect_until, tail_silence
 from tests.test_turn import metrics_of, paced
 
@@ -78,28 +76,34 @@ def test_cores_kept_busy_read_as_not_idle():
     assert idle is not None and 0.0 <= idle < 0.5 * cores.cores  # every core spun: most of them busy
 
 
-@pytest.mark.skipif(not LINUX, reason="SCHED_IDLE is Linux")
-def test_the_idle_worker_thread_runs_at_idle_priority_and_others_do_not():
-    idle = ThreadPoolExecutor(1, initializer=lower_priority)
-    plain = ThreadPoolExecutor(1)
-    try:
-        assert idle.submit(os.sched_getscheduler, 0).result() == os.SCHED_IDLE
-        assert plain.submit(os.sched_getscheduler, 0).result() == os.SCHED_OTHER  # per thread, not the process
-        assert os.sched_getscheduler(0) == os.SCHED_OTHER
-    finally:
-        idle.shutdown()
-        plain.shutdown()
+class SlowASR(FakeASR):
+    def transcribe(self, audio, language):  # noqa: ANN001, ANN201
+        time.sleep(0.3)  # the turn's own work, still running when the audio model would start
+        return super().transcribe(audio, language)
 
 
-@pytest.mark.skipif(not LINUX, reason="/proc/stat and SCHED_IDLE are Linux")
-@pytest.mark.parametrize("spare, low", [(0, False), (64, True)])
-async def test_the_audio_model_runs_at_idle_priority_without_a_spare_core(spare, low):
-    """``turn.audio_spare_cores``: with fewer idle cores than that (64: no machine here has them
-    idle), the audio model runs in the idle-priority worker; 0 keeps it at normal priority. The
-    metrics say which, with the idle cores read at the pause."""
-    turn_model = FakeTurnModel(0.9)
-    engine = fake_engine(llm=FakeLLM(delay=0.0, eou=0.5), turn_model=turn_model,
-                         overrides=["turn.policy=combined", "turn.audio_when=always",
+class WatchingTurnModel(FakeTurnModel):
+    """Records how much the TTS had made when it was asked."""
+
+    def __init__(self, tts: FakeTTS):
+        super().__init__(0.9)
+        self.tts, self.tts_done = tts, []
+
+    def predict(self, audio):  # noqa: ANN001, ANN201
+        self.tts_done.append(len(self.tts.texts))
+        return super().predict(audio)
+
+
+@pytest.mark.skipif(not LINUX, reason="/proc/stat is Linux")
+@pytest.mark.parametrize("spare, after", [(0, False), (64, True)])
+async def test_without_a_spare_core_the_audio_model_waits_for_the_reply(spare, after):
+    """``turn.audio_spare_cores``: with fewer idle cores than that at the pause (64: no machine here
+    has them), the audio model starts once the held reply's first audio is made, not beside the
+    turn's ASR; 0 starts it at the pause. The metrics say which, with the idle cores read."""
+    tts = FakeTTS()
+    turn_model = WatchingTurnModel(tts)
+    engine = fake_engine(asr=SlowASR(), llm=FakeLLM(delay=0.0, eou=0.5), tts=tts, turn_model=turn_model,
+                         overrides=["turn.policy=combined", "turn.audio_when=always", "turn.deadline_ms=-1",
                                     f"turn.audio_spare_cores={spare}"])
     s = engine.new_session()
     await s.start()
@@ -107,10 +111,10 @@ async def test_the_audio_model_runs_at_idle_priority_without_a_spare_core(spare,
         await paced(s, np.concatenate([tail_silence(0.3), CORE, tail_silence(1.0)]))  # real time: readings span it
         events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
         m = metrics_of(events)[0]
-        assert turn_model.threads and turn_model.threads[0].startswith("s2s-turn-idle" if low else "s2s-turn_")
-        assert m.turn_audio_idle is low and m.to_dict()["turn_audio_idle"] is low
+        assert turn_model.tts_done and (turn_model.tts_done[0] > 0) is after  # before or after the reply's audio
+        assert m.turn_audio_after_reply is after and m.to_dict()["turn_audio_after_reply"] is after
         assert m.cpu_idle_cores is not None and 0.0 <= m.cpu_idle_cores <= engine.cpu.cores + 0.01
-        assert m.turn_audio_probability == 0.9  # it answered either way (nothing else ran here)
+        assert m.turn_audio_probability == 0.9 and m.turn_policy == "combined"  # it decided either way
     finally:
         await s.close()
         engine.close()

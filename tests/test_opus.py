@@ -145,7 +145,7 @@ def test_two_one_frame_packets_join_as_one_packet_that_decodes_the_same(kbps):
     pk = packets(voice(1.0), kbps=kbps)
     one, two = opus.OpusStreamDecoder(), opus.OpusStreamDecoder()
     codes = set()
-    for a, b in zip(pk[0::2], pk[1::2]):
+    for a, b in zip(pk[0::2], pk[1::2], strict=False):
         joined = opus.join_packets(a, b)
         assert joined is not None and joined[0] >> 2 == a[0] >> 2  # same config and channels
         codes.add(joined[0] & 3)

@@ -214,7 +214,7 @@ async def _one_policy(engine: Engine, complete: list[str], paused: list[str], po
                     "probabilities": [(t.metrics.get("turn_audio_probability"),
                                        t.metrics.get("turn_text_probability")) for t in streamed],
                     "turn_missing": [t.metrics.get("turn_missing") for t in streamed],
-                    "turn_audio_idle": [t.metrics.get("turn_audio_idle") for t in streamed],
+                    "turn_audio_after_reply": [t.metrics.get("turn_audio_after_reply") for t in streamed],
                     "cpu_idle_cores": [t.metrics.get("cpu_idle_cores") for t in streamed],
                 })
     return {

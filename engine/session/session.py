@@ -445,7 +445,7 @@ class Session:
         and gather the end-of-turn policy's evidence (the audio model, the transcript)."""
         idle = self.engine.cpu.idle()  # before the turn's own work: what others leave of the cores
         turn = self._speculate(end_sample)
-        turn.metrics.cpu_idle_cores = idle
+        turn.note_cores(idle, self.turn_options.audio_spare_cores)
         if not self._policy.needs_text:
             turn.evidence.text_usable = False
         turn.evidence.text_expected = self.engine.text_evidence.get(self.language or "", False)
@@ -460,8 +460,9 @@ class Session:
         """Start the audio turn model on the held turn's audio if the policy wants it now."""
         if turn.audio_clip is None or turn.predict_task is not None or self._spec is not turn:
             return
-        if not self._policy.audio_needed(turn.evidence):
+        if not self._policy.audio_needed(turn.evidence) or (turn.audio_after_reply and not turn.reply_made):
             return
+        turn.metrics.turn_audio_after_reply = turn.audio_after_reply
         audio, turn.audio_clip = turn.audio_clip, None
         turn.predict_task = asyncio.create_task(self._predict_turn(turn, audio),
                                                 name=f"{self.id}-{turn.id}-turn-model")
@@ -479,10 +480,8 @@ class Session:
 
     async def _predict_turn(self, turn: Turn, audio: np.ndarray) -> None:
         loop = asyncio.get_running_loop()
-        m = turn.metrics  # no spare core at the pause: the model gets only CPU the turn's own work leaves
-        pool, m.turn_audio_idle = self.engine.turn_worker(self.turn_options.audio_spare_cores, m.cpu_idle_cores)
         try:
-            p = await loop.run_in_executor(pool, turn.predict, self.engine.turn_model, audio)
+            p = await loop.run_in_executor(self.engine.turn_pool, turn.predict, self.engine.turn_model, audio)
         except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides
             log.exception("turn model")
             self._emit(ErrorEvent(getattr(exc, "code", "turn_failed"), f"the turn model failed: {exc}", "turn",
@@ -542,6 +541,9 @@ class Session:
     def _emit_for(self, turn: Turn | None, ev: SessionEvent) -> None:
         if turn is not None and turn.held:
             turn.held_events.append(ev)
+            if isinstance(ev, ReplyAudio) and not turn.reply_made:
+                turn.reply_made = True  # its first audio: the cores are the audio model's now
+                self._maybe_predict(turn)
         else:
             self._emit(ev)
 

@@ -45,6 +45,8 @@ class Turn:
     predict_task: asyncio.Task | None = None  # the audio turn model, for a held turn
     audio_clip: np.ndarray | None = None  # what the audio model will hear, until it runs
     known_text: str | None = None  # a partial transcript that already covers the turn's audio
+    audio_after_reply: bool = False  # no spare core at the pause: the audio model waits for reply_made
+    reply_made: bool = False  # the held reply's first audio is made
 
     def predict(self, model: TurnBackend, audio: np.ndarray) -> float:
         """The audio turn model on this turn (in the turn worker). Stamped there: a turn that
@@ -56,6 +58,12 @@ class Turn:
         m.turn_audio_ms, m.turn_audio_ns = (time.perf_counter() - t0) * 1000, now_ns()
         m.turn_audio_probability = p
         return p
+
+    def note_cores(self, idle: float | None, spare: float) -> None:
+        """The idle cores read at the pause: with fewer than ``spare`` (``turn.audio_spare_cores``;
+        0: never) the audio model waits until the reply's first audio is made."""
+        self.metrics.cpu_idle_cores = idle
+        self.audio_after_reply = bool(spare) and idle is not None and idle < spare
 
     def drop(self) -> None:
         """The user went on speaking: stop everything this held turn started."""
