@@ -4,8 +4,7 @@ The in-process TUI and the WebSocket server both drive :class:`Session`. It is t
 coordinator: the turn flow reads top-down here (speech starts, a pause, the end of turn,
 a resumed turn), and each job is a part of its own in this package:
 
-- ``input``: the microphone audio, resampled once to 16 kHz, kept within a bound, cut into
-  VAD frames;
+- ``input``: the microphone audio, resampled once to 16 kHz, bounded, cut into VAD frames;
 - ``asr``: the final transcript of a turn, and partial ones on the way;
 - ``turns``: a user turn, held while its end is not confirmed, and the last ended one;
 - ``reply``: LLM → sentences → TTS, so the first sentence speaks while the LLM still writes;
