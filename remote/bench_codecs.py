@@ -173,7 +173,8 @@ def round_trip(fmt: p.AudioFormat, x16k: np.ndarray, model: Any = None) -> tuple
 def algorithmic_delay_ms(fmt: p.AudioFormat) -> float:
     """What a format makes audio wait for, besides computing: a packet needs its whole 20 ms frame,
     Opus adds its 6.5 ms look-ahead; PCM and G.711 may be cut anywhere (Encodec's frame: 20 ms here
-    as its stream encoder packs, see docs/codec.md)."""
+    as its stream encoder packs, see docs/codec.md). For Opus up, a frame of speech also waits up to
+    20 ms for the frame it is paired with; the quiet frames that end a turn do not (not counted here)."""
     return {p.OPUS_FORMAT: 26.5, p.ENCODEC_FORMAT: 20.0}.get(fmt.type, 0.0)
 
 

@@ -462,5 +462,6 @@ def test_the_page_joins_opus_packets_as_the_server_does(browser, page_server, kb
         }).catch((e) => done({ error: String(e) }));
     """, [b.hex() for b in pk])
     assert isinstance(got, list), got
-    want = [opus.join_packets(a, b).hex() for a, b in zip(pk[0::2], pk[1::2], strict=False)] + [None]
-    assert got == want
+    joined = [opus.join_packets(a, b) for a, b in zip(pk[0::2], pk[1::2], strict=False)]
+    assert sum(j is not None for j in joined) >= len(joined) - 2  # a mode switch at the start may not join
+    assert got == [j.hex() if j is not None else None for j in joined] + [None]
