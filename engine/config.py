@@ -384,7 +384,7 @@ def check_turn(turn: TurnOptions, vad: VADOptions) -> None:
         raise ConfigError(f"turn.deadline_ms must be -1 (none), 0 (vad.end_of_turn_silence_ms) or a silence in ms, "
                           f"got {turn.deadline_ms}")
     if turn.audio_spare_cores < 0:
-        raise ConfigError(f"turn.audio_spare_cores must be 0 (always normal priority) or more, got {turn.audio_spare_cores}")
+        raise ConfigError(f"turn.audio_spare_cores must be 0 (the audio model never waits for the reply) or more, got {turn.audio_spare_cores}")
 
 
 def profile_names() -> list[str]:

@@ -89,11 +89,9 @@ class FakeTurnModel(TurnBackend):
     def __init__(self, p: float = 0.9, delay: float = 0.0, fail: bool = False):
         self.p, self.delay, self.fail = p, delay, fail
         self.calls: list[int] = []  # audio lengths it was asked about
-        self.threads: list[str] = []  # the worker thread of each call
 
     def predict(self, audio: np.ndarray) -> float:
         self.calls.append(len(audio))
-        self.threads.append(threading.current_thread().name)
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("the turn model fell over")

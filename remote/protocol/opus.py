@@ -78,7 +78,6 @@ class VoicedPairs:
     def __init__(self) -> None:
         self.held: bytes | None = None
         self.floor_db = -60.0
-        self.paired = 0  # packets of two frames made
 
     def voiced(self, frame: np.ndarray) -> bool:
         x = frame.astype(np.float32) / 32768.0
@@ -90,10 +89,7 @@ class VoicedPairs:
         if self.held is not None:
             held, self.held = self.held, None
             joined = join_packets(held, packet)
-            if joined is None:
-                return [held, packet]
-            self.paired += 1
-            return [joined]
+            return [held, packet] if joined is None else [joined]
         if voiced:
             self.held = packet
             return []
@@ -172,7 +168,7 @@ class OpusStreamEncoder:
     def reset(self) -> None:
         self._held = np.zeros(0, np.int16)
         if self.pairs is not None:
-            self.pairs.held = None
+            self.pairs.flush()  # a held frame of speech goes with the cleared input
 
     def _encode(self, frame: np.ndarray) -> list[bytes]:
         f = self._av.AudioFrame.from_ndarray(np.ascontiguousarray(frame).reshape(1, -1), format="s16", layout="mono")

@@ -338,6 +338,7 @@ function sendPacket(bytes) {
 function codecFailed(err) {
   problem(`Opus failed in this browser (${err.message || err}): back to PCM.`, 'warning', 'codec');
   S.choice = { type: 'audio/pcm' };
+  $('format-choice').value = choiceValue(S.choice); // the select says what the page now asks for
   S.wireNote = `PCM: Opus failed (${err.message || err})`;
   setFormats(wireFormats(S.choice));
   sendTurnDetection();
