@@ -16,6 +16,14 @@ model's Python code holds the GIL, and a thread the kernel does not schedule whi
 busy, holding the GIL, stops the event loop and every other Python thread with it (a Telugu run
 with one core busy: ASR decodes of 950 ms against 300-360 ms, ``combined`` 1.10× the fixed timer).
 
+The same reading sets the reply's LLM threads (:func:`threads_for`): one thread per idle core,
+at most the configured number. A thread that has no core of its own is not extra compute but a
+wait: llama.cpp's threads meet at a barrier after every operation, so one that the kernel has
+put behind another program stalls the rest. With one core of two kept busy, Gemma 3 270M wrote
+16 tokens in 463 ms on one thread against 871 ms on two (first token 170 against 294 ms); on a
+quiet machine two were faster (266 against 342 ms; 2026-12-07, the 2-core AMD EPYC VM,
+docs/benchmarks.md).
+
 Where ``/proc/stat`` is missing (macOS, Windows) :meth:`IdleCores.idle` is None: unknown, and
 the model runs as before. A CPU quota without a cpuset (``docker --cpus``) is not seen: the
 reading is then of the host's cores.
@@ -112,4 +120,12 @@ class IdleCores:
         return self.cores * (idle1 - idle0) / (total1 - total0)
 
 
-__all__ = ["IdleCores", "parse_stat"]
+def threads_for(idle: float | None, most: int) -> int:
+    """Threads for a model call that starts after a pause where ``idle`` cores were idle: one per
+    idle core (rounded), at least 1, at most ``most`` (the configured count). Unknown: ``most``."""
+    if idle is None:
+        return max(1, most)
+    return max(1, min(most, int(idle + 0.5)))
+
+
+__all__ = ["IdleCores", "parse_stat", "threads_for"]

@@ -41,7 +41,8 @@ CLOSE_WAIT_S = 10.0
 
 class Engine:
     def __init__(self, profile: Profile, vad: VADBackend, asr: ASRBackend, llm: LLMBackend, tts: TTSBackend,
-                 notes: list[str] | None = None, turn_model: TurnBackend | None = None):
+                 notes: list[str] | None = None, turn_model: TurnBackend | None = None,
+                 cpu: IdleCores | None = None):
         self.profile = profile
         self.vad, self.asr, self.llm, self.tts = vad, asr, llm, tts
         self.turn_model = turn_model
@@ -49,8 +50,9 @@ class Engine:
         self.vad_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-vad")
         self.turn_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-turn")
         # idle cores before a pause (sampled by the sessions, on the event loop): with fewer than
-        # turn.audio_spare_cores the audio turn model waits until the turn's reply is made
-        self.cpu = IdleCores()
+        # turn.audio_spare_cores the audio turn model waits until the turn's reply is made, and
+        # the reply's LLM runs one thread per idle core
+        self.cpu = cpu or IdleCores()
         self.asr_pool = ThreadPoolExecutor(2, thread_name_prefix="s2s-asr")
         # turn (final or speculative) decodes running now, any session; partials wait while > 0
         # (touched on the event loop only)

@@ -68,6 +68,8 @@ class TurnMetrics:
             fewer than ``turn.audio_spare_cores`` cores were idle at the pause (None: it did not run).
         cpu_idle_cores: the idle cores over the half second before the pause that started the
             turn (``engine.cpu``; None: not known).
+        llm_threads: the CPU threads the reply's LLM ran on: one per idle core at the pause, at
+            most ``llm.n_threads`` (``engine.cpu.threads_for``; None: the configured count).
         turn_audio_ns / turn_text_ns: when the audio model's answer and the transcript's reading
             arrived (also after the turn ended: how late they were).
         spec_start_ns: the turn started running speculatively (the first short silence).
@@ -107,6 +109,7 @@ class TurnMetrics:
     turn_audio_ms: float | None = None
     turn_audio_after_reply: bool | None = None
     cpu_idle_cores: float | None = None
+    llm_threads: int | None = None
     turn_audio_ns: int | None = None
     turn_text_ns: int | None = None
     spec_start_ns: int | None = None
@@ -170,6 +173,7 @@ class TurnMetrics:
             "turn_audio_ms": _round(self.turn_audio_ms),
             "turn_audio_after_reply": self.turn_audio_after_reply,
             "cpu_idle_cores": _round(self.cpu_idle_cores, 2),
+            "llm_threads": self.llm_threads,
             "spec_start_ms": _round(ms(self.speech_end_ns, self.spec_start_ns)),
             "turn_audio_at_ms": _round(ms(self.speech_end_ns, self.turn_audio_ns)),
             "turn_text_at_ms": _round(ms(self.speech_end_ns, self.turn_text_ns)),

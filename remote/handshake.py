@@ -27,6 +27,7 @@ from websockets.http11 import Request, Response
 from engine.errors import ConfigError
 from remote import protocol as p
 from remote import web
+from remote.memory import malloc_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from remote.server import RealtimeServer
@@ -171,5 +172,6 @@ def health_body(server: RealtimeServer) -> dict[str, Any]:
         "sessions": _sessions(server),
         "codec": None if codec is None else {"name": codec.name, "random_weights": codec.random_weights},
         "uptime_s": round(time.monotonic() - server.started, 1),
+        "memory": malloc_stats(),
         "protocol": {"max_message_bytes": server.options.max_message_bytes, "audio": list(p.FORMATS)},
     }

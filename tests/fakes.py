@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from engine.config import load_profile
+from engine.cpu import IdleCores
 from engine.engine import Engine
 from engine.models import resolve
 from engine.stages.base import ASRBackend, ChatMessage, LLMBackend, Transcript, TTSBackend, TurnBackend
@@ -44,15 +45,18 @@ class FakeLLM(LLMBackend):
         self.yielded = 0
         self.prompts: list[list[ChatMessage]] = []
         self.turn_reads = 0
+        self.threads: list[int | None] = []  # the thread count each reply was given
         self.cancelled = threading.Event()
 
-    def stream_turn(self, messages, max_tokens, cancel, turn_end):  # noqa: ANN001, ANN201
+    def stream_turn(self, messages, max_tokens, cancel, turn_end, threads=None):  # noqa: ANN001, ANN201
         self.turn_reads += 1
         turn_end(self.eou)
-        yield from self.stream(messages, max_tokens, cancel)
+        yield from self.stream(messages, max_tokens, cancel, threads)
 
-    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+               threads: int | None = None) -> Iterator[str]:
         self.prompts.append(list(messages))
+        self.threads.append(threads)
         if self.fail:
             raise RuntimeError("the model fell over")
         words = self.reply.split(" ")
@@ -99,9 +103,12 @@ class FakeTurnModel(TurnBackend):
 
 
 def fake_engine(asr: ASRBackend | None = None, llm: LLMBackend | None = None, tts: TTSBackend | None = None,
-                overrides: list[str] | None = None, turn_model: TurnBackend | None = None) -> Engine:
-    """An Engine with the real Silero VAD and fake ASR/LLM/TTS (and audio turn model)."""
+                overrides: list[str] | None = None, turn_model: TurnBackend | None = None,
+                cpu: IdleCores | None = None) -> Engine:
+    """An Engine with the real Silero VAD and fake ASR/LLM/TTS (and audio turn model); ``cpu``:
+    the machine's idle cores as the sessions read them (the real ``/proc/stat`` by default)."""
     profile = load_profile("offline", overrides)
     vad = SileroVAD(profile.vad, resolve("vad", profile.vad.model))
     vad.setup()
-    return Engine(profile, vad, asr or FakeASR(), llm or FakeLLM(), tts or FakeTTS(), turn_model=turn_model)
+    return Engine(profile, vad, asr or FakeASR(), llm or FakeLLM(), tts or FakeTTS(), turn_model=turn_model,
+                  cpu=cpu)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from engine import events as ev
-from engine.cpu import IdleCores, parse_stat
+from engine.cpu import IdleCores, parse_stat, threads_for
 from tests.fakes import FakeASR, FakeLLM, FakeTTS, FakeTurnModel, fake_engine
-from tests.test_session import CORE, collect_until, tail_silence
+from tests.test_session import CORE, collect_until, push_fast, tail_silence
 from tests.test_turn import metrics_of, paced
 
 LINUX = sys.platform.startswith("linux")
@@ -115,6 +115,44 @@ async def test_without_a_spare_core_the_audio_model_waits_for_the_reply(spare, a
         assert m.turn_audio_after_reply is after and m.to_dict()["turn_audio_after_reply"] is after
         assert m.cpu_idle_cores is not None and 0.0 <= m.cpu_idle_cores <= engine.cpu.cores + 0.01
         assert m.turn_audio_probability == 0.9 and m.turn_policy == "combined"  # it decided either way
+    finally:
+        await s.close()
+        engine.close()
+
+
+def test_threads_one_per_idle_core_within_the_configured_count():
+    assert threads_for(None, 2) == 2  # unknown: as configured
+    assert [threads_for(i, 2) for i in (0.0, 0.41, 0.98, 1.24, 1.5, 2.0)] == [1, 1, 1, 1, 2, 2]
+    assert threads_for(7.6, 4) == 4 and threads_for(3.4, 8) == 3 and threads_for(5.0, 0) == 1
+
+
+class FixedIdle(IdleCores):
+    """The machine's idle cores as a fixed reading (the boundary: ``/proc/stat``)."""
+
+    def __init__(self, idle: float | None):
+        super().__init__()
+        self.reading = idle
+
+    def idle(self, now: float | None = None) -> float | None:
+        return self.reading
+
+
+@pytest.mark.parametrize("idle, threads", [(0.7, 1), (1.9, 2), (None, None)])
+async def test_the_replys_llm_runs_one_thread_per_idle_core(idle, threads):
+    """With a core of two busy at the pause the reply's LLM gets one thread (a second would wait
+    on the busy core at every operation); with both idle, the two configured; not known, the
+    configured count (None: the backend's own). The metrics say which."""
+    llm = FakeLLM(delay=0.0, eou=0.9)
+    engine = fake_engine(llm=llm, overrides=["llm.n_threads=2", "turn.policy=combined"], cpu=FixedIdle(idle))
+    s = engine.new_session()
+    await s.start()
+    try:
+        await push_fast(s, np.concatenate([tail_silence(0.2), CORE, tail_silence(1.0)]))
+        events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
+        m = metrics_of(events)[0]
+        assert llm.threads == [threads]
+        assert m.llm_threads == threads and m.to_dict()["llm_threads"] == threads
+        assert m.cpu_idle_cores == idle
     finally:
         await s.close()
         engine.close()

@@ -152,10 +152,10 @@ def slow_llm(engine, delay_s: float = 0.04):
     original = engine.llm.stream
     stamps = TokenStamps()
 
-    def stream(messages, max_tokens, cancel):
+    def stream(messages, max_tokens, cancel, threads=None):
         stamps.ended.clear()
         try:
-            for token in original(messages, max_tokens, cancel):
+            for token in original(messages, max_tokens, cancel, threads):
                 time.sleep(delay_s)
                 stamps.append(time.monotonic())
                 stamps.after_cancel += cancel.is_set()
@@ -192,6 +192,9 @@ async def test_healthz(server):
     assert set(body["models"]) == {"vad", "turn", "asr", "llm", "tts"}
     assert "path" not in body["models"]["asr"]
     assert body["sessions"]["active"] == 0 and body["sessions"]["max"] == 8
+    if sys.platform.startswith("linux"):  # glibc's heap (remote.memory); the models are loaded
+        m = body["memory"]
+        assert m["in_use_mib"] > 50 and m["free_mib"] <= m["heap_mib"] and m["python_blocks"] > 1000
 
     def get404():
         try:
@@ -764,8 +767,8 @@ class GatedLLM(FakeLLM):
         self.gate = threading.Event()
         self.gate.set()
 
-    def stream(self, messages, max_tokens, cancel):  # noqa: ANN001, ANN201
-        for i, token in enumerate(super().stream(messages, max_tokens, cancel)):
+    def stream(self, messages, max_tokens, cancel, threads=None):  # noqa: ANN001, ANN201
+        for i, token in enumerate(super().stream(messages, max_tokens, cancel, threads)):
             if i == self.before:
                 while not self.gate.wait(0.01):  # a worker thread: the event loop is not blocked
                     if cancel.is_set():

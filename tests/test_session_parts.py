@@ -35,7 +35,7 @@ class GatedLLM(FakeLLM):
         self.gate = threading.Event()
         self.waiting = threading.Event()
 
-    def stream(self, messages, max_tokens, cancel):  # noqa: ANN001, ANN201
+    def stream(self, messages, max_tokens, cancel, threads=None):  # noqa: ANN001, ANN201
         yield from ("నమస్కారం!", " నేను బాగున్నాను.", " ఇంకా")
         self.waiting.set()
         self.gate.wait(10)

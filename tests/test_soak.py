@@ -160,6 +160,11 @@ def test_the_plot_is_valid_svg():
     rep["verdict"] = verdict(rep["samples"], turns([1000] * 6), Bounds())
     root = ET.fromstring(svg(rep))
     assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 5
+    for i, row in enumerate(rep["samples"]):  # the server's heap, as /healthz reports it: a third panel
+        row["malloc"] = {"allocator": "glibc", "in_use_mib": 180.0, "heap_mib": 250.0 + i, "free_mib": 70.0 + i}
+    root = ET.fromstring(svg(rep))
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 8
+    assert float(root.get("height")) > 560 and "glibc heap (MiB)" in ET.tostring(root, encoding="unicode")
 
 
 def test_soak_is_a_bench_command():
@@ -201,6 +206,8 @@ def test_a_short_real_soak_against_the_headless_engine(tmp_path):
     for row in s:
         assert row["rss_mib"] > 100 and row["fds"] > 3 and row["threads"] > 1
         assert set(row["sessions"]) >= {"active", "max", "total"}
+        m = row["malloc"]  # the server's own heap, from /healthz
+        assert 0 < m["in_use_mib"] < row["rss_mib"] and m["free_mib"] <= m["heap_mib"] and m["python_blocks"] > 1000
     assert s[-1]["sessions"]["total"] >= sum(c["connections"].values())
     checks = r["verdict"]["checks"]
     assert set(checks) == {"rss", "fds", "threads", "errors", "server_up", "latency"}

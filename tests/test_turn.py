@@ -385,10 +385,10 @@ class GatedReadLLM(FakeLLM):
         super().__init__(delay=0.0, eou=eou)
         self.gate, self.reading = gate, threading.Event()
 
-    def stream_turn(self, messages, max_tokens, cancel, turn_end):  # noqa: ANN001, ANN201
+    def stream_turn(self, messages, max_tokens, cancel, turn_end, threads=None):  # noqa: ANN001, ANN201
         self.reading.set()
         assert self.gate.wait(30), "the test never let the language model read the turn"
-        yield from super().stream_turn(messages, max_tokens, cancel, turn_end)
+        yield from super().stream_turn(messages, max_tokens, cancel, turn_end, threads)
 
 
 def deadline_engine(llm, turn_model, *overrides: str):  # noqa: ANN001, ANN201
@@ -682,3 +682,23 @@ def test_logit_rows_across_batches_of_a_long_prompt(greedy_gemma):
         assert a.argmax() == b.argmax() and np.abs(probs(a) - probs(b)).max() < 0.05
     assert len({int(a.argmax()) for a in want}) == len(rows)  # three positions, three different next tokens
     small.close()
+
+
+def test_a_reply_on_fewer_threads_runs_on_that_many_and_back(greedy_gemma):
+    """``threads`` (one per idle core at the pause, ``engine.cpu.threads_for``): the instance
+    prefills and generates on that many threads, never more than configured, and a reply
+    without a count goes back to the configured number."""
+    import llama_cpp
+
+    llm, llama = greedy_gemma, greedy_gemma.llama
+    most = llm.max_threads
+    msgs = [{"role": "user", "content": "హలో"}]
+
+    def on(threads):  # noqa: ANN001, ANN202
+        text = "".join(llm.stream(msgs, 8, threading.Event(), threads))
+        return text, llama_cpp.llama_n_threads(llama.ctx), llama_cpp.llama_n_threads_batch(llama.ctx)
+
+    text, n, nb = on(1)
+    assert text.strip() and (n, nb) == (1, 1) and llm.threads_in_use() == [1]
+    assert on(most + 5)[1:] == (most, most)  # the configured count is the most
+    assert on(1)[1:] == (1, 1) and on(None)[1:] == (most, most)

@@ -82,6 +82,9 @@ class _Instance:
         probe = getattr(inner, "sentence_end_probability", None)  # the end-of-turn text signal
         if probe is not None:
             self.sentence_end_probability = probe
+        use = getattr(inner, "use_threads", None)  # the session's thread count for a reply
+        if use is not None:
+            self.use_threads = use
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
@@ -95,22 +98,25 @@ class _KeepingCache(BenchLLM):
     prompt extends the last one, so only the new part is prefilled); ``bench latency`` empties it
     to compare like with like, here the load should be the product's."""
 
-    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+               threads: int | None = None) -> Iterator[str]:
         with self._lock:
+            self._use_threads(threads)
             self._llama.set_seed(self.seed)
             self.last_tokens = 0
             yield from self._fixed(messages, cancel)
 
     def stream_turn(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
-                    turn_end: Callable[[float | None], None]) -> Iterator[str]:
+                    turn_end: Callable[[float | None], None], threads: int | None = None) -> Iterator[str]:
         """The end-of-turn probability first, on the same instance, as the engine's backend does
         (the reply reuses that prefill); then the fixed reply."""
         probe = getattr(self.inner, "sentence_end_probability", None)
         if probe is None:
             turn_end(None)
-            yield from self.stream(messages, max_tokens, cancel)
+            yield from self.stream(messages, max_tokens, cancel, threads)
             return
         with self._lock:
+            self._use_threads(threads)
             self._llama.set_seed(self.seed)
             self.last_tokens = 0
             turn_end(probe(self._llama, messages))
@@ -136,18 +142,19 @@ class FixedReplies(LLMBackend):
         for w in wrapped:
             self._free.put(w)
 
-    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+               threads: int | None = None) -> Iterator[str]:
         one = self._free.get()  # blocks while every instance is generating, as the backend does
         try:
-            yield from one.stream(messages, max_tokens, cancel)
+            yield from one.stream(messages, max_tokens, cancel, threads)
         finally:
             self._free.put(one)
 
     def stream_turn(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
-                    turn_end: Callable[[float | None], None]) -> Iterator[str]:
+                    turn_end: Callable[[float | None], None], threads: int | None = None) -> Iterator[str]:
         one = self._free.get()
         try:
-            yield from one.stream_turn(messages, max_tokens, cancel, turn_end)
+            yield from one.stream_turn(messages, max_tokens, cancel, turn_end, threads)
         finally:
             self._free.put(one)
 

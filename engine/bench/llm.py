@@ -64,30 +64,39 @@ class BenchLLM(LLMBackend):
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "bench_reply": self.reply, "bench_reply_tokens": self.reply_tokens}
 
-    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+    def _use_threads(self, threads: int | None) -> None:
+        """The session's thread count for this call, on the wrapped instance (as the backend does)."""
+        use = getattr(self.inner, "use_threads", None)
+        if use is not None and self._llama is not None:
+            use(self._llama, threads)
+
+    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+               threads: int | None = None) -> Iterator[str]:
         with self._lock:  # one Llama: the engine also serialises calls, this guards the bench's own
+            self._use_threads(threads)
             if self._llama is not None:
                 if not self.keep_cache:
                     self._llama.reset()  # no prefix reuse: every call pays the whole prefill
                 self._llama.set_seed(self.seed)
             self.last_tokens = 0
             if self.reply == "natural":
-                for text in self.inner.stream(messages, max_tokens, cancel):
+                for text in self.inner.stream(messages, max_tokens, cancel, threads):
                     self.last_tokens += 1
                     yield text
                 return
             yield from self._fixed(messages, cancel)
 
     def stream_turn(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
-                    turn_end: Callable[[float | None], None]) -> Iterator[str]:
+                    turn_end: Callable[[float | None], None], threads: int | None = None) -> Iterator[str]:
         """As :meth:`stream`, reading the end-of-turn probability first on the same (emptied)
         context, as the engine's backend does: the reply then reuses that prefill."""
         probe = getattr(self.inner, "sentence_end_probability", None)
         if probe is None or self._llama is None:
             turn_end(None)
-            yield from self.stream(messages, max_tokens, cancel)
+            yield from self.stream(messages, max_tokens, cancel, threads)
             return
         with self._lock:
+            self._use_threads(threads)
             if not self.keep_cache:
                 self._llama.reset()
             self._llama.set_seed(self.seed)

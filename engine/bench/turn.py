@@ -216,6 +216,10 @@ async def _one_policy(engine: Engine, complete: list[str], paused: list[str], po
                     "turn_missing": [t.metrics.get("turn_missing") for t in streamed],
                     "turn_audio_after_reply": [t.metrics.get("turn_audio_after_reply") for t in streamed],
                     "cpu_idle_cores": [t.metrics.get("cpu_idle_cores") for t in streamed],
+                    "llm_threads": [t.metrics.get("llm_threads") for t in streamed],
+                    "turn_audio_ms": [t.metrics.get("turn_audio_ms") for t in streamed],
+                    "turn_audio_at_ms": [t.metrics.get("turn_audio_at_ms") for t in streamed],
+                    "turn_text_at_ms": [t.metrics.get("turn_text_at_ms") for t in streamed],
                 })
     return {
         "complete": {"voice_to_voice_ms": dist(v2v), "eot_wait_ms": dist(eot), "after_eot_ms": dist(after)},

@@ -26,9 +26,11 @@ import numpy as np
 
 from engine.audio import resample
 from engine.clock import now_ns
+from engine.cpu import threads_for
 from engine.events import ErrorEvent, ReplyAudio, ReplySegment, ReplyTextDelta, SessionEvent
 from engine.metrics import TurnMetrics
 from engine.sentences import SentenceChunker
+from engine.stages.base import default_cpu_threads
 from engine.text import speakable
 
 if TYPE_CHECKING:
@@ -132,12 +134,18 @@ class ReplyMaker:
             if turn is not None and on_text_evidence is not None:
                 loop.call_soon_threadsafe(on_text_evidence, turn, p, now_ns())
 
+        # One LLM thread per core that was idle at the pause (all configured when not known):
+        # a thread without a core of its own stalls the others (engine.cpu).
+        threads = None
+        if m.cpu_idle_cores is not None:
+            threads = m.llm_threads = threads_for(m.cpu_idle_cores, o.n_threads or default_cpu_threads())
+
         def generate() -> None:
             t0, n = time.perf_counter(), 0
             try:
                 if not r.cancel.is_set():
-                    it = (eng.llm.stream_turn(messages, o.max_tokens, r.cancel, turn_end) if read_turn
-                          else eng.llm.stream(messages, o.max_tokens, r.cancel))
+                    it = (eng.llm.stream_turn(messages, o.max_tokens, r.cancel, turn_end, threads) if read_turn
+                          else eng.llm.stream(messages, o.max_tokens, r.cancel, threads))
                     for text in it:
                         n += 1
                         loop.call_soon_threadsafe(tokens.put_nowait, (now_ns(), text))

@@ -118,19 +118,23 @@ class LLMBackend(Stage, ABC):
 
     @abstractmethod
     def stream(
-        self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event
+        self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+        threads: int | None = None,
     ) -> Iterator[str]:
-        """Yield token texts as they are generated; stop early once ``cancel`` is set."""
+        """Yield token texts as they are generated; stop early once ``cancel`` is set.
+        ``threads``: CPU threads for this reply, at most the configured count (the session
+        passes one per idle core, ``engine.cpu.threads_for``); None: the configured count.
+        A backend without CPU threads ignores it."""
 
     def stream_turn(
         self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
-        turn_end: Callable[[float | None], None],
+        turn_end: Callable[[float | None], None], threads: int | None = None,
     ) -> Iterator[str]:
         """``stream``, but first tell ``turn_end`` how likely the user's last message is a
         finished sentence (the end-of-turn policy's text signal, ``engine.turn``); ``None``
         when the backend cannot tell, which is the default."""
         turn_end(None)
-        yield from self.stream(messages, max_tokens, cancel)
+        yield from self.stream(messages, max_tokens, cancel, threads)
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in the prompt (used to trim history). Rough by default."""

@@ -153,6 +153,7 @@ class LlamaCppLLM(LLMBackend):
         self.options, self.model_path = options, model_path
         self._llm = None
         self._slots: queue.Queue = queue.Queue()
+        self._threads: dict[int, int] = {}  # id(instance) -> the CPU threads it now runs on
         self._all: list = []
         self.context_size = options.n_ctx
         self.device = "cpu"
@@ -178,7 +179,7 @@ class LlamaCppLLM(LLMBackend):
                     self.model_path,
                     n_ctx=self.options.n_ctx,
                     n_gpu_layers=self.options.n_gpu_layers,
-                    n_threads=self.options.n_threads or default_cpu_threads(),
+                    n_threads=self.max_threads, n_threads_batch=self.max_threads,
                     chat_format=self.options.chat_format or None,
                     seed=self.options.seed,
                     verbose=False,
@@ -214,17 +215,20 @@ class LlamaCppLLM(LLMBackend):
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event) -> Iterator[str]:
+    def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
+               threads: int | None = None) -> Iterator[str]:
         llm = self._slots.get()  # a free model instance (blocks while all are generating)
         try:
+            self.use_threads(llm, threads)
             yield from self._reply(llm, messages, max_tokens, cancel)
         finally:
             self._slots.put(llm)
 
     def stream_turn(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
-                    turn_end: Callable[[float | None], None]) -> Iterator[str]:
+                    turn_end: Callable[[float | None], None], threads: int | None = None) -> Iterator[str]:
         llm = self._slots.get()  # the same instance reads the turn and replies: one prefill
         try:
+            self.use_threads(llm, threads)
             p = None
             if not cancel.is_set():
                 try:
@@ -235,6 +239,26 @@ class LlamaCppLLM(LLMBackend):
             yield from self._reply(llm, messages, max_tokens, cancel)
         finally:
             self._slots.put(llm)
+
+    @property
+    def max_threads(self) -> int:
+        """The configured CPU threads (``llm.n_threads``; 0: one per core, up to 8)."""
+        return self.options.n_threads or default_cpu_threads()
+
+    def use_threads(self, llm, threads: int | None) -> None:  # noqa: ANN001
+        """Generate and prefill with the model instance ``llm`` on ``threads`` CPU threads (at most
+        :attr:`max_threads`; None: that many) from now on: with a core taken by another program, a llama.cpp thread without a core of its own
+        stalls the others at every operation (``engine.cpu``)."""
+        n = self.max_threads if threads is None else max(1, min(self.max_threads, threads))
+        if self._threads.get(id(llm), self.max_threads) != n:  # loaded with max_threads
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(llm.ctx, n, n)
+            self._threads[id(llm)] = n
+
+    def threads_in_use(self) -> list[int]:
+        """The CPU threads each model instance last generated with (for tests and ``describe``)."""
+        return [self._threads.get(id(llm), self.max_threads) for llm in self._all]
 
     def _reply(self, llm, messages: list[ChatMessage], max_tokens: int,  # noqa: ANN001
                cancel: threading.Event) -> Iterator[str]:
@@ -346,4 +370,4 @@ class LlamaCppLLM(LLMBackend):
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.options.model, "path": self.model_path,
                 "device": self.device, "n_ctx": self.context_size, "prompt_format": self.options.prompt_format,
-                "parallel": len(self._all), "n_threads": self.options.n_threads or default_cpu_threads()}
+                "parallel": len(self._all), "n_threads": self.max_threads}

@@ -1,9 +1,11 @@
 """The plot of a soak (``s2s-engine bench soak --plot OUT.svg``): memory and latency over time, as SVG.
 
-Two panels sharing the time axis (minutes): the server process's RSS (MiB, as the verdict judges it:
+Panels sharing the time axis (minutes): the server process's RSS (MiB, as the verdict judges it:
 without short-lived children such as an espeak-ng run; the warm-up shaded, the ±3 % band around the
-RSS at the end of the warm-up drawn), with open fds and threads as thin lines on a right-hand axis; and voice-to-voice p50 / p95 per sample (ms), with each latency window's p50 as a
-step. Hand-written SVG: no plotting library to install for one figure (GitHub renders it in the
+RSS at the end of the warm-up drawn), with open fds and threads as thin lines on a right-hand axis;
+where the server reported it (``/healthz``), its allocator's heap, the bytes in use and the free
+space it keeps (``remote.memory``: a heap that grows while in-use stays flat is not a leak); and
+voice-to-voice p50 / p95 per sample (ms), with each latency window's p50 as a step. Hand-written SVG: no plotting library to install for one figure (GitHub renders it in the
 README), and the file is text that diffs.
 """
 
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-W, H = 900, 560
+W, H2 = 900, 560
+"""The width, and the height with two panels (a third, the allocator's, adds one panel)."""
 LEFT, RIGHT, TOP = 70, 70, 40
 PANEL_H, GAP = 200, 60
 
@@ -61,8 +64,10 @@ def svg(report: dict[str, Any]) -> str:
     samples = report["samples"]
     bounds = report["verdict"]["bounds"]
     t_max = max([s["t_s"] for s in samples] + [report["options"]["minutes"] * 60]) / 60
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-           'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
+    heap = [(s["t_s"] / 60, s["malloc"]) for s in samples if s.get("malloc")]
+    height = H2 + (PANEL_H + GAP if heap else 0)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" '
+           'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{height}" fill="white"/>']
     o = report["options"]
     title = (f"bench soak: {o['sessions']} sessions, {o['minutes']:g} min, "
              f"{report.get('machine', {}).get('cpu', '')}".rstrip(", "))
@@ -121,8 +126,23 @@ def svg(report: dict[str, Any]) -> str:
             out.append(f'<rect x="{x}" y="{top1 + 8}" width="10" height="10" fill="{color}"/>')
             out.append(f'<text x="{x + 14}" y="{top1 + 17}">{escape(name)}</text>')
             x += 20 + 7 * len(name)
-    # latency panel
+    # allocator panel: what the RSS is made of (remote.memory), where the server reported it
     top2 = TOP + PANEL_H + GAP
+    if heap:
+        keys = (("heap_mib", "#1f5fbf", "heap (malloc's arenas)", ""), ("in_use_mib", "#2a7", "in use", ""),
+                ("free_mib", "#d08000", "free, kept by malloc", "4 3"))
+        vals_m = [m[k] for _, m in heap for k, *_ in keys if m.get(k) is not None]
+        p3 = _Panel(top2, t_max, min(vals_m), max(vals_m))
+        frame(p3, f"{heap[-1][1].get('allocator', 'malloc')} heap (MiB)", _ticks(p3.y_lo, p3.y_hi))
+        x = LEFT + 8
+        for k, color, name, dash in keys:
+            out.append(_line([(p3.x(t), p3.y(m[k])) for t, m in heap if m.get(k) is not None], color, 2, dash))
+            out.append(f'<line x1="{x}" x2="{x + 16}" y1="{top2 + 13}" y2="{top2 + 13}" stroke="{color}" '
+                       f'stroke-width="2" stroke-dasharray="{dash}"/>')
+            out.append(f'<text x="{x + 20}" y="{top2 + 17}">{escape(name)}</text>')
+            x += 30 + 7 * len(name)
+        top2 += PANEL_H + GAP
+    # latency panel
     lat = [(s["t_s"] / 60, s.get("v2v_p50_ms"), s.get("v2v_p95_ms")) for s in samples]
     vals = [v for _, a, b in lat for v in (a, b) if v is not None]
     if vals:
@@ -142,7 +162,7 @@ def svg(report: dict[str, Any]) -> str:
                        f'stroke-width="2" stroke-dasharray="{dash}"/>')
             out.append(f'<text x="{x + 20}" y="{top2 + 17}">{escape(name)}</text>')
             x += 30 + 7 * len(name)
-    out.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 12}" text-anchor="middle">minutes</text>')
+    out.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{height - 12}" text-anchor="middle">minutes</text>')
     v = report["verdict"]
     out.append(f'<text x="{W - RIGHT}" y="22" text-anchor="end" font-weight="bold" '
                f'fill="{"#2a7" if v["ok"] else "#c0392b"}">{"PASS" if v["ok"] else "FAIL"}</text>')

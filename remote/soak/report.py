@@ -123,11 +123,15 @@ def sample_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("min", "RSS MiB", "fds", "threads", "sessions", "turns", "v2v p50 / p95 ms", "errors", "load"):
+    for col in ("min", "RSS MiB", "malloc in use / heap / free", "fds", "threads", "sessions", "turns",
+                "v2v p50 / p95 ms", "errors", "load"):
         table.add_column(col, justify="right")
     for r in rows:
         s = r.get("sessions") or {}
-        table.add_row(f"{r['t_s'] / 60:.1f}", _f(r.get("rss_mib"), 1), _f(r.get("fds")), _f(r.get("threads")),
+        m = r.get("malloc") or {}
+        table.add_row(f"{r['t_s'] / 60:.1f}", _f(r.get("rss_mib"), 1),
+                      " / ".join(_f(m.get(k), 1) for k in ("in_use_mib", "heap_mib", "free_mib")),
+                      _f(r.get("fds")), _f(r.get("threads")),
                       f"{s.get('active', '—')} ({s.get('total', '—')})", f"{r['turns']}"
                       + (f" ({r['turns_failed']} failed)" if r["turns_failed"] else ""),
                       f"{_f(r['v2v_p50_ms'])} / {_f(r['v2v_p95_ms'])}",

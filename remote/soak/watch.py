@@ -150,7 +150,8 @@ def http_base(url: str) -> str:
 
 
 class Sampler:
-    """A sample of the server every ``sample_s``: /proc, /readyz, the log, the clients' latency."""
+    """A sample of the server every ``sample_s``: /proc, /readyz, its allocator (/healthz), the log,
+    the clients' latency."""
 
     def __init__(self, base: str, pid: int | None, log: Path | None, tally: Tally, t0_ns: int,
                  headers: dict[str, str] | None = None):
@@ -168,6 +169,9 @@ class Sampler:
                 row.update(read_proc(self.pid))
         ready = http_json(self.base, "/readyz", self.headers)
         row["server_up"] = ready is not None
+        # glibc's heap as the server sees it (remote.memory): RSS that grows with the heap while
+        # in_use stays flat is memory malloc keeps, not a leak
+        row["malloc"] = (http_json(self.base, "/healthz", self.headers) or {}).get("memory") if ready else None
         row["sessions"] = (ready or {}).get("sessions")
         row["load_avg"] = load_avg()
         errs = count_log_errors(self.log)

@@ -1,0 +1,109 @@
+"""What the process's memory is made of, as glibc's allocator sees it (:func:`malloc_stats`).
+
+RSS alone cannot tell a leak from an allocator that keeps what was freed: both make it grow. On a
+server that runs for weeks the difference matters, so ``/healthz`` (token holders) reports
+glibc's ``mallinfo2()`` beside Python's own block count, and ``s2s-engine bench soak`` records it
+with every sample (docs/soak.md):
+
+- ``in_use_mib``: bytes malloc has handed out from its heaps and not got back (``uordblks``),
+  plus the large blocks it mapped on their own (``hblkhd``, ``mmapped_mib``): what the program
+  holds. A leak grows this.
+- ``heap_mib``: the size of malloc's heaps (``arena``, all arenas); ``free_mib`` of it is free
+  space malloc keeps (``fordblks``), ``top_mib`` the part at the top it could give back at once
+  (``keepcost``). Heaps that grow while ``in_use`` stays flat are fragmentation, not a leak.
+- ``python_blocks``: ``sys.getallocatedblocks()``, Python's own small-object allocator.
+
+Where jemalloc is the allocator (``LD_PRELOAD``, as ``deploy/Dockerfile`` may set), the same
+figures come from its ``mallctl`` statistics: ``in_use`` is ``stats.allocated``, ``heap`` is
+``stats.active`` (pages of live size classes), ``free`` their difference, ``top`` what it has
+mapped and not yet given back (``stats.resident - stats.active``), and ``allocator`` says which.
+
+None where neither is there (musl, macOS, glibc before 2.33).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Any
+
+MIB = 1 << 20
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+
+def _libc_mallinfo2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype, fn.argtypes = _Mallinfo2, []
+    return fn
+
+
+_MALLINFO2 = _libc_mallinfo2()
+
+
+def _jemalloc_mallctl() -> Any:
+    """jemalloc's ``mallctl`` when jemalloc serves this process's ``malloc``, else None."""
+    try:
+        fn = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p,
+                   ctypes.c_size_t]
+    return fn
+
+
+_MALLCTL = _jemalloc_mallctl()
+
+
+def _jemalloc_stats() -> dict[str, Any] | None:
+    epoch, size = ctypes.c_uint64(1), ctypes.c_size_t(8)
+    if _MALLCTL(b"epoch", None, None, ctypes.byref(epoch), size) != 0:  # refresh the statistics
+        return None
+    got: dict[str, int] = {}
+    for name in ("allocated", "active", "resident", "mapped"):
+        v, n = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+        if _MALLCTL(f"stats.{name}".encode(), ctypes.byref(v), ctypes.byref(n), None, 0) != 0:
+            return None
+        got[name] = v.value
+    return {
+        "allocator": "jemalloc",
+        "in_use_mib": round(got["allocated"] / MIB, 1),
+        "heap_mib": round(got["active"] / MIB, 1),
+        "free_mib": round((got["active"] - got["allocated"]) / MIB, 1),
+        "top_mib": round(max(0, got["resident"] - got["active"]) / MIB, 1),
+        "mmapped_mib": round(got["mapped"] / MIB, 1),
+        "mmapped_blocks": None,
+        "python_blocks": sys.getallocatedblocks(),
+    }
+
+
+def malloc_stats() -> dict[str, Any] | None:
+    """The allocator's view of this process's heap in MiB (see the module docstring), or None."""
+    if _MALLCTL is not None:
+        return _jemalloc_stats()
+    if _MALLINFO2 is None:
+        return None
+    m = _MALLINFO2()
+    return {
+        "allocator": "glibc",
+        "in_use_mib": round((m.uordblks + m.hblkhd) / MIB, 1),
+        "heap_mib": round(m.arena / MIB, 1),
+        "free_mib": round(m.fordblks / MIB, 1),
+        "top_mib": round(m.keepcost / MIB, 1),
+        "mmapped_mib": round(m.hblkhd / MIB, 1),
+        "mmapped_blocks": m.hblks,
+        "python_blocks": sys.getallocatedblocks(),
+    }
+
+
+__all__ = ["malloc_stats"]
