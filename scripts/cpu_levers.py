@@ -4,6 +4,7 @@ lever on the path to the first reply is worth on this machine. Not part of the e
     .venv/bin/python scripts/cpu_levers.py llm-output   # the LLM's output projection, requantized
     .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe and first token: one decode or two
     .venv/bin/python scripts/cpu_levers.py asr-prefix   # Whisper: encoder vs decoder, a forced prefix
+    .venv/bin/python scripts/cpu_levers.py threads      # Gemma and Whisper on 1 and 2 threads, quiet and a core busy
     .venv/bin/python scripts/cpu_levers.py paired --rounds 3 --set asr.language=en \
         --variant always=turn.audio_when=always --variant auto=turn.audio_when=auto \
         -- /tmp/tw/en/complete/espeak-en-us_0*.wav      # profile settings against each other, interleaved
@@ -177,6 +178,58 @@ def asr_prefix() -> None:
               f"decoder with all but 3 tokens forced {t_pre:.0f} ms; the engine's transcribe() {t_all:.0f} ms")
 
 
+def threads(repeats: int = 7) -> None:
+    """The offline LLM (16 greedy tokens after a fresh prompt) and ASR (the engine's decode of one
+    English utterance) on 1 and 2 CPU threads, with no core and with one core kept busy
+    (``bench latency --cpu-load``'s spinners); medians and ranges of ``repeats`` calls."""
+    from dataclasses import replace
+
+    from llama_cpp import Llama
+
+    from engine.audio import ENGINE_RATE, resample
+    from engine.bench.asr import EN_SENTENCES, espeak
+    from engine.bench.latency import cpu_load
+    from engine.config import load_profile
+    from engine.models import resolve
+    from engine.stages.asr_whisper import FasterWhisperASR
+    from engine.stages.llm_llamacpp import dialogue_prompt
+
+    prof = load_profile("offline", ["asr.language=en"])
+    prompt = dialogue_prompt([{"role": "user", "content": "I would like to book a table for two people tonight"}])
+    llms = {n: Llama(resolve("llm", prof.llm.model), n_ctx=512, n_threads=n, n_threads_batch=n, verbose=False)
+            for n in (1, 2)}
+    asrs = {n: FasterWhisperASR(replace(prof.asr, cpu_threads=n), resolve("asr", prof.asr.model)) for n in (1, 2)}
+    for a in asrs.values():
+        a.setup()
+    audio, rate = espeak(EN_SENTENCES[2], "en-us", 160)
+    audio = resample(audio, rate, ENGINE_RATE).astype(np.float32)
+
+    def llm_call(llm) -> tuple[float, float]:  # noqa: ANN001
+        llm.reset()
+        t0, first = time.perf_counter(), None
+        for _ in llm(prompt, max_tokens=16, temperature=0.0, stream=True):
+            first = first or time.perf_counter() - t0
+        return (first or 0) * 1000, (time.perf_counter() - t0) * 1000
+
+    def asr_call(a) -> float:  # noqa: ANN001
+        t0 = time.perf_counter()
+        a.transcribe(audio, "en")
+        return (time.perf_counter() - t0) * 1000
+
+    def span(v: list[float]) -> str:
+        return f"{statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f})"
+
+    for busy in (0, 1):
+        with cpu_load(busy):
+            time.sleep(0.5)
+            for n in (1, 2):
+                r = [llm_call(llms[n]) for _ in range(repeats)]
+                d = [asr_call(asrs[n]) for _ in range(repeats)]
+                print(f"busy cores {busy}, {n} thread(s): LLM first token {span([x[0] for x in r])} ms, "
+                      f"16 tokens {span([x[1] for x in r])} ms; ASR decode ({len(audio) / ENGINE_RATE:.1f} s) "
+                      f"{span(d)} ms", flush=True)
+
+
 PER_SESSION = ("turn.", "vad.", "session.", "sentences.")  # what a new Session reads of the profile
 
 
@@ -235,7 +288,7 @@ def paired(rounds: int, variants: list[str], files: list[str], base: list[str]) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix", "paired"])
+    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix", "threads", "paired"])
     ap.add_argument("--rounds", type=int, default=3, help="paired: rounds over all variants")
     ap.add_argument("--variant", action="append", default=[], help="paired: label=section.key=value;...")
     ap.add_argument("--set", action="append", default=[], help="paired: section.key=value for all variants")
@@ -246,7 +299,7 @@ def main() -> None:
             ap.error("paired needs --variant (one or more) and WAV files")
         paired(a.rounds, a.variant, a.files, a.set)
     else:
-        {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix}[a.what]()
+        {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix, "threads": threads}[a.what]()
 
 
 if __name__ == "__main__":

@@ -213,6 +213,12 @@ def test_latency_compares_fixed_and_adaptive_end_of_turn(tmp_path):
     assert adaptive["paused"]["resumed"] == 0 and adaptive["paused"]["replies_to_half"] == 0
     paused = [f for f in adaptive["files"] if f["kind"] == "paused"][0]
     assert paused["turns"] == 1 and "Hyderabad" in paused["transcripts"][0]
+    # the policies took turns file by file, in alternating order, so that drift falls on both
+    assert [f["order"] for f in fixed["files"]] == [0, 3] and [f["order"] for f in adaptive["files"]] == [1, 2]
+    pair = adaptive["paired"]
+    assert pair["against"] == "silence" and pair["files"] == 1 and "paired" not in fixed
+    diff = complete["voice_to_voice_ms"][0] - fixed["files"][0]["voice_to_voice_ms"][0]
+    assert pair["median_diff_ms"] == round(diff, 1) and pair["faster"] == int(diff < 0)
 
 
 # --- --cpu-load: busy processes around the run -----------------------------------------------

@@ -170,62 +170,95 @@ def make_wavs(out: str | Path, languages: tuple[str, ...] = ("en", "te")) -> dic
 async def compare_policies(engine: Engine, complete: list[str], paused: list[str], policies: list[str],
                            turns: int = 1, paced: bool = True) -> dict[str, Any]:
     """Stream every file under every policy; voice-to-voice on complete utterances, and the
-    early ends, resumes and replies to half an utterance on paused ones."""
-    out: dict[str, Any] = {}
+    early ends, resumes and replies to half an utterance on paused ones.
+
+    The policies take turns file by file (the first file under each policy in the given order,
+    the next in the reverse order, ...), so that the machine's drift over the run falls on all
+    of them alike: run one after the other, the two halves of a run differed by 9-50 ms of ASR
+    decode on a shared VM, as much as the policies did (docs/benchmarks.md). Each policy after the
+    first also gets ``paired``: its voice-to-voice against the first policy's on the same complete
+    file and repeat (the median difference, and on how many it was faster)."""
+    runs = {policy: _PolicyRuns() for policy in policies}
     kept = getattr(engine.llm, "keep_cache", None)
     if kept is not None:  # as the engine runs: the system prompt's prefill stays cached
         engine.llm.keep_cache = True
+    order = 0
     try:
-        for policy in policies:
-            out[policy] = await _one_policy(engine, complete, paused, policy, turns, paced)
+        n = 0
+        for kind, files in (("complete", complete), ("paused", paused)):
+            for path in files:
+                audio, _ = load_wav(path)
+                for rep in range(turns):
+                    for policy in policies if n % 2 == 0 else policies[::-1]:
+                        streamed = await stream_file(engine, audio, paced=paced, turn_policy=policy)
+                        runs[policy].add(kind, path, rep, streamed, order)
+                        order += 1
+                    n += 1
     finally:
         if kept is not None:
             engine.llm.keep_cache = kept
+    out = {policy: r.report() for policy, r in runs.items()}
+    first = policies[0]
+    for policy in policies[1:]:
+        out[policy]["paired"] = _paired(runs[first], runs[policy], first)
     return out
 
 
-async def _one_policy(engine: Engine, complete: list[str], paused: list[str], policy: str, turns: int,
-                      paced: bool) -> dict[str, Any]:
-    v2v, eot, after, per_file = [], [], [], []
-    resumed = half = answered = 0
-    for kind, files in (("complete", complete), ("paused", paused)):
-        for path in files:
-            audio, _ = load_wav(path)
-            for rep in range(turns):
-                streamed = await stream_file(engine, audio, paced=paced, turn_policy=policy)
-                n_resumed = sum(int(t.metrics.get("resumed") or 0) for t in streamed)
-                n_half = sum(int(t.metrics.get("half_replies") or 0) for t in streamed)
-                if kind == "paused":
-                    n_half += max(0, len(streamed) - 1)  # the first part answered as a turn of its own
-                    resumed, half, answered = resumed + n_resumed, half + n_half, answered + 1
-                else:
-                    for t in streamed:
-                        v2v.append(t.metrics.get("voice_to_voice_ms"))
-                        eot.append(t.metrics.get("eot_wait_ms"))
-                        after.append(t.metrics.get("after_eot_ms"))
-                per_file.append({
-                    "file": path, "kind": kind, "repeat": rep + 1, "turns": len(streamed),
-                    "resumed": n_resumed, "half_replies": n_half,
-                    "transcripts": [t.transcript for t in streamed],
-                    "turn_policy": [t.metrics.get("turn_policy") for t in streamed],
-                    "voice_to_voice_ms": [t.metrics.get("voice_to_voice_ms") for t in streamed],
-                    "eot_wait_ms": [t.metrics.get("eot_wait_ms") for t in streamed],
-                    "asr_decode_ms": [t.metrics.get("asr_decode_ms") for t in streamed],
-                    "probabilities": [(t.metrics.get("turn_audio_probability"),
-                                       t.metrics.get("turn_text_probability")) for t in streamed],
-                    "turn_missing": [t.metrics.get("turn_missing") for t in streamed],
-                    "turn_audio_after_reply": [t.metrics.get("turn_audio_after_reply") for t in streamed],
-                    "cpu_idle_cores": [t.metrics.get("cpu_idle_cores") for t in streamed],
-                    "llm_threads": [t.metrics.get("llm_threads") for t in streamed],
-                    "turn_audio_ms": [t.metrics.get("turn_audio_ms") for t in streamed],
-                    "turn_audio_at_ms": [t.metrics.get("turn_audio_at_ms") for t in streamed],
-                    "turn_text_at_ms": [t.metrics.get("turn_text_at_ms") for t in streamed],
-                })
-    return {
-        "complete": {"voice_to_voice_ms": dist(v2v), "eot_wait_ms": dist(eot), "after_eot_ms": dist(after)},
-        "paused": {"utterances": answered, "resumed": resumed, "replies_to_half": half},
-        "files": per_file,
-    }
+def _paired(base: _PolicyRuns, other: _PolicyRuns, name: str) -> dict[str, Any]:
+    """``other``'s voice-to-voice against ``base``'s on the same complete file and repeat."""
+    diffs = [b - a for (key, a) in base.v2v_by_file.items() if (b := other.v2v_by_file.get(key)) is not None]
+    diffs.sort()
+    mid = (diffs[(len(diffs) - 1) // 2] + diffs[len(diffs) // 2]) / 2 if diffs else None
+    return {"against": name, "files": len(diffs), "faster": sum(1 for d in diffs if d < 0),
+            "median_diff_ms": None if mid is None else round(mid, 1)}
+
+
+class _PolicyRuns:
+    """What one policy gave over the files of :func:`compare_policies`."""
+
+    def __init__(self) -> None:
+        self.v2v: list[float | None] = []
+        self.eot: list[float | None] = []
+        self.after: list[float | None] = []
+        self.per_file: list[dict[str, Any]] = []
+        self.v2v_by_file: dict[tuple[str, int], float] = {}  # (file, repeat) -> the first turn's, complete files
+        self.resumed = self.half = self.answered = 0
+
+    def add(self, kind: str, path: str, rep: int, streamed: list[Any], order: int) -> None:
+        n_resumed = sum(int(t.metrics.get("resumed") or 0) for t in streamed)
+        n_half = sum(int(t.metrics.get("half_replies") or 0) for t in streamed)
+        if kind == "paused":
+            n_half += max(0, len(streamed) - 1)  # the first part answered as a turn of its own
+            self.resumed, self.half, self.answered = self.resumed + n_resumed, self.half + n_half, self.answered + 1
+        else:
+            for t in streamed:
+                self.v2v.append(t.metrics.get("voice_to_voice_ms"))
+                self.eot.append(t.metrics.get("eot_wait_ms"))
+                self.after.append(t.metrics.get("after_eot_ms"))
+            if streamed and streamed[0].metrics.get("voice_to_voice_ms") is not None:
+                self.v2v_by_file[(path, rep)] = streamed[0].metrics["voice_to_voice_ms"]
+        self.per_file.append({
+            "file": path, "kind": kind, "repeat": rep + 1, "order": order, "turns": len(streamed),
+            "resumed": n_resumed, "half_replies": n_half,
+            "transcripts": [t.transcript for t in streamed],
+            **{key: [t.metrics.get(key) for t in streamed] for key in PER_TURN},
+            "probabilities": [(t.metrics.get("turn_audio_probability"),
+                               t.metrics.get("turn_text_probability")) for t in streamed],
+        })
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "complete": {"voice_to_voice_ms": dist(self.v2v), "eot_wait_ms": dist(self.eot),
+                         "after_eot_ms": dist(self.after)},
+            "paused": {"utterances": self.answered, "resumed": self.resumed, "replies_to_half": self.half},
+            "files": self.per_file,
+        }
+
+
+PER_TURN = ("turn_policy", "voice_to_voice_ms", "eot_wait_ms", "asr_decode_ms", "turn_missing",
+            "turn_audio_after_reply", "cpu_idle_cores", "llm_threads", "turn_audio_ms", "turn_audio_at_ms",
+            "turn_text_at_ms")
+"""The turn metrics each file's row lists, one value per turn."""
 
 
 def render_compare(report: dict[str, Any], console: Any) -> None:
