@@ -258,6 +258,32 @@ def test_the_last_try_may_not_end_before_it_says_something():
     assert calls == [(False, False)] + [(True, False)] * (EMPTY_RETRIES - 1) + [(True, True)]
 
 
+@pytest.mark.parametrize("fallback", ["క్షమించండి, మళ్ళీ చెప్పగలరా?", ""])
+def test_when_every_try_is_empty_the_agent_asks_again_or_reports_it(fallback):
+    """``llm.empty_reply``: a model that writes nothing to say aloud in every try (the last one
+    included: a stop string needs no end token) gets the user asked to say it again; "" leaves
+    the reply empty, which the session reports as ``llm_failed``."""
+    import queue
+    import threading
+
+    from engine.config import LLMOptions
+    from engine.stages.llm_llamacpp import EMPTY_RETRIES, LlamaCppLLM
+
+    llm = LlamaCppLLM(LLMOptions(empty_reply=fallback), "unused.gguf")
+    llm._slots = queue.Queue()
+    llm._slots.put(object())
+    calls = []
+
+    def generate(instance, messages, max_tokens, cancel, hotter=False, no_end=False):
+        calls.append(no_end)
+        return iter(["¿"])  # nothing a voice says
+
+    llm._generate = generate
+    assert "".join(llm.stream([{"role": "user", "content": "హలో"}], 8, threading.Event())) == fallback
+    assert len(calls) == EMPTY_RETRIES + 1 and calls[-1] is True
+    assert llm._slots.qsize() == 1
+
+
 def test_what_a_voice_can_say_aloud():
     from engine.text import speakable
 

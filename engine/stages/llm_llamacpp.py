@@ -274,9 +274,16 @@ class LlamaCppLLM(LLMBackend):
                 yield text
             if said or cancel.is_set():
                 return
-            log.info("the reply had nothing to say aloud (%r): sampling again", held)
+            if attempt < EMPTY_RETRIES:
+                log.info("the reply had nothing to say aloud (%r): sampling again", held)
             # nothing to say aloud (a small model can stop at once, or write only "¿"): sample
             # again, a little hotter
+        if self.options.empty_reply:
+            # even with its end banned a base model can write a stop string (the user's label)
+            # first: ask the user to say it again rather than stay silent (llm.empty_reply)
+            log.warning("the model wrote nothing to say aloud in %d tries: saying %r",
+                        EMPTY_RETRIES + 1, self.options.empty_reply)
+            yield self.options.empty_reply
 
     def prompt_text(self, llm, messages: list[ChatMessage]) -> str:  # noqa: ANN001
         """The prompt a reply to ``messages`` starts from (without the BOS token)."""
