@@ -5,16 +5,19 @@ server that runs for weeks the difference matters, so ``/healthz`` (token holder
 glibc's ``mallinfo2()`` beside Python's own block count, and ``s2s-engine bench soak`` records it
 with every sample (docs/soak.md):
 
-- ``in_use_mib``: bytes malloc has handed out from its heaps and not got back (``uordblks``),
-  plus the large blocks it mapped on their own (``hblkhd``, ``mmapped_mib``): what the program
-  holds. A leak grows this.
+- ``in_use_mib``: bytes malloc has handed out from its heaps and not got back (``uordblks``).
+  A leak of small and medium blocks grows this.
+- ``mmapped_mib``: the large blocks it mapped on their own (``hblkhd``: llama.cpp's and
+  onnxruntime's buffers here, over a GiB of address space of which only the touched pages count
+  in RSS). A leak of large blocks grows this.
 - ``heap_mib``: the size of malloc's heaps (``arena``, all arenas); ``free_mib`` of it is free
   space malloc keeps (``fordblks``), ``top_mib`` the part at the top it could give back at once
   (``keepcost``). Heaps that grow while ``in_use`` stays flat are fragmentation, not a leak.
 - ``python_blocks``: ``sys.getallocatedblocks()``, Python's own small-object allocator.
 
-Where jemalloc is the allocator (``LD_PRELOAD``, as ``deploy/Dockerfile`` may set), the same
-figures come from its ``mallctl`` statistics: ``in_use`` is ``stats.allocated``, ``heap`` is
+Where jemalloc is the allocator (``LD_PRELOAD``), the same figures come from its ``mallctl``
+statistics: ``in_use`` is ``stats.allocated`` (all sizes: jemalloc keeps large blocks in its
+extents too), ``mmapped`` is ``stats.mapped``, ``heap`` is
 ``stats.active`` (pages of live size classes), ``free`` their difference, ``top`` what it has
 mapped and not yet given back (``stats.resident - stats.active``), and ``allocator`` says which.
 
@@ -96,7 +99,7 @@ def malloc_stats() -> dict[str, Any] | None:
     m = _MALLINFO2()
     return {
         "allocator": "glibc",
-        "in_use_mib": round((m.uordblks + m.hblkhd) / MIB, 1),
+        "in_use_mib": round(m.uordblks / MIB, 1),
         "heap_mib": round(m.arena / MIB, 1),
         "free_mib": round(m.fordblks / MIB, 1),
         "top_mib": round(m.keepcost / MIB, 1),
