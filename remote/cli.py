@@ -14,13 +14,14 @@ Every deliberate error is one line (exit 1; 2 for a usage error), never a traceb
 
 from __future__ import annotations
 
+import os
 import sys
 
 from engine import cli as engine_cli
 from engine.bench.common import add_common_arguments
 from engine.cliargs import CommandParser
 from engine.errors import S2SError
-from remote import bench, soak
+from remote import bench, memory, soak
 from remote.headless import add_headless_arguments, run_headless
 
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return engine_cli.run(parser, args)
     if args.command is not None:
         parser.error(f"--headless serves the engine; it takes no command (got {args.command!r})")
+    if argv is None:  # the command line itself (not a call from Python): the allocator can change
+        _restart_with_allocator(parser, args.allocator)
     try:
         return run_headless(args)
     except S2SError as exc:
@@ -47,6 +50,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _restart_with_allocator(parser: CommandParser, choice: str) -> None:
+    """``--allocator``: jemalloc must be preloaded before the process starts, so the server
+    starts itself again with it (once: ``S2S_ALLOCATOR_TRIED``). glibc's heaps keep freed memory
+    fragmented and RSS grows in steps for an hour; jemalloc's stay flat (docs/soak.md)."""
+    if choice == "glibc" or memory.allocator() == "jemalloc":
+        return
+    env = memory.jemalloc_env(dict(os.environ))
+    if env is None:
+        if choice == "jemalloc":
+            parser.error(f"--allocator jemalloc: {memory.JEMALLOC} is not installed or did not load "
+                         "(apt-get install libjemalloc2; scripts/setup.sh installs it)")
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "remote.cli", *sys.argv[1:]], env)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from engine.cliargs import CommandParser, add_profile_arguments
 from engine.errors import ConfigError, S2SError
 from remote import protocol as p
+from remote.memory import allocator
 from remote.server import RealtimeServer, ServerOptions, check_bind, log
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +55,10 @@ def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: 
                    help="TESTS ONLY: Encodec with random weights (the audio is noise; framing and bitrate are real)")
     g.add_argument("--no-web", action="store_true",
                    help="do not serve the browser client at / (only /v1/realtime and /healthz)")
+    g.add_argument("--allocator", choices=("auto", "jemalloc", "glibc"), default="auto",
+                   help="malloc of the server: jemalloc keeps RSS flat over hours where glibc's heaps "
+                        "fragment (docs/soak.md); auto (default) starts the server again with jemalloc "
+                        "preloaded where libjemalloc2 is installed")
     if include_profile:
         add_profile_arguments(g)
 
@@ -133,7 +138,8 @@ async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
             engine = loading.result()  # a failed load raises here (the listener closes below)
             server.attach(engine)
             print(f"s2s-engine: serving {server.url}  (health: {base}/healthz, readiness: {base}/readyz"
-                  f"{', token required for details' if opts.token else ''})", file=sys.stderr, flush=True)
+                  f"{', token required for details' if opts.token else ''}; malloc: {allocator() or 'unknown'})",
+                  file=sys.stderr, flush=True)
             if opts.web:
                 print(f"s2s-engine: browser client at {base}/  (through an SSH tunnel: "
                       f"http://localhost:{server.port}/)", file=sys.stderr, flush=True)

@@ -90,6 +90,31 @@ def _jemalloc_stats() -> dict[str, Any] | None:
     }
 
 
+JEMALLOC = "libjemalloc.so.2"
+"""The library ``--allocator`` preloads (Debian/Ubuntu: ``apt-get install libjemalloc2``)."""
+TRIED = "S2S_ALLOCATOR_TRIED"
+"""Set in the environment of the re-started engine: it is never started again for the allocator."""
+
+
+def allocator() -> str | None:
+    """``jemalloc`` or ``glibc``: what serves this process's ``malloc`` (None: neither is known)."""
+    return "jemalloc" if _MALLCTL is not None else "glibc" if _MALLINFO2 is not None else None
+
+
+def jemalloc_env(env: dict[str, str]) -> dict[str, str] | None:
+    """``env`` with jemalloc preloaded, for starting this program again under it; None where it
+    is loaded already, was tried already (``S2S_ALLOCATOR_TRIED``), or is not installed."""
+    if _MALLCTL is not None or env.get(TRIED) or not sys.platform.startswith("linux"):
+        return None
+    import ctypes.util
+
+    name = ctypes.util.find_library("jemalloc")  # libjemalloc.so.2 (it cannot be loaded late: static TLS)
+    if name is None:
+        return None
+    preload = " ".join(x for x in (name, env.get("LD_PRELOAD", "")) if x)
+    return {**env, "LD_PRELOAD": preload, TRIED: "1"}
+
+
 def malloc_stats() -> dict[str, Any] | None:
     """The allocator's view of this process's heap in MiB (see the module docstring), or None."""
     if _MALLCTL is not None:
@@ -109,4 +134,4 @@ def malloc_stats() -> dict[str, Any] | None:
     }
 
 
-__all__ = ["malloc_stats"]
+__all__ = ["JEMALLOC", "TRIED", "allocator", "jemalloc_env", "malloc_stats"]

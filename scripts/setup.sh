@@ -87,10 +87,11 @@ WHEELHOUSE="$CACHE/wheels/llama-cpp-python-$LLAMA_VERSION-$FLAVOUR-$FLAGS_KEY"
 #    come from PyPI as build requirements when the system lacks them), python3-venv (venv for
 #    Debian's own python3), chromium + chromium-driver (the browser client's tests; WebDriver from
 #    Debian, nothing downloaded), fonts-lohit-telu (Telugu glyphs in the page's screenshots),
-#    haproxy (the load balancer of deploy/haproxy.cfg, run by tests/test_balancer.py).
+#    haproxy (the load balancer of deploy/haproxy.cfg, run by tests/test_balancer.py), libjemalloc2
+#    (the headless engine's malloc: RSS flat over hours where glibc's heaps fragment, docs/soak.md).
 #    S2S_APT_PACKAGES replaces the list (deploy/Dockerfile: an image needs no browser or balancer).
 need=()
-for pkg in ${S2S_APT_PACKAGES:-espeak-ng libportaudio2 build-essential python3-venv chromium chromium-driver fonts-lohit-telu haproxy}; do
+for pkg in ${S2S_APT_PACKAGES:-espeak-ng libportaudio2 build-essential python3-venv chromium chromium-driver fonts-lohit-telu haproxy libjemalloc2}; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -4,11 +4,13 @@ allocator keeps (the heap grows, in use does not): what the soak records (issue 
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
 import sys
 
 import pytest
 
-from remote.memory import malloc_stats
+from remote.memory import JEMALLOC, TRIED, jemalloc_env, malloc_stats
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2")
 
@@ -46,3 +48,34 @@ def test_small_blocks_held_show_in_use_in_the_heap():
         for b in blocks:
             libc.free(b)
     assert malloc_stats()["in_use_mib"] - before["in_use_mib"] < 8
+
+
+PROBE = """
+import ctypes, json
+from remote.memory import allocator, jemalloc_env, malloc_stats
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+before = malloc_stats()
+blocks = [libc.malloc(1024) for _ in range(32_000)]
+print(json.dumps({"allocator": allocator(), "before": before, "held": malloc_stats(),
+                  "again": jemalloc_env({"PATH": "x"})}))
+"""
+
+
+def test_the_server_can_start_again_under_jemalloc():
+    """``--allocator auto|jemalloc`` (``remote.cli``): the environment that preloads jemalloc
+    (scripts/setup.sh installs libjemalloc2), and a process started with it reports jemalloc's
+    own figures, and is not started again."""
+    env = jemalloc_env({**os.environ, "LD_PRELOAD": ""})
+    assert env is not None, f"{JEMALLOC} is not installed: scripts/setup.sh installs it (apt-get install libjemalloc2)"
+    assert env["LD_PRELOAD"].split()[0].startswith("libjemalloc") and env[TRIED] == "1"
+    assert jemalloc_env({**os.environ, TRIED: "1"}) is None  # tried once: never again
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    got = json.loads(proc.stdout)
+    assert got["allocator"] == "jemalloc" and got["again"] is None
+    assert got["held"]["in_use_mib"] - got["before"]["in_use_mib"] >= 30
+    assert got["held"]["in_use_mib"] <= got["held"]["heap_mib"]

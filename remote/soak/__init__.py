@@ -1,7 +1,8 @@
 """``s2s-engine bench soak``: many users, for a long time, against a headless engine, watched from outside.
 
     s2s-engine bench soak [--sessions N] [--minutes T] [--url ws://... [--pid PID]]
-                          [--profile P] [--set k=v]... [--max-sessions M] [--server-env K=V]...
+                          [--profile P] [--set k=v]... [--max-sessions M] [--allocator auto|jemalloc|glibc]
+                          [--server-env K=V]...
                           [--wavs FILE_OR_DIR ...] [--kill-share F] [--hostile-share F] [--stall-share F]
                           [--stall-s S] [--sample-s S] [--warmup-min W] [--window-min W]
                           [--json OUT] [--plot OUT.svg] [--seed N]

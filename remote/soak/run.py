@@ -90,7 +90,8 @@ def run_soak(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
     else:
         max_sessions = args.max_sessions or opts.sessions + 2
         log = Path(args.log or f"soak-server-{os.getpid()}.log")
-        server = Headless(getattr(args, "profile", None), list(getattr(args, "set", None) or []), max_sessions, log, env)
+        server = Headless(getattr(args, "profile", None), list(getattr(args, "set", None) or []), max_sessions, log, env,
+                          allocator=getattr(args, "allocator", "auto"))
         if console:
             console.print(f"[dim]starting {' '.join(server.cmd[1:])} (log: {log}) ...[/]")
         t = time.monotonic()
@@ -139,6 +140,8 @@ def register(bench_subparsers: Any, common: Any) -> None:
     sp.add_argument("--pid", type=int, help="with --url: its process on this machine, to sample memory/fds/threads")
     sp.add_argument("--token", default=os.environ.get("S2S_TOKEN") or None, help="bearer token (default $S2S_TOKEN)")
     sp.add_argument("--max-sessions", type=int, default=0, help="the started server's --max-sessions (default N+2)")
+    sp.add_argument("--allocator", choices=("auto", "jemalloc", "glibc"), default="auto",
+                    help="the started server's --allocator (default auto: jemalloc where installed)")
     sp.add_argument("--server-env", action="append", metavar="K=V",
                     help="environment of the started server (e.g. MALLOC_ARENA_MAX=2); repeatable")
     sp.add_argument("--log", help="where the started server's stderr goes (default soak-server-PID.log)")

@@ -94,10 +94,11 @@ def http_json(base: str, path: str, headers: dict[str, str] | None = None, timeo
 class Headless:
     """``s2s-engine --headless`` as a subprocess on 127.0.0.1, its stderr in ``log``."""
 
-    def __init__(self, profile: str | None, sets: list[str], max_sessions: int, log: Path, env: dict[str, str]):
+    def __init__(self, profile: str | None, sets: list[str], max_sessions: int, log: Path, env: dict[str, str],
+                 allocator: str = "auto"):
         self.log = log
         cmd = [sys.executable, "-m", "remote.cli", "--headless", "--host", "127.0.0.1", "--port", "0",
-               "--max-sessions", str(max_sessions), "--no-web"]
+               "--max-sessions", str(max_sessions), "--no-web", "--allocator", allocator]
         if profile:
             cmd += ["--profile", profile]
         for s in sets:
