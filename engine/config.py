@@ -200,10 +200,10 @@ class LLMOptions:
         max_tokens: the longest reply, in tokens.
         temperature / top_p / repeat_penalty / seed: sampling.
         system_prompt: asks for short spoken Telugu replies.
-        empty_reply: what the agent says when the model writes nothing to say aloud in all its
-            tries (a small base model can stop at once, or write only a speaker label): a
-            voice agent asks the user to say it again rather than stay silent. "" reports the
-            error (``llm_failed``) instead.
+        empty_reply: what the agent says when the model writes nothing to say aloud (a small
+            base model can stop at once, or write only a speaker label or "¿", even after the
+            backend's retries): a voice agent asks the user to say it again rather than stay
+            silent. "" reports the error (``llm_failed``) instead.
         history_turns: at most this many past exchanges are kept (oldest trimmed first,
             and more while the prompt would not fit n_ctx - max_tokens).
         parallel: model instances (each with its own context) so that this many sessions

@@ -20,9 +20,9 @@ The same reading sets the reply's LLM threads (:func:`threads_for`): one thread 
 at most the configured number. A thread that has no core of its own is not extra compute but a
 wait: llama.cpp's threads meet at a barrier after every operation, so one that the kernel has
 put behind another program stalls the rest. With one core of two kept busy, Gemma 3 270M wrote
-16 tokens in 463 ms on one thread against 871 ms on two (first token 170 against 294 ms); on a
-quiet machine two were faster (266 against 342 ms; 2026-12-07, the 2-core AMD EPYC VM,
-docs/benchmarks.md).
+16 tokens in 547-613 ms on one thread against 1136-1212 ms on two (first token 258-300 against
+498-549 ms); on a quiet machine two were faster (361-432 against 545-603 ms). Medians of three
+runs of ``scripts/cpu_levers.py threads``, 2026-12-07, the 2-core AMD EPYC VM (docs/benchmarks.md).
 
 Where ``/proc/stat`` is missing (macOS, Windows) :meth:`IdleCores.idle` is None: unknown, and
 the model runs as before. A CPU quota without a cpuset (``docker --cpus``) is not seen: the

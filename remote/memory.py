@@ -1,4 +1,5 @@
-"""What the process's memory is made of, as glibc's allocator sees it (:func:`malloc_stats`).
+"""What the process's memory is made of, as its allocator sees it (:func:`malloc_stats`), and
+starting the server again under jemalloc (:func:`jemalloc_env`, ``--allocator``).
 
 RSS alone cannot tell a leak from an allocator that keeps what was freed: both make it grow. On a
 server that runs for weeks the difference matters, so ``/healthz`` (token holders) reports
@@ -27,6 +28,7 @@ None where neither is there (musl, macOS, glibc before 2.33).
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import sys
 from typing import Any
 
@@ -91,7 +93,8 @@ def _jemalloc_stats() -> dict[str, Any] | None:
 
 
 JEMALLOC = "libjemalloc.so.2"
-"""The library ``--allocator`` preloads (Debian/Ubuntu: ``apt-get install libjemalloc2``)."""
+"""jemalloc's library as Debian and Ubuntu install it (``apt-get install libjemalloc2``), for the
+error that says it is missing; :func:`jemalloc_env` preloads whatever name the system gives it."""
 TRIED = "S2S_ALLOCATOR_TRIED"
 """Set in the environment of the re-started engine: it is never started again for the allocator."""
 
@@ -106,8 +109,6 @@ def jemalloc_env(env: dict[str, str]) -> dict[str, str] | None:
     is loaded already, was tried already (``S2S_ALLOCATOR_TRIED``), or is not installed."""
     if _MALLCTL is not None or env.get(TRIED) or not sys.platform.startswith("linux"):
         return None
-    import ctypes.util
-
     name = ctypes.util.find_library("jemalloc")  # libjemalloc.so.2 (it cannot be loaded late: static TLS)
     if name is None:
         return None

@@ -38,6 +38,7 @@ import functools
 import json
 import logging
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -207,10 +208,8 @@ async def compare_policies(engine: Engine, complete: list[str], paused: list[str
 def _paired(base: _PolicyRuns, other: _PolicyRuns, name: str) -> dict[str, Any]:
     """``other``'s voice-to-voice against ``base``'s on the same complete file and repeat."""
     diffs = [b - a for (key, a) in base.v2v_by_file.items() if (b := other.v2v_by_file.get(key)) is not None]
-    diffs.sort()
-    mid = (diffs[(len(diffs) - 1) // 2] + diffs[len(diffs) // 2]) / 2 if diffs else None
     return {"against": name, "files": len(diffs), "faster": sum(1 for d in diffs if d < 0),
-            "median_diff_ms": None if mid is None else round(mid, 1)}
+            "median_diff_ms": round(statistics.median(diffs), 1) if diffs else None}
 
 
 class _PolicyRuns:

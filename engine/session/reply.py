@@ -200,6 +200,15 @@ class ReplyMaker:
                 say(chunker.push(item, t_now) or chunker.poll(t_now))
             if error is None and not r.cancel.is_set():
                 say(chunker.flush())
+                if n_chunks == 0 and o.empty_reply:
+                    # nothing a voice can say, after the backend's own retries: ask the user to
+                    # say it again rather than stay silent (llm.empty_reply; "" reports llm_failed)
+                    log.warning("%s: the language model wrote nothing to say aloud (%r): saying %r",
+                                r.id, r.text.strip(), o.empty_reply)
+                    fallback = (" " if r.text.strip() and not r.text[-1].isspace() else "") + o.empty_reply
+                    r.text += fallback
+                    self.out(r.turn, ReplyTextDelta(r.id, fallback))
+                    say([o.empty_reply])
             speak.put_nowait(None)
             getter.cancel()
             await tts_task

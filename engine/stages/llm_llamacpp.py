@@ -247,8 +247,8 @@ class LlamaCppLLM(LLMBackend):
 
     def use_threads(self, llm, threads: int | None) -> None:  # noqa: ANN001
         """Generate and prefill with the model instance ``llm`` on ``threads`` CPU threads (at most
-        :attr:`max_threads`; None: that many) from now on: with a core taken by another program, a llama.cpp thread without a core of its own
-        stalls the others at every operation (``engine.cpu``)."""
+        :attr:`max_threads`; None: that many) from now on: with a core taken by another program, a
+        llama.cpp thread without a core of its own stalls the others at every operation (``engine.cpu``)."""
         n = self.max_threads if threads is None else max(1, min(self.max_threads, threads))
         if self._threads.get(id(llm), self.max_threads) != n:  # loaded with max_threads
             import llama_cpp
@@ -257,7 +257,7 @@ class LlamaCppLLM(LLMBackend):
             self._threads[id(llm)] = n
 
     def threads_in_use(self) -> list[int]:
-        """The CPU threads each model instance last generated with (for tests and ``describe``)."""
+        """The CPU threads each model instance last generated with."""
         return [self._threads.get(id(llm), self.max_threads) for llm in self._all]
 
     def _reply(self, llm, messages: list[ChatMessage], max_tokens: int,  # noqa: ANN001
@@ -278,12 +278,8 @@ class LlamaCppLLM(LLMBackend):
                 log.info("the reply had nothing to say aloud (%r): sampling again", held)
             # nothing to say aloud (a small model can stop at once, or write only "¿"): sample
             # again, a little hotter
-        if self.options.empty_reply:
-            # even with its end banned a base model can write a stop string (the user's label)
-            # first: ask the user to say it again rather than stay silent (llm.empty_reply)
-            log.warning("the model wrote nothing to say aloud in %d tries: saying %r",
-                        EMPTY_RETRIES + 1, self.options.empty_reply)
-            yield self.options.empty_reply
+        # even with its end banned a base model can write a stop string (the user's label) first:
+        # the session then says llm.empty_reply (engine.session.reply), whatever the backend
 
     def prompt_text(self, llm, messages: list[ChatMessage]) -> str:  # noqa: ANN001
         """The prompt a reply to ``messages`` starts from (without the BOS token)."""
