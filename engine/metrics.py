@@ -65,7 +65,9 @@ class TurnMetrics:
             not used or not there).
         turn_audio_ms: what the audio turn model cost.
         turn_audio_after_reply: the audio model waited for the held reply's first audio, since
-            fewer than ``turn.audio_spare_cores`` cores were idle at the pause (None: it did not run).
+            fewer than ``turn.audio_spare_cores`` cores were idle at the pause (False also where the
+            transcript's reading said "incomplete" first: the turn then waits on the model, which
+            starts at once; None: it did not run).
         cpu_idle_cores: the idle cores over the half second before the pause that started the
             turn (``engine.cpu``; None: not known).
         llm_threads: the CPU threads the reply's LLM ran on: one per idle core at the pause, at

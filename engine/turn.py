@@ -162,6 +162,15 @@ class TurnPolicy:
         w, th = self.o.audio_weight, _logit(self.o.audio_threshold)
         return t + w * (_logit(AUDIO_P_RANGE[0]) - th) >= 0 or t + w * (_logit(AUDIO_P_RANGE[1]) - th) < 0
 
+    def waits_on_audio(self, ev: TurnEvidence) -> bool:
+        """The evidence in says "incomplete" and only the audio model's answer can turn it: the
+        turn does not end before that answer (the deadline heeds an "incomplete" that arrived)
+        or ``max_silence_ms``, so the answer is on the turn's path whatever the reply's compute."""
+        if not self.needs_audio or not ev.audio_usable or ev.audio is not None or self.text_decides(ev):
+            return False
+        z = self.score(ev)
+        return z is not None and z < 0
+
     def audio_needed(self, ev: TurnEvidence) -> bool:
         """Should the audio model run now? With ``audio_when = "undecided"`` (``combined``):
         only once the transcript signal is in and leaves the answer open, or will not come;

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from engine.cliargs import CommandParser, add_profile_arguments
 from engine.errors import ConfigError, S2SError
 from remote import protocol as p
-from remote.memory import allocator
+from remote.memory import describe_allocator
 from remote.server import RealtimeServer, ServerOptions, check_bind, log
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,7 +138,7 @@ async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
             engine = loading.result()  # a failed load raises here (the listener closes below)
             server.attach(engine)
             print(f"s2s-engine: serving {server.url}  (health: {base}/healthz, readiness: {base}/readyz"
-                  f"{', token required for details' if opts.token else ''}; malloc: {allocator() or 'unknown'})",
+                  f"{', token required for details' if opts.token else ''}; malloc: {describe_allocator()})",
                   file=sys.stderr, flush=True)
             if opts.web:
                 print(f"s2s-engine: browser client at {base}/  (through an SSH tunnel: "

@@ -95,8 +95,27 @@ def _jemalloc_stats() -> dict[str, Any] | None:
 JEMALLOC = "libjemalloc.so.2"
 """jemalloc's library as Debian and Ubuntu install it (``apt-get install libjemalloc2``), for the
 error that says it is missing; :func:`jemalloc_env` preloads whatever name the system gives it."""
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:60000,muzzy_decay_ms:0"
+"""jemalloc's options for the server (``MALLOC_CONF``; one the operator sets is kept).
+
+Every Whisper decode allocates and frees its encoder's attention (tens of MiB) and every turn
+its audio; with jemalloc's default 10 s decay those pages went back to the kernel between turns
+and were faulted in again, and RSS swung with what happened to be live at each sample
+(docs/soak.md). Freed pages now stay for a minute, where a server under steady traffic uses them
+again; an idle server still returns them, from jemalloc's background thread, not from a turn's
+own ``free``."""
 TRIED = "S2S_ALLOCATOR_TRIED"
 """Set in the environment of the re-started engine: it is never started again for the allocator."""
+
+
+def describe_allocator() -> str:
+    """One line for the server's banner: the allocator and, for jemalloc, how long it keeps freed pages."""
+    name = allocator()
+    if name != "jemalloc":
+        return name or "unknown"
+    decay, background = jemalloc_option("dirty_decay_ms"), jemalloc_option("background_thread")
+    return f"jemalloc, freed pages kept {decay / 1000:g} s{', background purge' if background else ''}" \
+        if decay is not None and decay >= 0 else "jemalloc, freed pages kept"
 
 
 def allocator() -> str | None:
@@ -113,7 +132,19 @@ def jemalloc_env(env: dict[str, str]) -> dict[str, str] | None:
     if name is None:
         return None
     preload = " ".join(x for x in (name, env.get("LD_PRELOAD", "")) if x)
-    return {**env, "LD_PRELOAD": preload, TRIED: "1"}
+    return {**env, "LD_PRELOAD": preload, TRIED: "1", "MALLOC_CONF": env.get("MALLOC_CONF") or JEMALLOC_CONF}
+
+
+def jemalloc_option(name: str) -> int | bool | None:
+    """The value of jemalloc's option ``name`` (``dirty_decay_ms``, ``background_thread``) in this
+    process; None where jemalloc is not the allocator or has no such option."""
+    if _MALLCTL is None:
+        return None
+    kind = ctypes.c_bool if name == "background_thread" else ctypes.c_ssize_t
+    v, n = kind(), ctypes.c_size_t(ctypes.sizeof(kind))
+    if _MALLCTL(f"opt.{name}".encode(), ctypes.byref(v), ctypes.byref(n), None, 0) != 0:
+        return None
+    return v.value
 
 
 def malloc_stats() -> dict[str, Any] | None:
@@ -135,4 +166,4 @@ def malloc_stats() -> dict[str, Any] | None:
     }
 
 
-__all__ = ["JEMALLOC", "TRIED", "allocator", "jemalloc_env", "malloc_stats"]
+__all__ = ["JEMALLOC", "JEMALLOC_CONF", "TRIED", "allocator", "describe_allocator", "jemalloc_env", "jemalloc_option", "malloc_stats"]

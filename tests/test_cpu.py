@@ -120,6 +120,32 @@ async def test_without_a_spare_core_the_audio_model_waits_for_the_reply(spare, a
         engine.close()
 
 
+@pytest.mark.parametrize("eou, waits", [(0.05, False), (0.5, True)])
+async def test_an_incomplete_transcript_starts_the_audio_model_at_once_on_a_busy_cpu(eou, waits):
+    """No spare core at the pause, and the transcript's reading comes first. Where it says
+    "incomplete" (0.05), the turn cannot end before the audio model answers (the deadline heeds an
+    "incomplete"), so deferring the model behind the reply's audio would only put the reply on its
+    path: it starts at once, before the TTS has made anything. Where the reading leans "complete"
+    but leaves the answer open (0.5), the reply's compute still goes first."""
+    tts = FakeTTS()
+    turn_model = WatchingTurnModel(tts)
+    engine = fake_engine(llm=FakeLLM(delay=0.1, eou=eou), tts=tts, turn_model=turn_model, cpu=FixedIdle(0.5),
+                         overrides=["turn.policy=combined", "turn.audio_when=undecided", "turn.deadline_ms=-1"])
+    s = engine.new_session()
+    await s.start()
+    try:
+        await push_fast(s, np.concatenate([tail_silence(0.2), CORE]))
+        await paced(s, tail_silence(2.0))  # the silence runs in real time, as live: the evidence comes within it
+        events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
+        m = metrics_of(events)[0]
+        assert m.cpu_idle_cores == 0.5 and m.turn_text_probability == eou
+        assert turn_model.tts_done and (turn_model.tts_done[0] > 0) is waits
+        assert m.turn_audio_after_reply is waits and m.turn_audio_probability == 0.9
+    finally:
+        await s.close()
+        engine.close()
+
+
 def test_threads_one_per_idle_core_within_the_configured_count():
     assert threads_for(None, 2) == 2  # unknown: as configured
     assert [threads_for(i, 2) for i in (0.0, 0.41, 0.98, 1.24, 1.5, 2.0)] == [1, 1, 1, 1, 2, 2]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from remote.memory import JEMALLOC, TRIED, jemalloc_env, malloc_stats
+from remote.memory import JEMALLOC, JEMALLOC_CONF, TRIED, jemalloc_env, jemalloc_option, malloc_stats
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2")
 
@@ -48,17 +48,21 @@ def test_small_blocks_held_show_in_use_in_the_heap():
         for b in blocks:
             libc.free(b)
     assert malloc_stats()["in_use_mib"] - before["in_use_mib"] < 8
+    if before["allocator"] == "glibc":
+        assert jemalloc_option("dirty_decay_ms") is None  # no jemalloc, no options to read
 
 
 PROBE = """
 import ctypes, json
-from remote.memory import allocator, jemalloc_env, malloc_stats
+from remote.memory import allocator, describe_allocator, jemalloc_env, jemalloc_option, malloc_stats
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 before = malloc_stats()
 blocks = [libc.malloc(1024) for _ in range(32_000)]
 print(json.dumps({"allocator": allocator(), "before": before, "held": malloc_stats(),
-                  "again": jemalloc_env({"PATH": "x"})}))
+                  "again": jemalloc_env({"PATH": "x"}),
+                  "decay": jemalloc_option("dirty_decay_ms"), "background": jemalloc_option("background_thread"),
+                  "banner": describe_allocator()}))
 """
 
 
@@ -70,6 +74,8 @@ def test_the_server_can_start_again_under_jemalloc():
     assert env is not None, f"{JEMALLOC} is not installed: scripts/setup.sh installs it (apt-get install libjemalloc2)"
     assert env["LD_PRELOAD"].split()[0].startswith("libjemalloc") and env[TRIED] == "1"
     assert jemalloc_env({**os.environ, TRIED: "1"}) is None  # tried once: never again
+    assert env["MALLOC_CONF"] == JEMALLOC_CONF
+    assert jemalloc_env({**os.environ, "LD_PRELOAD": "", "MALLOC_CONF": "narenas:2"})["MALLOC_CONF"] == "narenas:2"
     proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0, proc.stderr
@@ -77,5 +83,7 @@ def test_the_server_can_start_again_under_jemalloc():
 
     got = json.loads(proc.stdout)
     assert got["allocator"] == "jemalloc" and got["again"] is None
+    assert (got["decay"], got["background"]) == (60000, True)  # JEMALLOC_CONF took effect
+    assert got["banner"] == "jemalloc, freed pages kept 60 s, background purge"
     assert got["held"]["in_use_mib"] - got["before"]["in_use_mib"] >= 30
     assert got["held"]["in_use_mib"] <= got["held"]["heap_mib"]

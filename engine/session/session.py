@@ -459,9 +459,11 @@ class Session:
         """Start the audio turn model on the held turn's audio if the policy wants it now."""
         if turn.audio_clip is None or turn.predict_task is not None or self._spec is not turn:
             return
-        if not self._policy.audio_needed(turn.evidence) or (turn.audio_after_reply and not turn.reply_made):
+        if not self._policy.audio_needed(turn.evidence):
             return
-        turn.metrics.turn_audio_after_reply = turn.audio_after_reply
+        if turn.audio_after_reply and not turn.reply_made and not self._policy.waits_on_audio(turn.evidence):
+            return  # no spare core: the reply's compute first (unless the turn now waits on this model)
+        turn.metrics.turn_audio_after_reply = turn.audio_after_reply and turn.reply_made
         audio, turn.audio_clip = turn.audio_clip, None
         turn.predict_task = asyncio.create_task(self._predict_turn(turn, audio),
                                                 name=f"{self.id}-{turn.id}-turn-model")
