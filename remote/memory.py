@@ -95,15 +95,17 @@ def _jemalloc_stats() -> dict[str, Any] | None:
 JEMALLOC = "libjemalloc.so.2"
 """jemalloc's library as Debian and Ubuntu install it (``apt-get install libjemalloc2``), for the
 error that says it is missing; :func:`jemalloc_env` preloads whatever name the system gives it."""
-JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:60000,muzzy_decay_ms:0"
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:60000,muzzy_decay_ms:0,oversize_threshold:0"
 """jemalloc's options for the server (``MALLOC_CONF``; one the operator sets is kept).
 
-Every Whisper decode allocates and frees its encoder's attention (tens of MiB) and every turn
-its audio; with jemalloc's default 10 s decay those pages went back to the kernel between turns
-and were faulted in again, and RSS swung with what happened to be live at each sample
-(docs/soak.md). Freed pages now stay for a minute, where a server under steady traffic uses them
-again; an idle server still returns them, from jemalloc's background thread, not from a turn's
-own ``free``."""
+Every Whisper decode allocates about 200 MiB for its own work and frees it when done (jemalloc's
+bytes in use went from 115 to 322 MiB during one decode of the bundled sample: docs/soak.md);
+with jemalloc's default 10 s decay those pages went back to the kernel between turns and were
+faulted in again, and RSS swung with what happened to be live at each sample. Freed pages now
+stay for a minute (``dirty_decay_ms``), and blocks over 8 MiB no longer go to jemalloc's arena for
+oversized blocks, which gives their pages back at once (``oversize_threshold:0``): a decode then
+reuses the last one's pages, 15–35 ms faster (docs/soak.md). An idle server still returns them,
+from jemalloc's background thread, not from a turn's own ``free``."""
 TRIED = "S2S_ALLOCATOR_TRIED"
 """Set in the environment of the re-started engine: it is never started again for the allocator."""
 

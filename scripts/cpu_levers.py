@@ -233,15 +233,16 @@ def threads(repeats: int = 7) -> None:
 PER_SESSION = ("turn.", "vad.", "session.", "sentences.")  # what a new Session reads of the profile
 
 
-def paired(rounds: int, variants: list[str], files: list[str], base: list[str]) -> None:
+def paired(rounds: int, variants: list[str], files: list[str], base: list[str], busy: int = 0) -> None:
     """Stream every file through a fresh Session under each variant (``label=k=v;k=v``: profile
     overrides of :data:`PER_SESSION` sections), the variants interleaved round by round so that
     the machine's drift hits all alike; voice-to-voice and the stamps of the turn, ms after the
-    end of speech (medians). ``base``: overrides for the engine and every variant."""
+    end of speech (medians). ``base``: overrides for the engine and every variant; ``busy``: cores
+    kept busy meanwhile (``bench latency --cpu-load``)."""
     import asyncio
 
     from engine.audio import load_wav
-    from engine.bench.latency import bench_engine, stream_file
+    from engine.bench.latency import bench_engine, cpu_load, stream_file
     from engine.bench.stats import dist
     from engine.config import load_profile
 
@@ -254,8 +255,8 @@ def paired(rounds: int, variants: list[str], files: list[str], base: list[str]) 
     engine.ensure_turn_model()
     engine.llm.keep_cache = True  # as the engine runs: the system prompt's prefill stays cached
     audio = [load_wav(f)[0] for f in files]
-    keys = ["spec_start_ns", "asr_final_ns", "turn_end_ns", "llm_first_token_ns", "first_sentence_ns",
-            "first_audio_out_ns"]
+    keys = ["spec_start_ns", "asr_final_ns", "turn_text_ns", "turn_end_ns", "llm_first_token_ns", "first_sentence_ns",
+            "tts_first_audio_ns", "first_audio_out_ns"]
     v2v: dict[str, list[float]] = {v: [] for v in variants}
     stamps: dict[str, dict[str, list[float]]] = {v: {k: [] for k in keys} for v in variants}
 
@@ -276,7 +277,8 @@ def paired(rounds: int, variants: list[str], files: list[str], base: list[str]) 
                                 stamps[v][k].append((st[k] - st["speech_end_ns"]) / 1e6)
 
     try:
-        asyncio.run(run())
+        with cpu_load(busy):
+            asyncio.run(run())
     finally:
         engine.close()
     for v in variants:
@@ -292,12 +294,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="paired: rounds over all variants")
     ap.add_argument("--variant", action="append", default=[], help="paired: label=section.key=value;...")
     ap.add_argument("--set", action="append", default=[], help="paired: section.key=value for all variants")
+    ap.add_argument("--cpu-load", type=int, default=0, help="paired: cores kept busy meanwhile")
     ap.add_argument("files", nargs="*", help="paired: WAV files")
     a = ap.parse_intermixed_args()
     if a.what == "paired":
         if len(a.variant) < 1 or not a.files:
             ap.error("paired needs --variant (one or more) and WAV files")
-        paired(a.rounds, a.variant, a.files, a.set)
+        paired(a.rounds, a.variant, a.files, a.set, a.cpu_load)
     else:
         {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix, "threads": threads}[a.what]()
 

@@ -62,6 +62,7 @@ blocks = [libc.malloc(1024) for _ in range(32_000)]
 print(json.dumps({"allocator": allocator(), "before": before, "held": malloc_stats(),
                   "again": jemalloc_env({"PATH": "x"}),
                   "decay": jemalloc_option("dirty_decay_ms"), "background": jemalloc_option("background_thread"),
+                  "oversize": jemalloc_option("oversize_threshold"),
                   "banner": describe_allocator()}))
 """
 
@@ -83,7 +84,7 @@ def test_the_server_can_start_again_under_jemalloc():
 
     got = json.loads(proc.stdout)
     assert got["allocator"] == "jemalloc" and got["again"] is None
-    assert (got["decay"], got["background"]) == (60000, True)  # JEMALLOC_CONF took effect
+    assert (got["decay"], got["background"], got["oversize"]) == (60000, True, 0)  # JEMALLOC_CONF took effect
     assert got["banner"] == "jemalloc, freed pages kept 60 s, background purge"
     assert got["held"]["in_use_mib"] - got["before"]["in_use_mib"] >= 30
     assert got["held"]["in_use_mib"] <= got["held"]["heap_mib"]
