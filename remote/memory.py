@@ -95,17 +95,19 @@ def _jemalloc_stats() -> dict[str, Any] | None:
 JEMALLOC = "libjemalloc.so.2"
 """jemalloc's library as Debian and Ubuntu install it (``apt-get install libjemalloc2``), for the
 error that says it is missing; :func:`jemalloc_env` preloads whatever name the system gives it."""
-JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:60000,muzzy_decay_ms:0,oversize_threshold:0"
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,oversize_threshold:0"
 """jemalloc's options for the server (``MALLOC_CONF``; one the operator sets is kept).
 
 Every Whisper decode allocates about 200 MiB for its own work and frees it when done (jemalloc's
-bytes in use went from 115 to 322 MiB during one decode of the bundled sample: docs/soak.md);
-with jemalloc's default 10 s decay those pages went back to the kernel between turns and were
-faulted in again, and RSS swung with what happened to be live at each sample. Freed pages now
-stay for a minute (``dirty_decay_ms``), and blocks over 8 MiB no longer go to jemalloc's arena for
-oversized blocks, which gives their pages back at once (``oversize_threshold:0``): a decode then
-reuses the last one's pages, 15–35 ms faster (docs/soak.md). An idle server still returns them,
-from jemalloc's background thread, not from a turn's own ``free``."""
+bytes in use went from 115 to 322 MiB during one decode of the bundled sample: docs/soak.md).
+With jemalloc's defaults, blocks over 8 MiB came from its arena for oversized blocks, which gives
+their pages back at once, and the rest went back after 10 s; the next turn faulted them in again.
+RSS then swung with what happened to be live at each sample (±7 % over an hour; ±5 % with pages
+kept a minute), and each decode paid for the faults (15–35 ms: ``scripts/cpu_levers.py
+jemalloc``). So freed pages are kept for reuse (no decay) and large blocks come from the ordinary
+arenas: RSS stays at what the busiest moment needed, which is what the server needs again at the
+next busy moment. An operator who wants memory back from an idle server sets ``MALLOC_CONF``
+(e.g. ``background_thread:true,dirty_decay_ms:10000``), which is then used as it is."""
 TRIED = "S2S_ALLOCATOR_TRIED"
 """Set in the environment of the re-started engine: it is never started again for the allocator."""
 
@@ -116,8 +118,11 @@ def describe_allocator() -> str:
     if name != "jemalloc":
         return name or "unknown"
     decay, background = jemalloc_option("dirty_decay_ms"), jemalloc_option("background_thread")
-    return f"jemalloc, freed pages kept {decay / 1000:g} s{', background purge' if background else ''}" \
-        if decay is not None and decay >= 0 else "jemalloc, freed pages kept"
+    if decay is None:
+        return "jemalloc"
+    if decay < 0:
+        return "jemalloc, freed pages kept for reuse"
+    return f"jemalloc, freed pages kept {decay / 1000:g} s{', background purge' if background else ''}"
 
 
 def allocator() -> str | None:

@@ -5,6 +5,7 @@ lever on the path to the first reply is worth on this machine. Not part of the e
     .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe and first token: one decode or two
     .venv/bin/python scripts/cpu_levers.py asr-prefix   # Whisper: encoder vs decoder, a forced prefix
     .venv/bin/python scripts/cpu_levers.py threads      # Gemma and Whisper on 1 and 2 threads, quiet and a core busy
+    .venv/bin/python scripts/cpu_levers.py jemalloc     # Whisper decodes under jemalloc, with and without its oversize arena
     .venv/bin/python scripts/cpu_levers.py paired --rounds 3 --set asr.language=en \
         --variant always=turn.audio_when=always --variant auto=turn.audio_when=auto \
         -- /tmp/tw/en/complete/espeak-en-us_0*.wav      # profile settings against each other, interleaved
@@ -230,6 +231,49 @@ def threads(repeats: int = 7) -> None:
                       f"{span(d)} ms", flush=True)
 
 
+def jemalloc(rounds: int = 2) -> None:
+    """Whisper base decodes of the bundled sample in a child process under jemalloc, with the
+    server's ``MALLOC_CONF`` (``remote.memory.JEMALLOC_CONF``) and with it but jemalloc's own
+    oversize arena (blocks over 8 MiB, whose pages it gives back at once); the two alternate,
+    ``rounds`` times. Each child: one warm-up decode, then 8 timed ones 0.5 s apart."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from remote.memory import JEMALLOC_CONF, jemalloc_env
+
+    child = r"""
+import json, statistics, time
+from engine.audio import load_wav
+from engine.config import load_profile
+from engine.engine import load_stage
+from remote.memory import jemalloc_option, malloc_stats
+audio = load_wav("engine/assets/sample_te.wav")[0]
+asr = load_stage(load_profile("offline"), "asr")
+asr.transcribe(audio, "te")
+t = []
+for _ in range(8):
+    t0 = time.perf_counter(); asr.transcribe(audio, "te"); t.append((time.perf_counter() - t0) * 1000)
+    time.sleep(0.5)
+rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+print(json.dumps({"oversize": jemalloc_option("oversize_threshold"), "median": statistics.median(t),
+                  "min": min(t), "max": max(t), "mapped": malloc_stats()["mmapped_mib"], "rss": rss}))
+"""
+    base = jemalloc_env({**os.environ, "LD_PRELOAD": ""})
+    if base is None:
+        raise SystemExit("jemalloc is not installed (apt-get install libjemalloc2)")
+    own_arena = ",".join(x for x in JEMALLOC_CONF.split(",") if not x.startswith("oversize_threshold"))
+    for r in range(rounds):
+        for name, conf in (("server's MALLOC_CONF", JEMALLOC_CONF), ("with the oversize arena", own_arena)):
+            out = subprocess.run([sys.executable, "-c", child], env={**base, "MALLOC_CONF": conf}, cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout
+            d = json.loads(out.strip().splitlines()[-1])
+            print(f"round {r + 1}, {name:24s} (oversize_threshold {d['oversize']}): decode median {d['median']:.0f} ms "
+                  f"({d['min']:.0f}-{d['max']:.0f}), then jemalloc mapped {d['mapped']:.0f} MiB, RSS {d['rss']:.0f} MiB",
+                  flush=True)
+
+
 PER_SESSION = ("turn.", "vad.", "session.", "sentences.")  # what a new Session reads of the profile
 
 
@@ -290,7 +334,7 @@ def paired(rounds: int, variants: list[str], files: list[str], base: list[str], 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix", "threads", "paired"])
+    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix", "threads", "jemalloc", "paired"])
     ap.add_argument("--rounds", type=int, default=3, help="paired: rounds over all variants")
     ap.add_argument("--variant", action="append", default=[], help="paired: label=section.key=value;...")
     ap.add_argument("--set", action="append", default=[], help="paired: section.key=value for all variants")
@@ -302,7 +346,8 @@ def main() -> None:
             ap.error("paired needs --variant (one or more) and WAV files")
         paired(a.rounds, a.variant, a.files, a.set, a.cpu_load)
     else:
-        {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix, "threads": threads}[a.what]()
+        {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix, "threads": threads,
+         "jemalloc": jemalloc}[a.what]()
 
 
 if __name__ == "__main__":
