@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from engine.cliargs import CommandParser, add_profile_arguments
 from engine.errors import ConfigError, S2SError
 from remote import protocol as p
-from remote.memory import describe_allocator
+from remote.memory import describe_allocator, release_freed
 from remote.server import RealtimeServer, ServerOptions, check_bind, log
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,6 +136,7 @@ async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
         await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
             engine = loading.result()  # a failed load raises here (the listener closes below)
+            await asyncio.to_thread(release_freed)  # what loading freed: the turns reuse only their own
             server.attach(engine)
             print(f"s2s-engine: serving {server.url}  (health: {base}/healthz, readiness: {base}/readyz"
                   f"{', token required for details' if opts.token else ''}; malloc: {describe_allocator()})",

@@ -154,6 +154,23 @@ def jemalloc_option(name: str) -> int | bool | None:
     return v.value
 
 
+def release_freed() -> bool:
+    """Give the kernel back the pages malloc keeps for reuse, now: jemalloc's purge of every arena
+    (``arena.<all>.purge``), or glibc's ``malloc_trim(0)``. The server calls it once the models
+    have loaded: what loading freed would otherwise stay resident (:data:`JEMALLOC_CONF` keeps
+    freed pages), while what the turns free is needed again at the next turn. False where
+    neither allocator is known."""
+    if _MALLCTL is not None:
+        return _MALLCTL(f"arena.{_ARENAS_ALL}.purge".encode(), None, None, None, 0) == 0
+    if _MALLINFO2 is not None:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    return False
+
+
+_ARENAS_ALL = 4096  # jemalloc's MALLCTL_ARENAS_ALL
+
+
 def malloc_stats() -> dict[str, Any] | None:
     """The allocator's view of this process's heap in MiB (see the module docstring), or None."""
     if _MALLCTL is not None:
@@ -173,4 +190,4 @@ def malloc_stats() -> dict[str, Any] | None:
     }
 
 
-__all__ = ["JEMALLOC", "JEMALLOC_CONF", "TRIED", "allocator", "describe_allocator", "jemalloc_env", "jemalloc_option", "malloc_stats"]
+__all__ = ["JEMALLOC", "JEMALLOC_CONF", "TRIED", "allocator", "describe_allocator", "jemalloc_env", "jemalloc_option", "malloc_stats", "release_freed"]

@@ -67,6 +67,43 @@ print(json.dumps({"allocator": allocator(), "before": before, "held": malloc_sta
 """
 
 
+KEPT = """
+import ctypes, json
+from remote.memory import release_freed
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+before = rss()
+blocks = [libc.malloc(1 << 20) for _ in range(48)] + [libc.malloc(96 << 20)]  # 1 MiB blocks, one oversized
+for b, n in zip(blocks, [1 << 20] * 48 + [96 << 20]):
+    ctypes.memset(b, 1, n)  # touched: resident
+held = rss()
+for b in blocks:
+    libc.free(b)
+freed = rss()
+print(json.dumps({"before": before, "held": held, "freed": freed, "released": release_freed(), "after": rss()}))
+"""
+
+
+def test_under_jemalloc_freed_pages_stay_for_reuse_until_released():
+    """``JEMALLOC_CONF``: what a turn frees stays resident for the next turn (no decay, no arena
+    that gives large blocks back at once), so RSS does not swing with the turns; the server's
+    one purge after loading (``release_freed``) gives it back."""
+    env = jemalloc_env({**os.environ, "LD_PRELOAD": ""})
+    assert env is not None, f"{JEMALLOC} is not installed: scripts/setup.sh installs it (apt-get install libjemalloc2)"
+    proc = subprocess.run([sys.executable, "-c", KEPT], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    got = json.loads(proc.stdout)
+    assert got["held"] - got["before"] >= 130  # 144 MiB touched
+    assert got["freed"] >= got["held"] - 16  # freed, and still resident: kept for reuse
+    assert got["released"] and got["after"] <= got["freed"] - 100  # the purge gave it back
+
+
 def test_the_server_can_start_again_under_jemalloc():
     """``--allocator auto|jemalloc`` (``remote.cli``): the environment that preloads jemalloc
     (scripts/setup.sh installs libjemalloc2), and a process started with it reports jemalloc's
