@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 def _restart_with_allocator(parser: CommandParser, choice: str) -> None:
     """``--allocator``: jemalloc must be preloaded before the process starts, so the server
     starts itself again with it (once: ``S2S_ALLOCATOR_TRIED``). glibc's heaps keep freed memory
-    fragmented and RSS grows in steps for an hour; jemalloc's stay flat (docs/soak.md)."""
+    fragmented and RSS grows in steps for an hour; jemalloc does not fragment, and with freed pages
+    kept for reuse (``memory.JEMALLOC_CONF``) its RSS does not swing with the turns (docs/soak.md)."""
     if choice == "glibc" or memory.allocator() == "jemalloc":
         return
     env = memory.jemalloc_env(dict(os.environ))

@@ -58,7 +58,8 @@ def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: 
     g.add_argument("--allocator", choices=("auto", "jemalloc", "glibc"), default="auto",
                    help="malloc of the server: jemalloc keeps RSS flat over hours where glibc's heaps "
                         "fragment (docs/soak.md); auto (default) starts the server again with jemalloc "
-                        "preloaded where libjemalloc2 is installed")
+                        "preloaded where libjemalloc2 is installed, keeping freed pages for reuse "
+                        "(MALLOC_CONF, unless set: remote.memory.JEMALLOC_CONF)")
     if include_profile:
         add_profile_arguments(g)
 

@@ -235,7 +235,8 @@ def jemalloc(rounds: int = 2) -> None:
     """Whisper base decodes of the bundled sample in a child process under jemalloc, with the
     server's ``MALLOC_CONF`` (``remote.memory.JEMALLOC_CONF``) and with it but jemalloc's own
     oversize arena (blocks over 8 MiB, whose pages it gives back at once); the two alternate,
-    ``rounds`` times. Each child: one warm-up decode, then 8 timed ones 0.5 s apart."""
+    ``rounds`` times. Each child: one warm-up decode, then 8 timed ones 0.5 s apart, then one
+    more with jemalloc's bytes in use read every 2 ms (what a decode allocates for itself)."""
     import json
     import os
     import subprocess
@@ -257,8 +258,20 @@ for _ in range(8):
     t0 = time.perf_counter(); asr.transcribe(audio, "te"); t.append((time.perf_counter() - t0) * 1000)
     time.sleep(0.5)
 rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+mapped = malloc_stats()["mmapped_mib"]
+import threading
+peak, stop, idle = [0.0], threading.Event(), malloc_stats()["in_use_mib"]
+def watch():  # jemalloc's bytes in use during one more decode, every 2 ms (slows that decode)
+    while not stop.is_set():
+        peak[0] = max(peak[0], malloc_stats()["in_use_mib"])
+        time.sleep(0.002)
+w = threading.Thread(target=watch)
+w.start()
+asr.transcribe(audio, "te")
+stop.set()
+w.join()
 print(json.dumps({"oversize": jemalloc_option("oversize_threshold"), "median": statistics.median(t),
-                  "min": min(t), "max": max(t), "mapped": malloc_stats()["mmapped_mib"], "rss": rss}))
+                  "min": min(t), "max": max(t), "mapped": mapped, "rss": rss, "idle": idle, "peak": peak[0]}))
 """
     base = jemalloc_env({**os.environ, "LD_PRELOAD": ""})
     if base is None:
@@ -270,7 +283,8 @@ print(json.dumps({"oversize": jemalloc_option("oversize_threshold"), "median": s
                                  capture_output=True, text=True, check=True).stdout
             d = json.loads(out.strip().splitlines()[-1])
             print(f"round {r + 1}, {name:24s} (oversize_threshold {d['oversize']}): decode median {d['median']:.0f} ms "
-                  f"({d['min']:.0f}-{d['max']:.0f}), then jemalloc mapped {d['mapped']:.0f} MiB, RSS {d['rss']:.0f} MiB",
+                  f"({d['min']:.0f}-{d['max']:.0f}), then jemalloc mapped {d['mapped']:.0f} MiB, RSS {d['rss']:.0f} MiB; "
+                  f"bytes in use {d['idle']:.0f} MiB between decodes, {d['peak']:.0f} at most during one",
                   flush=True)
 
 
