@@ -95,7 +95,7 @@ def _jemalloc_stats() -> dict[str, Any] | None:
 JEMALLOC = "libjemalloc.so.2"
 """jemalloc's library as Debian and Ubuntu install it (``apt-get install libjemalloc2``), for the
 error that says it is missing; :func:`jemalloc_env` preloads whatever name the system gives it."""
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,oversize_threshold:0"
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,oversize_threshold:0,narenas:1"
 """jemalloc's options for the server (``MALLOC_CONF``; one the operator sets is kept).
 
 Every Whisper decode allocates about 200 MiB for its own work and frees it when done (jemalloc's
@@ -106,7 +106,9 @@ RSS then swung with what happened to be live at each sample (±7 % over an hour;
 kept a minute), and each decode paid for the faults (15–35 ms: ``scripts/cpu_levers.py
 jemalloc``). So freed pages are kept for reuse (no decay) and large blocks come from the ordinary
 arenas: RSS stays at what the busiest moment needed, which is what the server needs again at the
-next busy moment. An operator who wants memory back from an idle server sets ``MALLOC_CONF``
+next busy moment. One arena: with jemalloc's default of four per core, each thread's freed pages
+stayed in its own arena, out of reach of the others, and RSS grew a step each time another thread
+(CTranslate2's, onnxruntime's, the executor's) met its own peak. An operator who wants memory back from an idle server sets ``MALLOC_CONF``
 (e.g. ``background_thread:true,dirty_decay_ms:10000``), which is then used as it is."""
 TRIED = "S2S_ALLOCATOR_TRIED"
 """Set in the environment of the re-started engine: it is never started again for the allocator."""
@@ -147,7 +149,7 @@ def jemalloc_option(name: str) -> int | bool | None:
     process; None where jemalloc is not the allocator or has no such option."""
     if _MALLCTL is None:
         return None
-    kind = ctypes.c_bool if name == "background_thread" else ctypes.c_ssize_t
+    kind = ctypes.c_bool if name == "background_thread" else ctypes.c_uint if name == "narenas" else ctypes.c_ssize_t
     v, n = kind(), ctypes.c_size_t(ctypes.sizeof(kind))
     if _MALLCTL(f"opt.{name}".encode(), ctypes.byref(v), ctypes.byref(n), None, 0) != 0:
         return None

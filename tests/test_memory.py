@@ -62,35 +62,56 @@ blocks = [libc.malloc(1024) for _ in range(32_000)]
 print(json.dumps({"allocator": allocator(), "before": before, "held": malloc_stats(),
                   "again": jemalloc_env({"PATH": "x"}),
                   "decay": jemalloc_option("dirty_decay_ms"), "background": jemalloc_option("background_thread"),
-                  "oversize": jemalloc_option("oversize_threshold"),
+                  "oversize": jemalloc_option("oversize_threshold"), "arenas": jemalloc_option("narenas"),
                   "banner": describe_allocator()}))
 """
 
 
 KEPT = """
-import ctypes, json
+import ctypes, json, threading
 from remote.memory import release_freed
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
-before = rss()
-blocks = [libc.malloc(1 << 20) for _ in range(48)] + [libc.malloc(96 << 20)]  # 1 MiB blocks, one oversized
-for b, n in zip(blocks, [1 << 20] * 48 + [96 << 20]):
-    ctypes.memset(b, 1, n)  # touched: resident
-held = rss()
-for b in blocks:
-    libc.free(b)
+SIZES = [1 << 20] * 48 + [96 << 20]  # 1 MiB blocks, one oversized
+def turn(hold=None):
+    blocks = [libc.malloc(n) for n in SIZES]
+    for b, n in zip(blocks, SIZES):
+        ctypes.memset(b, 1, n)  # touched: resident
+    if hold is not None:
+        hold.append(rss())
+    for b in blocks:
+        libc.free(b)
+before, held = rss(), []
+turn(held)
 freed = rss()
-print(json.dumps({"before": before, "held": held, "freed": freed, "released": release_freed(), "after": rss()}))
+# two more threads, alive together as the server's are, take turns: they reuse the same pages
+go = [threading.Semaphore(0), threading.Semaphore(0)]
+done, finish = threading.Semaphore(0), threading.Event()
+def worker(i):
+    go[i].acquire(); turn(); done.release(); finish.wait()
+ts = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+for t in ts:
+    t.start()
+for g in go:
+    g.release(); done.acquire()
+threads = rss()
+finish.set()
+for t in ts:
+    t.join()
+print(json.dumps({"before": before, "held": held[0], "freed": freed, "threads": threads,
+                  "released": release_freed(), "after": rss()}))
 """
 
 
 def test_under_jemalloc_freed_pages_stay_for_reuse_until_released():
     """``JEMALLOC_CONF``: what a turn frees stays resident for the next turn (no decay, no arena
-    that gives large blocks back at once), so RSS does not swing with the turns; the server's
-    one purge after loading (``release_freed``) gives it back."""
+    that gives large blocks back at once), so RSS does not swing with the turns; other threads
+    reuse those pages (one arena: with jemalloc's default eight here, two more threads taking
+    turns grew RSS by 290 MiB); the server's one purge after loading (``release_freed``) gives
+    them back."""
     env = jemalloc_env({**os.environ, "LD_PRELOAD": ""})
     assert env is not None, f"{JEMALLOC} is not installed: scripts/setup.sh installs it (apt-get install libjemalloc2)"
     proc = subprocess.run([sys.executable, "-c", KEPT], env=env, capture_output=True, text=True, timeout=60,
@@ -101,6 +122,7 @@ def test_under_jemalloc_freed_pages_stay_for_reuse_until_released():
     got = json.loads(proc.stdout)
     assert got["held"] - got["before"] >= 130  # 144 MiB touched
     assert got["freed"] >= got["held"] - 16  # freed, and still resident: kept for reuse
+    assert got["threads"] <= got["freed"] + 16  # other threads reused them (one arena), no new pages
     assert got["released"] and got["after"] <= got["freed"] - 100  # the purge gave it back
 
 
@@ -121,7 +143,7 @@ def test_the_server_can_start_again_under_jemalloc():
 
     got = json.loads(proc.stdout)
     assert got["allocator"] == "jemalloc" and got["again"] is None
-    assert (got["decay"], got["oversize"]) == (-1, 0)  # JEMALLOC_CONF took effect
+    assert (got["decay"], got["oversize"], got["arenas"]) == (-1, 0, 1)  # JEMALLOC_CONF took effect
     assert got["banner"] == "jemalloc, freed pages kept for reuse"
     assert got["held"]["in_use_mib"] - got["before"]["in_use_mib"] >= 30
     assert got["held"]["in_use_mib"] <= got["held"]["heap_mib"]
