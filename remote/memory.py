@@ -98,18 +98,16 @@ error that says it is missing; :func:`jemalloc_env` preloads whatever name the s
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,oversize_threshold:0,narenas:1"
 """jemalloc's options for the server (``MALLOC_CONF``; one the operator sets is kept).
 
-Every Whisper decode allocates about 200 MiB for its own work and frees it when done (jemalloc's
-bytes in use went from 115 to 322 MiB during one decode of the bundled sample: docs/soak.md).
-With jemalloc's defaults, blocks over 8 MiB came from its arena for oversized blocks, which gives
-their pages back at once, and the rest went back after 10 s; the next turn faulted them in again.
-RSS then swung with what happened to be live at each sample (±7 % over an hour; ±5 % with pages
-kept a minute), and each decode paid for the faults (15–35 ms: ``scripts/cpu_levers.py
-jemalloc``). So freed pages are kept for reuse (no decay) and large blocks come from the ordinary
-arenas: RSS stays at what the busiest moment needed, which is what the server needs again at the
-next busy moment. One arena: with jemalloc's default of four per core, each thread's freed pages
-stayed in its own arena, out of reach of the others, and RSS grew a step each time another thread
-(CTranslate2's, onnxruntime's, the executor's) met its own peak. An operator who wants memory back from an idle server sets ``MALLOC_CONF``
-(e.g. ``background_thread:true,dirty_decay_ms:10000``), which is then used as it is."""
+With jemalloc's defaults the server's RSS swung ±7 % over an hour of turns (docs/soak.md): what a
+turn freed went back to the kernel (blocks over 8 MiB at once, from jemalloc's arena for oversized
+blocks; the rest after its 10 s decay) and the next turn faulted it in again, so RSS followed what
+happened to be live at each sample. With freed pages kept (no decay) the swings ended, but RSS rose
+in steps: each thread's freed pages stay in its own arena (four per core by default), out of reach
+of the other threads (CTranslate2's, onnxruntime's, the executor's), so it grew each time another
+thread met its own peak. So: freed pages are kept for reuse, in one arena, with large blocks in it
+too, and RSS stays at what the busiest moment needed, which the next busy moment needs again. An
+operator who wants memory back from an idle server sets ``MALLOC_CONF`` (e.g.
+``background_thread:true,dirty_decay_ms:10000``), which is then used as it is."""
 TRIED = "S2S_ALLOCATOR_TRIED"
 """Set in the environment of the re-started engine: it is never started again for the allocator."""
 
