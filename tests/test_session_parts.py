@@ -188,13 +188,8 @@ async def test_pieces_with_nothing_to_say_are_not_spoken(engine):
     assert made.sentences == len(texts) and engine.tts.texts == texts  # the voice never got it
 
 
-@pytest.mark.parametrize("reply", ["", "...", " ?! "])
-async def test_a_reply_with_nothing_to_say_aloud_asks_the_user_to_say_it_again(reply):
-    """``llm.empty_reply`` (the default): what the model wrote stays in the text, and the agent
-    says the fallback, as a reply that completes: for any backend, after its own retries."""
-    llm, tts = FakeLLM(reply=reply, delay=0.0), FakeTTS()
-    engine = fake_engine(llm=llm, tts=tts)
-    fallback = engine.profile.llm.empty_reply
+async def reply_events(engine) -> list:
+    """One session, one user text, one response: its events until ``ResponseDone``."""
     s = engine.new_session()
     try:
         await s.start()
@@ -205,14 +200,27 @@ async def test_a_reply_with_nothing_to_say_aloud_asks_the_user_to_say_it_again(r
             async for e in s.stream():
                 events.append(e)
                 if isinstance(e, ev.ResponseDone):
-                    break
+                    return events
+    finally:
+        await s.close()
+    raise AssertionError("the stream ended before ResponseDone")
+
+
+@pytest.mark.parametrize("reply", ["", "...", " ?! "])
+async def test_a_reply_with_nothing_to_say_aloud_asks_the_user_to_say_it_again(reply):
+    """``llm.empty_reply`` (the default): what the model wrote stays in the text, and the agent
+    says the fallback, as a reply that completes: for any backend, after its own retries."""
+    llm, tts = FakeLLM(reply=reply, delay=0.0), FakeTTS()
+    engine = fake_engine(llm=llm, tts=tts)
+    fallback = engine.profile.llm.empty_reply
+    try:
+        events = await reply_events(engine)
         assert fallback and not any(isinstance(e, ev.ErrorEvent) for e in events)
         assert events[-1].status == "completed" and tts.texts == [fallback]
         text = "".join(e.delta for e in events if isinstance(e, ev.ReplyTextDelta))
         assert text.endswith(fallback) and text.strip().startswith(reply.strip()) and "  " not in text.strip()
         assert any(isinstance(e, ev.ReplyAudio) for e in events)
     finally:
-        await s.close()
         engine.close()
 
 
@@ -221,21 +229,11 @@ async def test_a_reply_with_nothing_to_say_aloud_is_an_error_not_silence(reply):
     """With ``llm.empty_reply`` set to "": the error, not silence."""
     llm, tts = FakeLLM(reply=reply, delay=0.0), FakeTTS()
     engine = fake_engine(llm=llm, tts=tts, overrides=['llm.empty_reply=""'])
-    s = engine.new_session()
     try:
-        await s.start()
-        s.add_user_text("హలో")
-        s.create_response()
-        events = []
-        async with asyncio.timeout(20):
-            async for e in s.stream():
-                events.append(e)
-                if isinstance(e, ev.ResponseDone):
-                    break
+        events = await reply_events(engine)
         err = next(e for e in events if isinstance(e, ev.ErrorEvent))
         assert err.code == "llm_failed" and "nothing to say aloud" in err.message and reply.strip() in err.message
         assert events[-1].status == "failed" and tts.texts == []
         assert not any(isinstance(e, ev.ReplyAudio) for e in events)
     finally:
-        await s.close()
         engine.close()
