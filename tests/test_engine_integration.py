@@ -191,6 +191,45 @@ def test_parallel_llm_instances_generate_for_two_sessions_at_once():
         llm.close()
 
 
+def test_each_generation_frees_its_sampler_when_it_ends():
+    """llama-cpp-python frees a generation's sampler chain (a buffer of one entry per vocabulary
+    token: 3 MiB for Gemma 3) only through Python's cyclic collector; the backend frees it as the
+    generation ends, so six replies leave no more memory in use than one."""
+    import gc
+    import threading
+
+    from llama_cpp._internals import LlamaSampler
+
+    from engine.config import load_profile
+    from engine.models import resolve
+    from engine.stages.llm_llamacpp import LlamaCppLLM
+    from remote.memory import malloc_stats
+
+    def in_use_mib() -> float:
+        m = malloc_stats()
+        assert m is not None  # glibc's mallinfo2 (or jemalloc) on Linux
+        return m["in_use_mib"] + m["mmapped_mib"]
+
+    p = load_profile("offline", ["llm.max_tokens=4"])
+    llm = LlamaCppLLM(p.llm, resolve("llm", p.llm.model))
+    llm.setup()
+    msgs = [{"role": "user", "content": "నమస్కారం, మీరు ఎలా ఉన్నారు?"}]
+    gc.collect()
+    gc.disable()  # what a busy server sees between its rare full collections
+    try:
+        "".join(llm.stream(msgs, 4, threading.Event()))
+        before = in_use_mib()
+        for _ in range(6):
+            "".join(llm.stream(msgs, 4, threading.Event()))
+        grew = in_use_mib() - before
+        alive = [s for s in gc.get_objects() if isinstance(s, LlamaSampler) and s.sampler is not None]
+        assert alive == [], f"{len(alive)} sampler chains left for the cyclic collector"
+        assert grew < 6, f"six replies left {grew:.1f} MiB in use (3 MiB per chain not freed)"
+    finally:
+        gc.enable()
+        llm.close()
+
+
 async def test_gpu_profile_runs_end_to_end_on_shape_true_models_on_cpu(tmp_path):
     """Everything of the gpu profile but CUDA: chat-template prompts, two LLM instances,
     the MMS VITS backend, a large-v3-turbo-shaped Whisper (random weights, built locally)."""
