@@ -147,3 +147,35 @@ def test_the_server_can_start_again_under_jemalloc():
     assert got["banner"] == "jemalloc, freed pages kept for reuse"
     assert got["held"]["in_use_mib"] - got["before"]["in_use_mib"] >= 30
     assert got["held"]["in_use_mib"] <= got["held"]["heap_mib"]
+
+
+PROFILED = r"""
+import ctypes, sys
+import numpy as np
+dump = ctypes.CDLL(None).mallctl
+held = []
+for mib in (8, 40, 8, 24):  # what a turn holds moves; each profile is taken at one of these moments
+    held = [np.ones(mib * 131072) for _ in range(1)]  # float64: mib MiB in one block
+    assert dump(b"prof.dump", None, None, None, 0) == 0
+"""
+
+
+def test_heap_sites_finds_the_allocation_site_whose_live_bytes_move(tmp_path):
+    """``scripts/heap_sites.py`` reads jemalloc's heap profiles (the profiler Debian's
+    libjemalloc2 is built with) and names the library and the stack whose live bytes moved
+    between them: how the LLM's sampler chains were found (docs/soak.md)."""
+    env = jemalloc_env({**os.environ, "LD_PRELOAD": ""})
+    assert env is not None, f"{JEMALLOC} is not installed: scripts/setup.sh installs it (apt-get install libjemalloc2)"
+    env["MALLOC_CONF"] = f"{JEMALLOC_CONF},prof:true,lg_prof_sample:17,prof_prefix:{tmp_path}/h"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", PROFILED], env=env, capture_output=True, text=True, timeout=60, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(tmp_path.glob("h.*.heap"))) == 4, "jemalloc wrote no profiles: is it built with --enable-prof?"
+    out = subprocess.run([sys.executable, "scripts/heap_sites.py", "--skip", "0", "--sites", "1", f"{tmp_path}/h.*.heap"],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    numpy_line = next(line for line in out.stdout.splitlines() if line.startswith("_multiarray_umath"))
+    lowest, highest = (float(x) for x in numpy_line.split()[-2:])
+    assert 7 <= lowest <= 12 and 39 <= highest <= 46, out.stdout  # 8 and 40 MiB held, and numpy's own
+    site = out.stdout.split("moved most:")[1]
+    assert "8.0 to 40.0 MiB, live in 4 of 4 profiles" in site and "_multiarray_umath" in site, out.stdout
