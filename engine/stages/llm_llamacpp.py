@@ -153,9 +153,9 @@ def free_sampler(llm: Any) -> None:
     of one entry per vocabulary token: 3 MiB for Gemma 3's 262,144. The chain's Python wrapper
     (``_internals.LlamaSampler``) frees it only in ``__del__``, and the wrapper sits in a
     reference cycle (its ``ExitStack`` holds a closure over itself), so only Python's cyclic
-    collector frees it: in a server, whenever a full collection happens to run. Up to 45 MiB of
-    them were alive at once in an hour's soak, and RSS kept every new high (docs/soak.md). Freed
-    here, when the generation ends, the buffer is reused by the next one."""
+    collector frees it: in a server, whenever a full collection happens to run. In a soak of three
+    sessions, 6 to 45 MiB of them were alive at any moment, and RSS kept each new high
+    (docs/soak.md). Freed here, when the generation ends, the buffer is reused by the next one."""
     sampler = getattr(llm, "_sampler", None)
     if sampler is not None:
         llm._sampler = None
