@@ -6,6 +6,7 @@ a resumed turn), and each job is a part of its own in this package:
 
 - ``input``: the microphone audio, resampled once to 16 kHz, bounded, cut into VAD frames;
 - ``asr``: the final transcript of a turn, and partial ones on the way;
+- ``eot``: the turn held at a pause, and the evidence the end-of-turn policy decides on;
 - ``turns``: a user turn, held while its end is not confirmed, and the last ended one;
 - ``reply``: LLM → sentences → TTS, so the first sentence speaks while the LLM still writes;
 - ``playback``: what the user has heard, barge-in, and what the history keeps of a cut reply;
@@ -47,12 +48,13 @@ from engine.events import (
 from engine.history import ChatHistory
 from engine.metrics import TurnMetrics
 from engine.session.asr import Transcriber
+from engine.session.eot import EndOfTurn
 from engine.session.input import InputAudio
 from engine.session.outbox import Outbox
 from engine.session.playback import Playback
 from engine.session.reply import Reply, ReplyMaker
 from engine.session.turns import Ended, Turn
-from engine.turn import TurnDecision, TurnEvidence, TurnPolicy, text_usable
+from engine.turn import TurnDecision, TurnPolicy, text_usable
 from engine.vad import TurnDetector, VADState
 
 if TYPE_CHECKING:
@@ -71,7 +73,6 @@ class Session:
         self.options = replace(p.session)
         self.vad_options = replace(p.vad)
         self.turn_options = replace(p.turn)
-        self._policy = TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms)
         self.language: str | None = None if p.asr.language in ("", "auto") else p.asr.language
         self.instructions = p.llm.system_prompt
         self.history = ChatHistory()
@@ -87,6 +88,9 @@ class Session:
         self._asr = Transcriber(engine)
         self._playback = Playback(engine, self.options, self.history, self._emit)
         self._maker = ReplyMaker(engine, self.options, self._emit_for)
+        self._eot = EndOfTurn(session_id, engine, self.turn_options,
+                              TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms),
+                              self._emit, self._pause_ms, self._end_turn_now)
         self._detector = self._new_detector()
         self._vad_state = engine.vad.new_state()
         self._frames_seen = 0
@@ -96,7 +100,6 @@ class Session:
         self._n_responses = 0
         self._turn_id: str | None = None
         self._turn_tasks: set[asyncio.Task] = set()
-        self._spec: Turn | None = None  # a held turn started at a pause
         self._ended: Ended | None = None  # the last ended turn, while the user may go on with it
         self._parts = 0  # earlier parts of the turn now being spoken (resumed turns)
         self._half_replies = 0  # replies to those parts whose audio had gone out
@@ -185,7 +188,7 @@ class Session:
             self.instructions = instructions
         if language is not None:
             self.language = None if language in ("", "auto") else language
-        if (turn_policy is not None and turn_policy != self._policy.policy) or turn_max_silence_ms is not None:
+        if (turn_policy is not None and turn_policy != self._eot.policy.policy) or turn_max_silence_ms is not None:
             trial = replace(self.turn_options, policy=turn_policy or self.turn_options.policy)
             if turn_max_silence_ms is not None:
                 trial.max_silence_ms = int(turn_max_silence_ms)
@@ -197,29 +200,29 @@ class Session:
         if eot_silence_ms is not None:
             self.vad_options.end_of_turn_silence_ms = int(eot_silence_ms)
         if turn_policy is not None or eot_silence_ms is not None or turn_max_silence_ms is not None:
-            self._policy = TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms)
+            self._eot.use(self.turn_options, TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms))
             self._detector = self._new_detector()
 
     @property
     def turn_policy(self) -> str:
-        return self._policy.policy
+        return self._eot.policy.policy
 
     @property
     def max_turn_wait_ms(self) -> int:
         """The longest silence before a turn ends, whatever the evidence."""
-        return self._policy.max_wait_ms
+        return self._eot.policy.max_wait_ms
 
     def _new_detector(self) -> TurnDetector:
         """The VAD state machine for the policy: it ends the turn at the policy's longest wait
         and reports the first short silence, where the turn runs speculatively and the
         policy's evidence is gathered (adaptive policies always run it there)."""
-        pol, spec = self._policy, self.vad_options.speculative_asr_ms
+        pol, spec = self._eot.policy, self.vad_options.speculative_asr_ms
         pause = (min(spec, pol.earliest_ms) if spec > 0 else pol.earliest_ms) if pol.adaptive else spec
         return TurnDetector(self.vad_options, self.engine.vad.frame_samples, end_ms=pol.max_wait_ms, pause_ms=pause)
 
     def reset(self) -> None:
         """Forget the conversation: cancel any reply and any turn still being transcribed."""
-        self._drop_spec()
+        self._eot.drop()
         self._ended = None
         self._interrupt(barge_in=False)
         for task in list(self._turn_tasks):
@@ -265,7 +268,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        self._drop_spec()
+        self._eot.drop()
         self._interrupt(barge_in=False)
         tasks = [t for t in (self._input_task, *self._asr.cancel(), *self._turn_tasks) if t is not None]
         if self._playback.current is not None and self._playback.current.task is not None:
@@ -332,20 +335,17 @@ class Session:
             silence = self._detector.eot_frames * self._detector.frame_ms
             ev = self._detector.update(self._frames_seen + i, float(prob), frame_arrivals[i])
             if ev is None:
-                if self._policy.adaptive and self._detector.state is VADState.STOPPING:
-                    self._check_turn_end()  # one more frame of silence: enough for the evidence?
+                if self._eot.policy.adaptive and self._detector.state is VADState.STOPPING:
+                    self._eot.check()  # one more frame of silence: enough for the evidence?
                 continue
             if ev.kind == "start":
                 self._on_speech_start(ev.sample, ev.arrival_ns)
             elif ev.kind == "pause":
                 self._on_pause(ev.sample)
             elif ev.kind == "resume":
-                self._drop_spec()
+                self._eot.drop()
             else:  # the longest wait: the policy's fixed silence, or its maximum
-                spec = self._spec
-                decision = self._policy.decide(silence, spec.evidence if spec else TurnEvidence(text_usable=False))
-                self._on_turn_end(ev.sample, ev.arrival_ns, now_ns(),
-                                  decision or TurnDecision("max-silence", None, silence))
+                self._on_turn_end(ev.sample, ev.arrival_ns, now_ns(), self._eot.decide_at_most(silence))
         self._frames_seen += n
         if not self._detector.in_speech and self._detector.state.value == "quiet":
             self._trim_buffer()
@@ -440,89 +440,28 @@ class Session:
         return self._audio.between(start, end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000))
 
     def _on_pause(self, end_sample: int) -> None:
-        """The first short silence: run the turn now, held back, in case the pause is its end,
-        and gather the end-of-turn policy's evidence (the audio model, the transcript)."""
+        """The first short silence: run the turn now, held back, in case the pause is its end;
+        :class:`EndOfTurn` gathers the policy's evidence meanwhile."""
         idle = self.engine.cpu.idle()  # before the turn's own work: what others leave of the cores
-        turn = self._speculate(end_sample)
-        turn.note_cores(idle, self.turn_options.audio_spare_cores)
-        if not self._policy.needs_text:
-            turn.evidence.text_usable = False
-        turn.evidence.text_expected = self.engine.text_evidence.get(self.language or "", False)
-        if self._policy.needs_audio and self.engine.turn_model is not None:
-            start = self._turn_start if self._turn_start is not None else self._audio.start
-            turn.audio_clip = self._audio.between(start)
-            self._maybe_predict(turn)  # now, or once the transcript leaves the answer open
-        else:
-            turn.evidence.audio_usable = False
-
-    def _maybe_predict(self, turn: Turn) -> None:
-        """Start the audio turn model on the held turn's audio if the policy wants it now."""
-        if turn.audio_clip is None or turn.predict_task is not None or self._spec is not turn:
-            return
-        if not self._policy.audio_needed(turn.evidence):
-            return
-        if turn.audio_after_reply and not turn.reply_made and not self._policy.waits_on_audio(turn.evidence):
-            return  # no spare core: the reply's compute first (unless the turn now waits on this model)
-        turn.metrics.turn_audio_after_reply = turn.audio_after_reply and turn.reply_made
-        audio, turn.audio_clip = turn.audio_clip, None
-        turn.predict_task = asyncio.create_task(self._predict_turn(turn, audio),
-                                                name=f"{self.id}-{turn.id}-turn-model")
-
-    def _speculate(self, end_sample: int) -> Turn:
-        self._drop_spec()
+        self._eot.drop()
         metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns,
                               spec_start_ns=now_ns(), resumed=self._parts, half_replies=self._half_replies)
         turn = Turn(self._turn_id or "turn_?", end_sample, metrics, held=True, speculative=True)
         turn.known_text = self._asr.covering(turn.id, end_sample)  # the latest partial heard all of it?
         turn.task = asyncio.create_task(self._run_turn(turn, self._turn_audio(end_sample)),
                                         name=f"{self.id}-{turn.id}-early")
-        self._spec = turn
-        return turn
+        start = self._turn_start if self._turn_start is not None else self._audio.start
+        self._eot.hold(turn, idle, self.language or "", lambda: self._audio.between(start))
 
-    async def _predict_turn(self, turn: Turn, audio: np.ndarray) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            p = await loop.run_in_executor(self.engine.turn_pool, turn.predict, self.engine.turn_model, audio)
-        except Exception as exc:  # noqa: BLE001 - without the audio model, the transcript decides
-            log.exception("turn model")
-            self._emit(ErrorEvent(getattr(exc, "code", "turn_failed"), f"the turn model failed: {exc}", "turn",
-                                  turn.id))
-            p = None
-        if self._spec is turn:
-            turn.evidence.audio, turn.evidence.audio_usable = p, p is not None
-            self._check_turn_end()
+    def _pause_ms(self) -> int | None:
+        """How long the current pause has lasted (None: not in a pause)."""
+        return self._detector.silence_ms if self._detector.state is VADState.STOPPING else None
 
-    def _on_text_evidence(self, turn: Turn, p: float | None, at_ns: int | None = None) -> None:
-        """The language model read the speculative transcript (on the event loop; ``at_ns``:
-        when it did, in the LLM's thread)."""
-        turn.metrics.turn_text_probability = p
-        if p is None:
-            turn.evidence.text_usable = False
-        else:
-            turn.evidence.text = p
-            turn.metrics.turn_text_ns = at_ns or now_ns()
-        if self._spec is turn:
-            self._maybe_predict(turn)
-            self._check_turn_end()
-
-    def _check_turn_end(self) -> None:
-        """Ask the policy whether the pause so far, with the evidence in, ends the turn."""
-        if self._detector.state is not VADState.STOPPING:
-            return
-        spec = self._spec
-        decision = self._policy.decide(self._detector.silence_ms,
-                                       spec.evidence if spec is not None else TurnEvidence(text_usable=False))
-        if decision is None:
-            return
+    def _end_turn_now(self, decision: TurnDecision) -> None:
+        """The policy ended the turn in its pause, before the longest wait."""
         ev = self._detector.end_now()
         if ev is not None:
             self._on_turn_end(ev.sample, ev.arrival_ns, now_ns(), decision)
-
-    def _drop_spec(self) -> None:
-        """The user went on speaking: throw the held turn away (it emitted nothing)."""
-        turn, self._spec = self._spec, None
-        if turn is not None:
-            turn.drop()
 
     def _release(self, turn: Turn) -> None:
         """The end of turn is confirmed: what the held turn produced goes out now."""
@@ -542,9 +481,8 @@ class Session:
     def _emit_for(self, turn: Turn | None, ev: SessionEvent) -> None:
         if turn is not None and turn.held:
             turn.held_events.append(ev)
-            if isinstance(ev, ReplyAudio) and not turn.reply_made:
-                turn.reply_made = True  # its first audio: the cores are the audio model's now
-                self._maybe_predict(turn)
+            if isinstance(ev, ReplyAudio):
+                self._eot.on_reply_audio(turn)
         else:
             self._emit(ev)
 
@@ -555,11 +493,8 @@ class Session:
         ended = Ended(Turn(turn_id, end_sample, TurnMetrics()), start, end_sample, self._speech_start_ns,
                        self.history.mark(), self._parts + 1)
         self._ended = ended if self.turn_options.resume_ms > 0 else None  # before the buffer is trimmed
-        spec = self._spec
-        if spec is not None and spec.id == turn_id and spec.end_sample == end_sample and spec.task is not None:
-            self._spec = None
-            if spec.predict_task is not None and not spec.predict_task.done():
-                spec.predict_task.cancel()  # decided without it (a fixed or maximum wait, the deadline)
+        spec = self._eot.claim(turn_id, end_sample)
+        if spec is not None:
             spec.metrics.speech_end_ns, spec.metrics.turn_end_ns = speech_end_ns, decided_ns
             spec.metrics.speech_start_ns = spec.metrics.speech_start_ns or self._speech_start_ns
             self._record_decision(spec.metrics, decision)
@@ -569,7 +504,6 @@ class Session:
             ended.turn = spec
             self._release(spec)
         else:
-            self._drop_spec()
             metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
                                   speech_end_ns=speech_end_ns, turn_end_ns=decided_ns,
                                   resumed=self._parts, half_replies=self._half_replies)
@@ -588,7 +522,7 @@ class Session:
         self._trim_buffer()
 
     def _begin_turn(self, turn_id: str, audio: np.ndarray, metrics: TurnMetrics, end_sample: int = 0) -> Turn:
-        self._drop_spec()
+        self._eot.drop()
         turn = Turn(turn_id, end_sample, metrics)
         if end_sample:
             turn.known_text = self._asr.covering(turn_id, end_sample)
@@ -618,7 +552,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - report, keep the session alive
             log.exception("ASR")
             if turn.held:
-                self._no_text_evidence(turn)
+                self._eot.no_text(turn)
                 await turn.released.wait()
             self._emit(ErrorEvent(getattr(exc, "code", "asr_failed"), f"speech recognition failed: {exc}",
                                   "asr", turn.id))
@@ -633,7 +567,7 @@ class Session:
         if text:  # what the next pause may expect of the ASR in this language (audio_when "auto")
             self.engine.text_evidence[self.language or ""] = usable
         if not usable:
-            self._no_text_evidence(turn)  # noise, or a transcript the ASR did not understand
+            self._eot.no_text(turn)  # noise, or a transcript the ASR did not understand
         if not text:
             return  # noise or a cough: nothing to answer
         if turn.held:
@@ -645,15 +579,7 @@ class Session:
         if self.options.auto_response and not self._playback.running:
             self._start_response(metrics, turn)
         else:
-            self._no_text_evidence(turn)
-
-    def _no_text_evidence(self, turn: Turn) -> None:
-        """The held turn will not give the policy a text signal: stop waiting for one."""
-        if turn.held and turn.evidence.text_usable and turn.evidence.text is None:
-            turn.evidence.text_usable = False
-            if self._spec is turn:
-                self._maybe_predict(turn)
-                self._check_turn_end()
+            self._eot.no_text(turn)
 
     def _start_response(self, metrics: TurnMetrics, turn: Turn | None = None) -> str:
         self._n_responses += 1
@@ -676,7 +602,7 @@ class Session:
         return r.id
 
     async def _run_response(self, r: Reply, messages: list, read_turn: bool = False) -> None:
-        made = await self._maker.make(r, messages, read_turn, self._on_text_evidence)
+        made = await self._maker.make(r, messages, read_turn, self._eot.on_text)
         if r.status == "cancelled":
             return
         await self._released(r)
