@@ -222,7 +222,7 @@ def test_each_generation_frees_its_sampler_when_it_ends():
         for _ in range(6):
             "".join(llm.stream(msgs, 4, threading.Event()))
         grew = in_use_mib() - before
-        alive = [s for s in gc.get_objects() if isinstance(s, LlamaSampler) and s.sampler is not None]
+        alive = [s for s in gc.get_objects() if type(s) is LlamaSampler and s.sampler is not None]
         assert alive == [], f"{len(alive)} sampler chains left for the cyclic collector"
         assert grew < 6, f"six replies left {grew:.1f} MiB in use (3 MiB per chain not freed)"
     finally:
