@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import glob
 import math
 import os
@@ -46,11 +47,13 @@ class Profile:
     maps: list[tuple[int, int, int, str]] = field(default_factory=list)  # start, end, file offset, path
     starts: list[int] = field(default_factory=list)
 
-    def library(self, addr: int) -> str:
+    def mapping(self, addr: int) -> tuple[int, int, int, str] | None:
         k = bisect.bisect_right(self.starts, addr) - 1
-        if k >= 0 and self.maps[k][0] <= addr < self.maps[k][1]:
-            return self.maps[k][3]
-        return "?"
+        return self.maps[k] if k >= 0 and self.maps[k][0] <= addr < self.maps[k][1] else None
+
+    def library(self, addr: int) -> str:
+        m = self.mapping(addr)
+        return m[3] if m else "?"
 
     def owner(self, stack: tuple[int, ...]) -> str:
         """The library of the first frame outside the allocator, libc and libstdc++."""
@@ -86,20 +89,26 @@ def read_profile(path: str) -> Profile:
     return p
 
 
-def symbolize(profile: Profile, addr: int) -> str:
-    """``library function`` for a return address (addr2line on the file's own address)."""
-    lib = profile.library(addr)
-    if lib == "?" or not os.path.exists(lib):
-        return f"? {addr:#x}"
-    start, _, offset, _ = next(m for m in profile.maps if m[0] <= addr < m[1])
-    file_offset = addr - start + offset
-    vaddr = file_offset
+@functools.cache
+def _load_segments(lib: str) -> list[tuple[int, int, int]]:
+    """(file offset, address, size) of each LOAD segment of ``lib`` (``readelf``, once a library)."""
+    out = []
     for line in subprocess.run(["readelf", "-lW", lib], capture_output=True, text=True).stdout.splitlines():
         f = line.split()
         if f and f[0] == "LOAD":
-            o, v, size = int(f[1], 16), int(f[2], 16), int(f[4], 16)
-            if o <= file_offset < o + size:
-                vaddr = file_offset - o + v
+            out.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
+    return out
+
+
+def symbolize(profile: Profile, addr: int) -> str:
+    """``library function`` for a return address (addr2line on the file's own address)."""
+    m = profile.mapping(addr)
+    if m is None or not os.path.exists(m[3]):
+        return f"? {addr:#x}"
+    start, _, offset, lib = m
+    file_offset = addr - start + offset
+    vaddr = next((file_offset - o + v for o, v, size in _load_segments(lib) if o <= file_offset < o + size),
+                 file_offset)
     name = subprocess.run(["addr2line", "-f", "-C", "-e", lib, hex(vaddr - 1)],
                           capture_output=True, text=True).stdout.split("\n")[0]
     return f"{os.path.basename(lib)} {name[:120]}"

@@ -48,23 +48,24 @@ class EndOfTurn:
     Args:
         session_id: names its tasks.
         engine: the shared engine (its audio turn model and worker, its idle-core reading).
-        options, policy: the session's ``turn.*`` options and the policy made from them
-            (:meth:`use` replaces both when the client updates the session).
+        options, fixed_ms: the session's ``turn.*`` options and its fixed end-of-turn silence,
+            which make its policy (:meth:`use` makes it again when the client updates them).
         emit: where an error event goes (the audio model failed: the transcript decides).
-        silence_ms: how long the current pause has lasted, or None outside a pause.
+        pause_ms: how long the current pause has lasted, or None outside a pause.
         end_now: the Session ends the turn at once, decided so (if it is still in its pause).
     """
 
-    def __init__(self, session_id: str, engine: Engine, options: TurnOptions, policy: TurnPolicy,
-                 emit: Callable[[SessionEvent], None], silence_ms: Callable[[], int | None],
+    def __init__(self, session_id: str, engine: Engine, options: TurnOptions, fixed_ms: int,
+                 emit: Callable[[SessionEvent], None], pause_ms: Callable[[], int | None],
                  end_now: Callable[[TurnDecision], None]):
         self.id, self.engine = session_id, engine
-        self.options, self.policy = options, policy
-        self._emit, self._silence_ms, self._end_now = emit, silence_ms, end_now
+        self._emit, self._pause_ms, self._end_now = emit, pause_ms, end_now
         self.held: Turn | None = None  # the turn started at the pause, while its end is open
+        self.use(options, fixed_ms)
 
-    def use(self, options: TurnOptions, policy: TurnPolicy) -> None:
-        self.options, self.policy = options, policy
+    def use(self, options: TurnOptions, fixed_ms: int) -> None:
+        """The session's ``turn.*`` options and fixed silence (again, after an update)."""
+        self.options, self.policy = options, TurnPolicy(options, fixed_ms)
 
     @property
     def evidence(self) -> TurnEvidence:
@@ -146,7 +147,7 @@ class EndOfTurn:
 
     def check(self) -> None:
         """Ask the policy whether the pause so far, with the evidence in, ends the turn."""
-        silence = self._silence_ms()
+        silence = self._pause_ms()
         if silence is None:
             return
         decision = self.policy.decide(silence, self.evidence)

@@ -88,8 +88,7 @@ class Session:
         self._asr = Transcriber(engine)
         self._playback = Playback(engine, self.options, self.history, self._emit)
         self._maker = ReplyMaker(engine, self.options, self._emit_for)
-        self._eot = EndOfTurn(session_id, engine, self.turn_options,
-                              TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms),
+        self._eot = EndOfTurn(session_id, engine, self.turn_options, self.vad_options.end_of_turn_silence_ms,
                               self._emit, self._pause_ms, self._end_turn_now)
         self._detector = self._new_detector()
         self._vad_state = engine.vad.new_state()
@@ -200,7 +199,7 @@ class Session:
         if eot_silence_ms is not None:
             self.vad_options.end_of_turn_silence_ms = int(eot_silence_ms)
         if turn_policy is not None or eot_silence_ms is not None or turn_max_silence_ms is not None:
-            self._eot.use(self.turn_options, TurnPolicy(self.turn_options, self.vad_options.end_of_turn_silence_ms))
+            self._eot.use(self.turn_options, self.vad_options.end_of_turn_silence_ms)
             self._detector = self._new_detector()
 
     @property
@@ -443,7 +442,6 @@ class Session:
         """The first short silence: run the turn now, held back, in case the pause is its end;
         :class:`EndOfTurn` gathers the policy's evidence meanwhile."""
         idle = self.engine.cpu.idle()  # before the turn's own work: what others leave of the cores
-        self._eot.drop()
         metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns,
                               spec_start_ns=now_ns(), resumed=self._parts, half_replies=self._half_replies)
         turn = Turn(self._turn_id or "turn_?", end_sample, metrics, held=True, speculative=True)
