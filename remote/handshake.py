@@ -27,7 +27,7 @@ from websockets.http11 import Request, Response
 from engine.errors import ConfigError
 from remote import protocol as p
 from remote import web
-from remote.memory import malloc_stats
+from remote.memory import memory_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from remote.server import RealtimeServer
@@ -117,7 +117,7 @@ def process_request(server: RealtimeServer, request: Request) -> Response | None
     if server.closing or server.engine is None:
         log.info("refused a new session with 503: %s", server.state)
         if server.closing:
-            return _http_error(HTTPStatus.SERVICE_UNAVAILABLE, p.ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+            return _http_error(HTTPStatus.SERVICE_UNAVAILABLE, p.ErrorCode.SHUTTING_DOWN, server.closing_message)
         return _http_error(HTTPStatus.SERVICE_UNAVAILABLE, p.ErrorCode.LOADING,
                            "the server is still loading its models; try again in a few seconds")
     ok = authorized(request.headers, token)
@@ -172,6 +172,6 @@ def health_body(server: RealtimeServer) -> dict[str, Any]:
         "sessions": _sessions(server),
         "codec": None if codec is None else {"name": codec.name, "random_weights": codec.random_weights},
         "uptime_s": round(time.monotonic() - server.started, 1),
-        "memory": malloc_stats(),
+        "memory": memory_report(),
         "protocol": {"max_message_bytes": server.options.max_message_bytes, "audio": list(p.FORMATS)},
     }

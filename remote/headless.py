@@ -4,7 +4,9 @@ The command around :mod:`remote.server`: its options (``--host``, ``--token``, `
 and :func:`run_headless`, which listens before the models load (off the event loop, so readiness
 can say ``loading``), serves until SIGTERM/SIGINT, then drains: readiness turns 503 at once and no
 new session starts; the listener stays up for the probes; each running turn may finish within a
-grace period, then its session is closed with 1001; exit 0. ``python -m remote.server`` and
+grace period, then its session is closed with 1001; exit 0. With ``--recycle-rss-mib`` it also
+drains when its RSS passes that bound, after its open sessions have ended (``--recycle-wait``),
+and exits with 75 for its supervisor to start a fresh one. ``python -m remote.server`` and
 ``s2s-engine --headless`` both end here.
 """
 
@@ -22,8 +24,8 @@ from typing import TYPE_CHECKING
 from engine.cliargs import CommandParser, add_profile_arguments
 from engine.errors import ConfigError, S2SError
 from remote import protocol as p
-from remote.memory import describe_allocator, release_freed
-from remote.server import RealtimeServer, ServerOptions, check_bind, log
+from remote.memory import describe_allocator, release_freed, rss_mib
+from remote.server import RECYCLE_EXIT, RealtimeServer, ServerOptions, check_bind, log, recycle_when_over
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.config import Profile
@@ -46,6 +48,13 @@ def add_headless_arguments(parser: argparse.ArgumentParser, *, include_profile: 
                    help="seconds between s2s.stats events (default 5; 0 never)")
     g.add_argument("--grace", type=float, default=5.0,
                    help="on SIGTERM/SIGINT, seconds running turns get to finish (default 5)")
+    g.add_argument("--recycle-rss-mib", type=float, default=0.0,
+                   help="when the server's RSS passes this many MiB, take no new session, let the open ones "
+                        "end (--recycle-wait), drain and exit with 75, for a supervisor (Kubernetes, systemd "
+                        "Restart=always, docker --restart) to start a fresh one; set it below the container's "
+                        "memory limit (default 0: never)")
+    g.add_argument("--recycle-wait", type=float, default=600.0,
+                   help="with --recycle-rss-mib, seconds open sessions may go on before the drain (default 600)")
     g.add_argument("--max-message-bytes", type=int, default=p.MAX_MESSAGE_BYTES,
                    help=f"largest client message accepted (default {p.MAX_MESSAGE_BYTES})")
     g.add_argument("--codec-model", default="",
@@ -78,6 +87,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         codec_model=getattr(args, "codec_model", d.codec_model),
         codec_random_weights=getattr(args, "codec_random_weights", False),
         web=not getattr(args, "no_web", False),
+        recycle_rss_mib=getattr(args, "recycle_rss_mib", d.recycle_rss_mib),
+        recycle_wait_s=getattr(args, "recycle_wait", d.recycle_wait_s),
     )
 
 
@@ -105,6 +116,8 @@ def run_headless(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-sessions must be at least 1, got {opts.max_sessions}")
     if opts.grace_s < 0:
         raise ConfigError(f"--grace must be 0 or more seconds, got {opts.grace_s:g}")
+    if opts.recycle_rss_mib < 0 or opts.recycle_wait_s < 0:
+        raise ConfigError("--recycle-rss-mib and --recycle-wait must be 0 or more")
     check_bind(opts.host, opts.token)  # before the slow model load
     limit_malloc_arenas()
     if not logging.getLogger().handlers:
@@ -138,6 +151,7 @@ async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
         if loading.done():
             engine = loading.result()  # a failed load raises here (the listener closes below)
             await asyncio.to_thread(release_freed)  # what loading freed: the turns reuse only their own
+            check_recycle_bound(opts.recycle_rss_mib)
             server.attach(engine)
             print(f"s2s-engine: serving {server.url}  (health: {base}/healthz, readiness: {base}/readyz"
                   f"{', token required for details' if opts.token else ''}; malloc: {describe_allocator()})",
@@ -145,7 +159,7 @@ async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
             if opts.web:
                 print(f"s2s-engine: browser client at {base}/  (through an SSH tunnel: "
                       f"http://localhost:{server.port}/)", file=sys.stderr, flush=True)
-            await stopping
+            return await serve_until_stopped(server, stop)
         else:  # stopped while loading: a thread cannot be interrupted; the probes say draining meanwhile
             print("s2s-engine: stopping while the models load ...", file=sys.stderr, flush=True)
             server.stop_accepting()
@@ -162,6 +176,31 @@ async def _serve_until_signal(profile: Profile, opts: ServerOptions) -> int:
             await server.close(grace_s=0)
         if engine is not None:
             await asyncio.to_thread(engine.close)
+
+
+def check_recycle_bound(bound_mib: float) -> None:
+    """``--recycle-rss-mib`` must be above what the loaded engine already holds, or the server
+    would restart for ever: a :class:`ConfigError` that says so."""
+    rss = rss_mib()
+    if bound_mib > 0 and rss is not None and rss >= bound_mib:
+        raise ConfigError(f"--recycle-rss-mib {bound_mib:g} is under what the loaded engine already holds "
+                          f"(RSS {rss:.0f} MiB), so it would restart for ever; set it above that, with room for "
+                          "the sessions, and under the container's memory limit")
+
+
+async def serve_until_stopped(server: RealtimeServer, stop: asyncio.Event) -> int:
+    """Serve until ``stop`` is set (SIGTERM/SIGINT: drain, exit status 0), or, with
+    ``--recycle-rss-mib``, until a recycle has let the open sessions end (drain, then
+    :data:`~remote.server.RECYCLE_EXIT`); the exit status."""
+    if server.options.recycle_rss_mib > 0 and await recycle_when_over(server, stop) and not stop.is_set():
+        print(f"s2s-engine: {server.recycling}: draining, then exit {RECYCLE_EXIT} for the supervisor "
+              "to start a fresh server ...", file=sys.stderr, flush=True)
+        await server.close()
+        return RECYCLE_EXIT
+    await stop.wait()
+    print("s2s-engine: draining ...", file=sys.stderr, flush=True)
+    await server.close()
+    return 0
 
 
 def build_parser() -> CommandParser:
@@ -181,4 +220,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-__all__ = ["add_headless_arguments", "build_parser", "main", "options_from_args", "run_headless"]
+__all__ = ["add_headless_arguments", "build_parser", "check_recycle_bound", "main", "options_from_args",
+           "run_headless", "serve_until_stopped"]

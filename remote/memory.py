@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from typing import Any
 
@@ -171,6 +172,24 @@ def release_freed() -> bool:
 _ARENAS_ALL = 4096  # jemalloc's MALLCTL_ARENAS_ALL
 
 
+def rss_mib() -> float | None:
+    """This process's resident memory in MiB (Linux ``/proc/self/statm``), or None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(resident_pages * os.sysconf("SC_PAGE_SIZE") / MIB, 1)
+
+
+def memory_report() -> dict[str, Any] | None:
+    """``/healthz``'s ``memory``: the process's RSS beside the allocator's view (:func:`malloc_stats`)."""
+    rss, stats = rss_mib(), malloc_stats()
+    if rss is None and stats is None:
+        return None
+    return {"rss_mib": rss, **(stats or {})}
+
+
 def malloc_stats() -> dict[str, Any] | None:
     """The allocator's view of this process's heap in MiB (see the module docstring), or None."""
     if _MALLCTL is not None:
@@ -190,4 +209,5 @@ def malloc_stats() -> dict[str, Any] | None:
     }
 
 
-__all__ = ["JEMALLOC", "JEMALLOC_CONF", "TRIED", "allocator", "describe_allocator", "jemalloc_env", "jemalloc_option", "malloc_stats", "release_freed"]
+__all__ = ["JEMALLOC", "JEMALLOC_CONF", "TRIED", "allocator", "describe_allocator", "jemalloc_env", "jemalloc_option", "malloc_stats", "memory_report",
+           "release_freed", "rss_mib"]

@@ -80,6 +80,13 @@ class ServerOptions:
             is meaningless; framing and bitrate are real).
         codec_factory: tests: a callable returning the codec (overrides the two above).
         web: serve the browser client at ``/`` (:mod:`remote.web`).
+        recycle_rss_mib: when the server's RSS passes this many MiB, it stops taking sessions
+            (readiness ``recycling``), lets the open ones end, drains and exits with
+            :data:`RECYCLE_EXIT` for its supervisor to start a fresh one (``remote.headless``,
+            :func:`recycle_when_over`); 0 never.
+        recycle_wait_s: how long open sessions may go on once recycling starts, before the drain
+            (``grace_s``) closes them.
+        recycle_check_s: how often the RSS is read for ``recycle_rss_mib``.
     """
 
     host: str = "127.0.0.1"
@@ -95,6 +102,12 @@ class ServerOptions:
     codec_random_weights: bool = False
     codec_factory: Callable[[], EncodecCodec] | None = field(default=None, repr=False)
     web: bool = True
+    recycle_rss_mib: float = 0.0
+    recycle_wait_s: float = 600.0
+    recycle_check_s: float = 10.0
+
+
+RECYCLE_EXIT = 75  # EX_TEMPFAIL: the server exited on purpose to start afresh (--recycle-rss-mib)
 
 
 def codec_path(codec_model: str, profile: Profile) -> str:
@@ -122,6 +135,7 @@ class RealtimeServer:
         self.options = options
         self.connections: set[_Connection] = set()
         self.closing = False  # draining: readiness 503, no new session
+        self.recycling: str | None = None  # why the server drains to start afresh (--recycle-rss-mib)
         self._close_started = False
         self.started = time.monotonic()
         self.total_sessions = 0
@@ -131,6 +145,8 @@ class RealtimeServer:
         self._codec: EncodecCodec | None = None
         self._codec_lock = asyncio.Lock()
         self._closed = asyncio.Event()
+        self._no_sessions = asyncio.Event()  # set while no connection is open
+        self._no_sessions.set()
         self.profile_name = self.device = ""
         self.models: dict[str, Any] = {}
         if engine is not None:
@@ -146,8 +162,11 @@ class RealtimeServer:
 
     @property
     def state(self) -> str:
-        """``loading`` (no engine yet), ``draining`` (shutting down), ``full`` (at --max-sessions)
-        or ``ready``: only ``ready`` takes a new session."""
+        """``loading`` (no engine yet), ``draining`` (shutting down), ``recycling`` (ending its open
+        sessions to start afresh), ``full`` (at --max-sessions) or ``ready``: only ``ready`` takes
+        a new session."""
+        if self.recycling is not None and not self._close_started:
+            return "recycling"
         if self.closing:
             return "draining"
         if self.engine is None:
@@ -228,6 +247,29 @@ class RealtimeServer:
         (:meth:`close` does that)."""
         self.closing = True
 
+    @property
+    def closing_message(self) -> str:
+        """What a client refused while the server drains is told."""
+        if self.recycling is not None:
+            return "the server is restarting to free memory; try again in a few seconds"
+        return "the server is shutting down"
+
+    async def recycle(self, reason: str, wait_s: float, stop: asyncio.Event | None = None) -> None:
+        """Stop taking sessions (readiness ``recycling``) and wait until the open ones have ended,
+        ``wait_s`` has passed or ``stop`` is set; then :meth:`close` drains what is left."""
+        self.recycling, self.closing = reason, True
+        log.warning("recycling: %s; taking no new session, waiting up to %.0f s for %d open one(s) to end",
+                    reason, wait_s, len(self.connections))
+        waits = [asyncio.ensure_future(self._no_sessions.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, wait_s), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
     async def __aenter__(self) -> RealtimeServer:
         return self
 
@@ -298,7 +340,7 @@ class RealtimeServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         if self.closing:
-            await _refuse(ws, p.ErrorCode.SHUTTING_DOWN, "the server is shutting down", p.CloseCode.GOING_AWAY)
+            await _refuse(ws, p.ErrorCode.SHUTTING_DOWN, self.closing_message, p.CloseCode.GOING_AWAY)
             return
         if len(self.connections) >= self.options.max_sessions:
             self.refused_full += 1
@@ -319,6 +361,7 @@ class RealtimeServer:
             return
         conn = _Connection(self, ws, session)
         self.connections.add(conn)
+        self._no_sessions.clear()
         self.total_sessions += 1
         log.info("session %s opened from %s (%d active)", session.id, ws.remote_address, len(self.connections))
         try:
@@ -332,6 +375,8 @@ class RealtimeServer:
                 await conn.shutdown()
             finally:
                 self.connections.discard(conn)
+                if not self.connections:
+                    self._no_sessions.set()
             log.info("session %s closed (%d active)", session.id, len(self.connections))
 
 
@@ -564,6 +609,26 @@ class _Connection:
                 return
 
 
+async def recycle_when_over(server: RealtimeServer, stop: asyncio.Event) -> bool:
+    """Read the server's RSS every ``recycle_check_s`` until it passes ``recycle_rss_mib`` (then
+    :meth:`RealtimeServer.recycle`: True once its open sessions are done) or ``stop`` is set
+    (False). Memory that creeps up over days (docs/soak.md) then costs a planned restart between
+    conversations, where a memory limit would kill the process mid-reply."""
+    from remote.memory import rss_mib
+
+    o = server.options
+    while not stop.is_set():
+        rss = rss_mib()
+        if rss is not None and rss > o.recycle_rss_mib:
+            await server.recycle(f"RSS {rss:.0f} MiB is over --recycle-rss-mib {o.recycle_rss_mib:g}",
+                                 o.recycle_wait_s, stop)
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(o.recycle_check_s):
+                await stop.wait()
+    return False
+
+
 def _query(path: str) -> list[tuple[str, str]]:
     from urllib.parse import parse_qsl
 
@@ -608,5 +673,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["HEALTH_PATHS", "READY_PATHS", "REALTIME_PATHS", "RealtimeServer", "ServerOptions", "check_bind",
-           "codec_path", "is_loopback", "serve", *_COMMAND]
+__all__ = ["HEALTH_PATHS", "READY_PATHS", "REALTIME_PATHS", "RECYCLE_EXIT", "RealtimeServer", "ServerOptions", "check_bind",
+           "codec_path", "is_loopback", "recycle_when_over", "serve", *_COMMAND]

@@ -351,7 +351,12 @@ def test_the_kubernetes_and_docker_examples_match_the_engine():
     assert (fetch.command, fetch.models_command, fetch.profile) == ("models", "fetch", "gpu")
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, flags=re.M).group(1))
-    assert cmd == engine["args"]  # the image runs what the Deployment runs
+    # the image runs what the Deployment runs, bar the one flag that needs a supervisor to restart it
+    # (a `docker run` without --restart would stay down after a recycle): Kubernetes is one
+    recycle = engine["args"].index("--recycle-rss-mib")
+    assert cmd == engine["args"][:recycle] + engine["args"][recycle + 2:] and "--recycle-rss-mib" not in cmd
+    limit = engine["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") and 0.5 * int(limit[:-2]) * 1024 <= args.recycle_rss_mib < int(limit[:-2]) * 1024
     assert re.search(r"^ENTRYPOINT \[\"s2s-engine\"\]$", dockerfile, flags=re.M)
     assert f"EXPOSE {args.port}" in dockerfile and "scripts/setup.sh --cuda" in dockerfile
 

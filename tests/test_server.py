@@ -778,6 +778,124 @@ class GatedLLM(FakeLLM):
             yield token
 
 
+async def test_recycling_takes_no_new_session_and_lets_the_open_one_finish_its_conversation():
+    """``--recycle-rss-mib``: past the bound (1 MiB: any process) readiness turns 503 ``recycling``
+    and a new client is refused with a reason to retry, while the open session goes on with turns
+    of its own; the recycler returns only once that session has ended."""
+    from remote.server import recycle_when_over
+
+    engine = fake_engine()
+    srv = await serve(engine, port=0, stats_interval_s=0, idle_timeout_s=0, recycle_rss_mib=1.0,
+                      recycle_check_s=0.05, recycle_wait_s=60)
+    base, stop = f"http://127.0.0.1:{srv.port}", asyncio.Event()
+    try:
+        status, _, body = await asyncio.to_thread(http_get, base + "/healthz")
+        assert status == 200 and json.loads(body)["memory"]["rss_mib"] > 1.0  # what the recycler reads
+        async with connect(srv.url) as ws:
+            await until(ws, "session.created")
+            recycler = asyncio.create_task(recycle_when_over(srv, stop))
+            await wait_until(lambda: srv.state == "recycling")
+            status, _, body = await asyncio.to_thread(http_get, base + "/readyz")
+            assert status == 503 and json.loads(body)["state"] == "recycling"  # a balancer sends no more
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(srv.url):
+                    pass
+            refused = json.loads(info.value.response.body)["error"]
+            assert info.value.response.status_code == 503 and refused["code"] == "server_shutting_down"
+            assert "try again" in refused["message"]
+            for text in ("నమస్కారం", "నాకు ఒక కథ చెప్పండి."):  # the open conversation goes on
+                await ws.send(json.dumps(text_item(text), ensure_ascii=False))
+                await send(ws, type="response.create")
+                assert (await until(ws, "response.done"))["response"]["status"] == "completed"
+            await asyncio.sleep(0.3)
+            assert not recycler.done()  # still waiting for the open session
+        async with asyncio.timeout(10):
+            assert await recycler  # the session ended: time to start afresh
+    finally:
+        stop.set()
+        await srv.close(grace_s=0)
+        engine.close()
+
+
+async def test_recycling_waits_no_longer_than_recycle_wait_and_a_stop_ends_the_watch():
+    from remote.server import recycle_when_over
+
+    engine = fake_engine()
+    srv = await serve(engine, port=0, stats_interval_s=0, idle_timeout_s=0, recycle_rss_mib=1.0,
+                      recycle_check_s=0.05, recycle_wait_s=0.5)
+    try:
+        async with connect(srv.url) as ws:
+            await until(ws, "session.created")
+            async with asyncio.timeout(10):
+                assert await recycle_when_over(srv, asyncio.Event())
+            assert srv.session_count == 1  # recycle_wait ran out: the drain (close) ends it
+            await srv.close(grace_s=0)
+            with pytest.raises(ConnectionClosed) as info:
+                await until(ws, "never", limit_s=10)
+            assert info.value.rcvd.code == p.CloseCode.GOING_AWAY
+    finally:
+        await srv.close(grace_s=0)
+    quiet = await serve(engine, port=0, stats_interval_s=0, recycle_rss_mib=1e9, recycle_check_s=60)
+    try:
+        stop = asyncio.Event()
+        watch = asyncio.create_task(recycle_when_over(quiet, stop))
+        await asyncio.sleep(0.1)
+        assert not watch.done() and quiet.state == "ready"  # under the bound: it only watches
+        stop.set()  # SIGTERM: the watch ends at once, without recycling
+        async with asyncio.timeout(5):
+            assert not await watch
+    finally:
+        await quiet.close(grace_s=0)
+        engine.close()
+
+
+async def test_serving_ends_in_a_recycle_with_75_or_on_a_stop_with_0():
+    """The command's serving loop (``remote.headless.serve_until_stopped``): past the bound with no
+    session open it drains and returns 75 for the supervisor; under it, a stop (SIGTERM) drains
+    and returns 0."""
+    from remote.headless import serve_until_stopped
+
+    engine = fake_engine()
+    srv = await serve(engine, port=0, stats_interval_s=0, recycle_rss_mib=1.0, recycle_check_s=0.05)
+    port = srv.port
+    async with asyncio.timeout(10):
+        assert await serve_until_stopped(srv, asyncio.Event()) == 75
+    with pytest.raises(OSError):  # drained: the listener is closed
+        await asyncio.open_connection("127.0.0.1", port)
+    srv = await serve(engine, port=0, stats_interval_s=0, recycle_rss_mib=1e9, recycle_check_s=60)
+    port, stop = srv.port, asyncio.Event()
+    serving = asyncio.create_task(serve_until_stopped(srv, stop))
+    await asyncio.sleep(0.1)
+    assert not serving.done()
+    stop.set()
+    async with asyncio.timeout(10):
+        assert await serving == 0
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    engine.close()
+
+
+async def test_a_recycle_bound_under_the_loaded_engine_is_a_clear_error_not_a_restart_loop():
+    """``--recycle-rss-mib`` under what the offline engine holds once loaded: the command says so
+    and exits 1 (a supervisor restarting it would only meet the same error), no traceback."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "remote.server", "--port", "0", "--no-web", "--recycle-rss-mib", "64",
+        cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(180):
+            out = (await proc.stderr.read()).decode()
+            assert await proc.wait() == 1, out
+        assert re.search(r"error: --recycle-rss-mib 64 is under what the loaded engine already holds "
+                         r"\(RSS \d+ MiB\)", out), out
+        assert "Traceback" not in out and "serving ws://" not in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def test_grace_running_out_mid_reply_sends_the_error_then_1001_and_keeps_the_completed_turn():
     """The drain (what SIGTERM starts) with a reply still streaming when ``--grace`` runs out: the
     client gets ``server_shutting_down``, then close 1001; the turn that had completed is whole, in

@@ -23,7 +23,7 @@ from engine.session.input import InputAudio
 from engine.session.outbox import Outbox
 from engine.session.playback import Playback
 from engine.session.reply import Reply, ReplyMaker
-from engine.session.turns import Turn
+from engine.session.turns import Ended, Speech, Turn
 from tests.fakes import FakeLLM, FakeTTS, fake_engine
 
 
@@ -237,3 +237,34 @@ async def test_a_reply_with_nothing_to_say_aloud_is_an_error_not_silence(reply):
         assert not any(isinstance(e, ev.ReplyAudio) for e in events)
     finally:
         engine.close()
+
+
+def test_speech_goes_on_with_the_last_turn_only_within_the_window_and_counts_heard_replies():
+    sp = Speech()
+    assert sp.begin(1000, 5) == "turn_1" and sp.next_id == "turn_2"
+    sp.end()
+
+    def ended(reply: Reply | None) -> Ended:
+        t = Turn("turn_1", 9000, TurnMetrics(turn_id="turn_1"))
+        t.response = reply
+        return Ended(t, start_sample=1000, end_sample=9000, speech_start_ns=5, history_mark=0, parts=1)
+
+    # the reply to the first part went out: going on with it counts a half reply
+    r = reply_of()
+    r.first_out_ns = now_ns()
+    sp.ended = ended(r)
+    assert sp.go_on(9000 + 1600, within=8000, output_rate=24_000, audio_start=0) is not None
+    assert (sp.turn_id, sp.start, sp.start_ns, sp.parts, sp.half_replies, sp.ended) == ("turn_1", 1000, 5, 1, 1, None)
+    assert sp.metrics(turn_end_ns=7).resumed == 1 and sp.metrics().half_replies == 1
+    sp.end()
+
+    # too late, or the first part's audio already left the buffer: a new turn
+    sp.ended = ended(None)
+    assert sp.go_on(9000 + 8001, within=8000, output_rate=24_000, audio_start=0) is None
+    assert sp.go_on(9000 + 100, within=8000, output_rate=24_000, audio_start=1001) is None
+    assert sp.start is None and sp.parts == 1
+    # a reply not yet out when the user goes on is no half reply
+    assert sp.go_on(9000 + 100, within=8000, output_rate=24_000, audio_start=0) is not None
+    assert sp.half_replies == 1
+    # a new turn starts its own count
+    assert sp.begin(20_000, 9) == "turn_2" and (sp.parts, sp.half_replies, sp.ended) == (0, 0, None)

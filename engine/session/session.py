@@ -53,7 +53,7 @@ from engine.session.input import InputAudio
 from engine.session.outbox import Outbox
 from engine.session.playback import Playback
 from engine.session.reply import Reply, ReplyMaker
-from engine.session.turns import Ended, Turn
+from engine.session.turns import Ended, Speech, Turn
 from engine.turn import TurnDecision, TurnPolicy, text_usable
 from engine.vad import TurnDetector, VADState
 
@@ -93,15 +93,9 @@ class Session:
         self._detector = self._new_detector()
         self._vad_state = engine.vad.new_state()
         self._frames_seen = 0
-        self._turn_start: int | None = None
-        self._speech_start_ns: int | None = None
-        self._n_turns = 0
+        self._speech = Speech()  # the turn being spoken, and the last ended one
         self._n_responses = 0
-        self._turn_id: str | None = None
         self._turn_tasks: set[asyncio.Task] = set()
-        self._ended: Ended | None = None  # the last ended turn, while the user may go on with it
-        self._parts = 0  # earlier parts of the turn now being spoken (resumed turns)
-        self._half_replies = 0  # replies to those parts whose audio had gone out
         self._input_task: asyncio.Task | None = None
         self._closed = False
         self.started_ns = now_ns()
@@ -137,7 +131,7 @@ class Session:
     def commit(self) -> str:
         """End the user's turn now with the buffered audio (manual turn detection)."""
         self._input.put_nowait(("commit", now_ns()))
-        return f"turn_{self._n_turns + 1}"
+        return self._speech.next_id
 
     def clear_input(self) -> None:
         self._input.put_nowait(("clear", now_ns()))
@@ -146,12 +140,10 @@ class Session:
         """A typed user message: joins the history and emits its final transcript."""
         if not text.strip():
             raise S2SError("the message is empty")
-        self._n_turns += 1
-        turn_id = f"turn_{self._n_turns}"
-        self._ended = None  # a typed message closes whatever the user was saying before
+        turn_id = self._speech.new_id()
+        self._speech.ended = None  # a typed message closes whatever the user was saying before
         self.history.add("user", text)
         self._emit(TranscriptFinal(turn_id, text.strip(), None))
-        self._turn_id = turn_id
         return turn_id
 
     def create_response(self, metrics: TurnMetrics | None = None) -> str:
@@ -164,7 +156,7 @@ class Session:
             raise S2SError("nothing to respond to: the conversation has no user message")
         if metrics is None:
             t = now_ns()
-            metrics = TurnMetrics(turn_id=self._turn_id, turn_end_ns=t, asr_final_ns=t)
+            metrics = TurnMetrics(turn_id=self._speech.turn_id, turn_end_ns=t, asr_final_ns=t)
         return self._start_response(metrics)
 
     def cancel_response(self) -> bool:
@@ -222,7 +214,7 @@ class Session:
     def reset(self) -> None:
         """Forget the conversation: cancel any reply and any turn still being transcribed."""
         self._eot.drop()
-        self._ended = None
+        self._speech.ended = None
         self._interrupt(barge_in=False)
         for task in list(self._turn_tasks):
             task.cancel()
@@ -320,8 +312,8 @@ class Session:
             return
         chunk = np.concatenate(audio)
         self._audio.append(chunk)
-        if self._turn_start is not None:  # the bound may have dropped the turn's oldest audio
-            self._turn_start = max(self._turn_start, self._audio.start)
+        if self._speech.start is not None:  # the bound may have dropped the turn's oldest audio
+            self._speech.start = max(self._speech.start, self._audio.start)
         if not self.options.turn_detection:
             return
         self.engine.cpu.sample()  # at most every 200 ms: how idle the cores are when a pause comes
@@ -353,73 +345,62 @@ class Session:
 
     def _trim_buffer(self) -> None:
         keep = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
-        e, end = self._ended, self._audio.end
+        e, end = self._speech.ended, self._audio.end
         if e is not None:
             if end - e.end_sample <= self._resume_samples():
                 keep = max(keep, end - e.start_sample)  # the user may go on
             else:
-                self._ended = None
-        if self._turn_start is None:
+                self._speech.ended = None
+        if self._speech.start is None:
             self._audio.keep_last(keep)
 
     def _control(self, what: str, t: int) -> None:
         if what == "clear":
             self._audio.clear()
-            self._turn_start = None
-            self._ended = None
+            self._speech.end()
+            self._speech.ended = None
             self._detector.reset()
         elif what == "commit":
-            audio = self._audio.between(self._audio.start if self._turn_start is None else self._turn_start)
+            audio = self._audio.between(self._turn_start_sample())
             if len(audio) < ENGINE_RATE // 10:
                 self._emit(ErrorEvent("input_audio_buffer_commit_empty",
                                       "the input audio buffer holds less than 100 ms of audio", "vad"))
                 return
-            if self._turn_start is None:
-                self._turn_id = f"turn_{self._n_turns + 1}"
-                self._n_turns += 1
-            metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns or t,
+            sp = self._speech
+            if sp.start is None:
+                sp.new_id()
+            metrics = TurnMetrics(turn_id=sp.turn_id, speech_start_ns=sp.start_ns or t,
                                   speech_end_ns=t, turn_end_ns=t, turn_policy="commit")
-            self._ended = None
-            self._begin_turn(self._turn_id or "turn_?", audio, metrics)
+            sp.ended = None
+            self._begin_turn(sp.turn_id or "turn_?", audio, metrics)
             self._audio.clear()  # a commit empties the input buffer
             self._detector.reset()
 
     def _on_speech_start(self, sample: int, arrival_ns: int) -> None:
         self._asr.last_ns = now_ns()
-        if self._resumable(sample):
-            self._resume(sample)
+        if self._resume(sample):
             return
-        self._ended = None
-        self._parts = self._half_replies = 0
-        self._n_turns += 1
-        self._turn_id = f"turn_{self._n_turns}"
         pre = int(ENGINE_RATE * self.vad_options.pre_roll_ms / 1000)
-        self._turn_start = max(self._audio.start, sample - pre)
-        self._speech_start_ns = arrival_ns
-        self._emit(SpeechStarted(self._turn_id, int(1000 * sample / ENGINE_RATE)))
+        turn_id = self._speech.begin(max(self._audio.start, sample - pre), arrival_ns)
+        self._emit(SpeechStarted(turn_id, int(1000 * sample / ENGINE_RATE)))
         if self.options.barge_in:
             self._interrupt(barge_in=True)
 
     def _resume_samples(self) -> int:
         return int(ENGINE_RATE * self.turn_options.resume_ms / 1000)
 
-    def _resumable(self, sample: int) -> bool:
-        """Does speech starting at ``sample`` go on with the last ended turn (``turn.resume_ms``)?"""
-        e = self._ended
-        if (e is None or not self.turn_options.resume_ms or not self.options.turn_detection
-                or not self.options.barge_in or e.start_sample < self._audio.start):
+    def _resume(self, sample: int) -> bool:
+        """Does speech starting at ``sample`` go on with the last ended turn (``turn.resume_ms``)?
+        If so, cancel the reply to the first part, take both out of the history, and carry on
+        with the same turn from its first sample."""
+        if not self.turn_options.resume_ms or not self.options.turn_detection or not self.options.barge_in:
             return False
-        return e.goes_on_at(sample, self._resume_samples(), self.output_sample_rate)
-
-    def _resume(self, sample: int) -> None:
-        """The user went on after their turn was ended: cancel the reply to the first part,
-        take both out of the history, and carry on with the same turn from its first sample."""
-        e, self._ended = self._ended, None
-        assert e is not None
+        e = self._speech.go_on(sample, self._resume_samples(), self.output_sample_rate, self._audio.start)
+        if e is None:
+            return False
         turn, r = e.turn, e.turn.response
         if turn.task is not None and not turn.task.done():
             turn.task.cancel()  # still transcribing (or holding) the first part
-        half = r is not None and r.first_out_ns is not None and r.status != "cancelled"
         self._emit(SpeechStarted(turn.id, int(1000 * sample / ENGINE_RATE), resumed=True))
         if r is not None and r is self._playback.current:
             self._interrupt(barge_in=True)
@@ -428,27 +409,25 @@ class Session:
             if r.task is not None:
                 r.task.cancel()
         self.history.drop_since(e.history_mark)  # the half utterance, and what was heard of its reply
-        self._turn_id = turn.id
-        self._turn_start = e.start_sample
-        self._speech_start_ns = e.speech_start_ns
-        self._parts = e.parts
-        self._half_replies += int(half)
+        return True
+
+    def _turn_start_sample(self) -> int:
+        """Where the turn being spoken starts in the buffer (all of it, between turns)."""
+        return self._speech.start if self._speech.start is not None else self._audio.start
 
     def _turn_audio(self, end_sample: int) -> np.ndarray:
-        start = self._turn_start if self._turn_start is not None else self._audio.start
-        return self._audio.between(start, end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000))
+        return self._audio.between(self._turn_start_sample(), end_sample + int(ENGINE_RATE * TRAILING_PAD_MS / 1000))
 
     def _on_pause(self, end_sample: int) -> None:
         """The first short silence: run the turn now, held back, in case the pause is its end;
         :class:`EndOfTurn` gathers the policy's evidence meanwhile."""
         idle = self.engine.cpu.idle()  # before the turn's own work: what others leave of the cores
-        metrics = TurnMetrics(turn_id=self._turn_id, speech_start_ns=self._speech_start_ns,
-                              spec_start_ns=now_ns(), resumed=self._parts, half_replies=self._half_replies)
-        turn = Turn(self._turn_id or "turn_?", end_sample, metrics, held=True, speculative=True)
+        metrics = self._speech.metrics(spec_start_ns=now_ns())
+        turn = Turn(self._speech.turn_id or "turn_?", end_sample, metrics, held=True, speculative=True)
         turn.known_text = self._asr.covering(turn.id, end_sample)  # the latest partial heard all of it?
         turn.task = asyncio.create_task(self._run_turn(turn, self._turn_audio(end_sample)),
                                         name=f"{self.id}-{turn.id}-early")
-        start = self._turn_start if self._turn_start is not None else self._audio.start
+        start = self._turn_start_sample()
         self._eot.hold(turn, idle, self.language or "", lambda: self._audio.between(start))
 
     def _pause_ms(self) -> int | None:
@@ -485,16 +464,16 @@ class Session:
             self._emit(ev)
 
     def _on_turn_end(self, end_sample: int, speech_end_ns: int, decided_ns: int, decision: TurnDecision) -> None:
-        turn_id = self._turn_id or "turn_?"
+        sp = self._speech
+        turn_id = sp.turn_id or "turn_?"
         self._emit(SpeechStopped(turn_id, int(1000 * end_sample / ENGINE_RATE)))
-        start = self._turn_start if self._turn_start is not None else self._audio.start
-        ended = Ended(Turn(turn_id, end_sample, TurnMetrics()), start, end_sample, self._speech_start_ns,
-                       self.history.mark(), self._parts + 1)
-        self._ended = ended if self.turn_options.resume_ms > 0 else None  # before the buffer is trimmed
+        ended = Ended(Turn(turn_id, end_sample, TurnMetrics()), self._turn_start_sample(), end_sample, sp.start_ns,
+                      self.history.mark(), sp.parts + 1)
+        sp.ended = ended if self.turn_options.resume_ms > 0 else None  # before the buffer is trimmed
         spec = self._eot.claim(turn_id, end_sample)
         if spec is not None:
             spec.metrics.speech_end_ns, spec.metrics.turn_end_ns = speech_end_ns, decided_ns
-            spec.metrics.speech_start_ns = spec.metrics.speech_start_ns or self._speech_start_ns
+            spec.metrics.speech_start_ns = spec.metrics.speech_start_ns or sp.start_ns
             self._record_decision(spec.metrics, decision)
             self._start_turn_bookkeeping()
             self._turn_tasks.add(spec.task)
@@ -502,9 +481,7 @@ class Session:
             ended.turn = spec
             self._release(spec)
         else:
-            metrics = TurnMetrics(turn_id=turn_id, speech_start_ns=self._speech_start_ns,
-                                  speech_end_ns=speech_end_ns, turn_end_ns=decided_ns,
-                                  resumed=self._parts, half_replies=self._half_replies)
+            metrics = sp.metrics(speech_end_ns=speech_end_ns, turn_end_ns=decided_ns)
             self._record_decision(metrics, decision)
             ended.turn = self._begin_turn(turn_id, self._turn_audio(end_sample), metrics, end_sample)
 
@@ -514,8 +491,7 @@ class Session:
         m.turn_missing = ",".join(d.missing) or None
 
     def _start_turn_bookkeeping(self) -> None:
-        self._turn_start = None
-        self._speech_start_ns = None
+        self._speech.end()
         self._asr.turn_ended()
         self._trim_buffer()
 
@@ -531,12 +507,13 @@ class Session:
         return turn
 
     def _maybe_partial(self) -> None:
-        if self._turn_start is not None:
-            self._asr.maybe_partial(self._turn_id, lambda: (self._audio.between(self._turn_start), self._audio.end),
+        sp = self._speech
+        if sp.start is not None:
+            self._asr.maybe_partial(sp.turn_id, lambda: (self._audio.between(self._turn_start_sample()), self._audio.end),
                                     self.language, self._on_partial)
 
     def _on_partial(self, turn_id: str, text: str) -> bool:
-        if turn_id != self._turn_id or self._turn_start is None:
+        if turn_id != self._speech.turn_id or self._speech.start is None:
             return False  # that turn has ended: its final transcript is on the way
         self._emit(TranscriptPartial(turn_id, text))
         return True
@@ -572,7 +549,7 @@ class Session:
             turn.user_text = text  # joins the history when the turn is released
         else:
             self.history.add("user", text)
-            if self._turn_id != turn.id or self._detector.in_speech:
+            if self._speech.turn_id != turn.id or self._detector.in_speech:
                 return  # the user is speaking again: their next turn continues this one
         if self.options.auto_response and not self._playback.running:
             self._start_response(metrics, turn)

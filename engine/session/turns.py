@@ -1,4 +1,8 @@
-"""The user's turns as the Session keeps them: the one being answered, and the last one ended.
+"""The user's turns as the Session keeps them: the one being spoken, the one being answered,
+and the last one ended.
+
+:class:`Speech` is the turn the user is speaking now: its id, where its audio starts, and the
+parts of it that were already ended and answered (a resumed turn).
 
 A *held* :class:`Turn` was started speculatively at a pause: its transcript, response and
 audio are made but kept back until the end of turn is confirmed (released), or thrown away
@@ -6,7 +10,8 @@ silently if the user goes on speaking (dropped). Its :class:`~engine.turn.TurnEv
 what the end-of-turn policy has heard so far (the audio model, the LLM's reading).
 
 :class:`Ended` is the last ended turn while the user may still go on with it
-(``turn.resume_ms``): speech that starts again soon enough continues it.
+(``turn.resume_ms``): speech that starts again soon enough continues it
+(:meth:`Speech.go_on`).
 """
 
 from __future__ import annotations
@@ -98,3 +103,60 @@ class Ended:
         if r is None or not r.done:
             return True
         return r.status != "cancelled" and r.played_ms(output_rate) < r.audio_ms(output_rate)
+
+
+@dataclass
+class Speech:
+    """The turn the user is speaking now, as the Session counts it (``turn_1``, ``turn_2``...).
+
+    Between turns ``start`` is None. A turn the user goes on with after it was ended
+    (:meth:`go_on`) keeps its id and its first sample, and counts the part it continues.
+    """
+
+    count: int = 0  # turns so far
+    turn_id: str | None = None  # the latest turn (the one spoken now, while start is set)
+    start: int | None = None  # its first sample in the input stream, pre-roll included
+    start_ns: int | None = None  # when its speech started
+    parts: int = 0  # earlier parts of it that were ended (resumed turns)
+    half_replies: int = 0  # replies to those parts whose audio had gone out
+    ended: Ended | None = None  # the last ended turn, while the user may go on with it
+
+    @property
+    def next_id(self) -> str:
+        return f"turn_{self.count + 1}"
+
+    def new_id(self) -> str:
+        """Count a new turn, and name it."""
+        self.count += 1
+        self.turn_id = f"turn_{self.count}"
+        return self.turn_id
+
+    def begin(self, start: int, start_ns: int | None) -> str:
+        """Speech starts a new turn with its audio at ``start``: its id."""
+        self.ended = None
+        self.parts = self.half_replies = 0
+        self.start, self.start_ns = start, start_ns
+        return self.new_id()
+
+    def go_on(self, sample: int, within: int, output_rate: int, audio_start: int) -> Ended | None:
+        """Speech starting at ``sample`` goes on with the last ended turn if it starts within
+        ``within`` samples of its end (:meth:`Ended.goes_on_at`) and its audio is still in the
+        buffer (from ``audio_start``): that turn, now spoken again, or None."""
+        e = self.ended
+        if e is None or e.start_sample < audio_start or not e.goes_on_at(sample, within, output_rate):
+            return None
+        self.ended = None
+        self.turn_id, self.start, self.start_ns = e.turn.id, e.start_sample, e.speech_start_ns
+        self.parts = e.parts
+        r = e.turn.response
+        self.half_replies += int(r is not None and r.first_out_ns is not None and r.status != "cancelled")
+        return e
+
+    def end(self) -> None:
+        """The turn ended: no turn is being spoken."""
+        self.start = self.start_ns = None
+
+    def metrics(self, **stamps: int | None) -> TurnMetrics:
+        """New metrics for the turn being spoken, with ``stamps``."""
+        return TurnMetrics(turn_id=self.turn_id, speech_start_ns=self.start_ns, resumed=self.parts,
+                           half_replies=self.half_replies, **stamps)
