@@ -17,6 +17,10 @@ worker thread when it is heavy (Encodec).
 - SIGTERM/SIGINT (drain, :meth:`RealtimeServer.close`): readiness turns 503 at once and no new
   session starts; the listener stays up for the probes; each running turn may finish within a
   grace period, then its session is closed with 1001.
+- ``--recycle-rss-mib`` (:func:`recycle_when_over`): past that RSS, readiness turns 503
+  (``recycling``) and no new session starts; the open sessions go on until they end (or
+  ``--recycle-wait``), then the same drain, and the command exits 75 for its supervisor to start
+  a fresh engine.
 
 Why the ``websockets`` library: its asyncio server is a thin layer over a sans-I/O protocol,
 handles ping/pong, close codes and size limits, and ``process_request`` serves ``/healthz`` on the
@@ -45,6 +49,7 @@ from engine.errors import S2SError
 from remote import handshake
 from remote import protocol as p
 from remote.handshake import HEALTH_PATHS, READY_PATHS, REALTIME_PATHS, check_bind, is_loopback
+from remote.memory import rss_mib
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.config import Profile
@@ -614,8 +619,6 @@ async def recycle_when_over(server: RealtimeServer, stop: asyncio.Event) -> bool
     :meth:`RealtimeServer.recycle`: True once its open sessions are done) or ``stop`` is set
     (False). Memory that creeps up over days (docs/soak.md) then costs a planned restart between
     conversations, where a memory limit would kill the process mid-reply."""
-    from remote.memory import rss_mib
-
     o = server.options
     while not stop.is_set():
         rss = rss_mib()
