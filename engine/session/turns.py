@@ -123,6 +123,7 @@ class Speech:
 
     @property
     def next_id(self) -> str:
+        """The id the next turn will get (what a manual ``commit`` answers before it runs)."""
         return f"turn_{self.count + 1}"
 
     def new_id(self) -> str:
