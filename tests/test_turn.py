@@ -653,6 +653,35 @@ def test_logit_rows_of_one_decode_equal_those_of_separate_decodes(greedy_gemma):
 
 
 @pytest.mark.slow
+def test_the_policy_benchmark_forgets_the_last_transcript_but_keeps_the_system_prompt(greedy_gemma, offline_engine):
+    """``bench latency --turn-policies`` runs each file under each policy in turn on one model
+    with its prompt cache kept, as the engine runs. Before each run the cache goes back to what a
+    new session finds (the system prompt), else the second policy's reply skips the prefill of a
+    transcript the first policy's turn already read, which no new utterance does."""
+    from engine.bench.llm import BenchLLM
+
+    bench = BenchLLM(greedy_gemma, "scripted")
+    bench.keep_cache = True
+    llama = greedy_gemma.llama
+    system = {"role": "system", "content": offline_engine.profile.llm.system_prompt}
+    msgs = [system, {"role": "user", "content": "What is the weather like in Hyderabad today?"}]
+    prompt = llama.tokenize(greedy_gemma.prompt_text(llama, msgs).encode("utf-8"), add_bos=True, special=True)
+    llama.reset()
+    first = "".join(bench.stream(msgs, 4, threading.Event()))
+    assert first and llama.n_tokens > len(prompt) and llama.input_ids[: len(prompt)].tolist() == prompt
+
+    kept = bench.forget_turns()
+    assert kept is not None and 0 < kept < len(prompt) and llama.n_tokens == kept
+    assert llama.input_ids[:kept].tolist() == prompt[:kept]
+    left = llama.detokenize(prompt[:kept]).decode("utf-8", errors="ignore")
+    assert system["content"].strip()[:40] in left and "Hyderabad" not in left and "weather" not in left
+    assert bench.forget_turns() == kept  # nothing more to forget
+
+    assert "".join(bench.stream(msgs, 4, threading.Event())) == first  # read again, the same reply
+    assert llama.input_ids[: len(prompt)].tolist() == prompt
+
+
+@pytest.mark.slow
 def test_logit_rows_across_batches_of_a_long_prompt(greedy_gemma):
     """A prompt longer than llama.cpp's batch is decoded batch by batch; the rows asked for
     come from whichever batch holds them."""

@@ -43,6 +43,7 @@ class BenchLLM(LLMBackend):
         self.script_pieces: list[str] = []
         self.last_tokens = 0
         self.keep_cache = False  # True: llama.cpp's prompt cache is kept between calls, as in the engine
+        self._last_messages: list[ChatMessage] = []  # the last call's (its system prompt: forget_turns)
         if reply != "natural":
             if self._llama is None:
                 raise ConfigError(f"--reply {reply} needs the llama-cpp LLM backend; use --reply natural")
@@ -73,6 +74,7 @@ class BenchLLM(LLMBackend):
     def stream(self, messages: list[ChatMessage], max_tokens: int, cancel: threading.Event,
                threads: int | None = None) -> Iterator[str]:
         with self._lock:  # one Llama: the engine also serialises calls, this guards the bench's own
+            self._last_messages = list(messages)
             self._use_threads(threads)
             if self._llama is not None:
                 if not self.keep_cache:
@@ -96,6 +98,7 @@ class BenchLLM(LLMBackend):
             yield from self.stream(messages, max_tokens, cancel, threads)
             return
         with self._lock:
+            self._last_messages = list(messages)
             self._use_threads(threads)
             if not self.keep_cache:
                 self._llama.reset()
@@ -108,6 +111,23 @@ class BenchLLM(LLMBackend):
                     yield text
                 return
             yield from self._fixed(messages, cancel)
+
+    def forget_turns(self) -> int | None:
+        """Keep in llama.cpp's prompt cache only what every conversation's prompt starts with
+        (the system prompt), as a new session finds it, and forget the turns read since; returns
+        the tokens kept (None without the llama.cpp backend).
+
+        With :attr:`keep_cache` a run of the same file under a second policy would otherwise find
+        the first policy's transcript already read: a prefill of 20-120 ms that a new utterance
+        never skips (``engine.bench.turn.compare_policies``)."""
+        if self._llama is None:
+            return None
+        from engine.stages.llm_llamacpp import keep_prefix
+
+        with self._lock:
+            system = [m for m in self._last_messages if m["role"] == "system"]
+            other = self._prompt_tokens([*system, {"role": "user", "content": "\ue001"}])  # no user says this
+            return keep_prefix(self._llama, other)
 
     def _fixed(self, messages: list[ChatMessage], cancel: threading.Event) -> Iterator[str]:
         llama = self._llama

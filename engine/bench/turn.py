@@ -21,7 +21,9 @@ breath, hesitation ("um") or filled pause, which real users make.
 
 The policies are compared as the engine runs: llama.cpp's prompt cache is kept between calls (the
 system prompt is prefilled once), unlike ``bench latency``'s (a)/(b)/(c), which empty it so that all
-three pay the same prefill.
+three pay the same prefill. Before each file under each policy the cache is cut back to the system
+prompt, as a new session finds it: the same file under the policy before had left its transcript
+read, and the next policy's reply skipped that prefill (20-40 ms instead of 80-120 on one core).
 
 Counting, per policy (``--turn-policies``), over the paused utterances:
 
@@ -34,6 +36,7 @@ Counting, per policy (``--turn-policies``), over the paused utterances:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import json
 import logging
@@ -191,6 +194,8 @@ async def compare_policies(engine: Engine, complete: list[str], paused: list[str
                 audio, _ = load_wav(path)
                 for rep in range(turns):
                     for policy in policies if n % 2 == 0 else policies[::-1]:
+                        if kept is not None:  # each policy reads the file's transcript afresh
+                            await asyncio.to_thread(engine.llm.forget_turns)  # waits for a reply still writing
                         streamed = await stream_file(engine, audio, paced=paced, turn_policy=policy)
                         runs[policy].add(kind, path, rep, streamed, order)
                         order += 1
@@ -256,7 +261,7 @@ class _PolicyRuns:
 
 PER_TURN = ("turn_policy", "voice_to_voice_ms", "eot_wait_ms", "asr_decode_ms", "turn_missing",
             "turn_audio_after_reply", "cpu_idle_cores", "llm_threads", "turn_audio_ms", "turn_audio_at_ms",
-            "turn_text_at_ms")
+            "turn_text_at_ms", "spec_start_ms", "asr_final_at_ms", "llm_first_token_at_ms", "reply_made_at_ms")
 """The turn metrics each file's row lists, one value per turn."""
 
 

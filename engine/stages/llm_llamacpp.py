@@ -104,6 +104,26 @@ def last_user_stripped(messages: list[ChatMessage]) -> tuple[int, str] | None:
     return None
 
 
+def keep_prefix(llm: Any, tokens: list[int], most: int | None = None) -> int:
+    """Keep in ``llm``'s context only the start it shares with ``tokens`` (at most ``most``
+    tokens of it), and drop the rest from its KV cache; returns how many tokens it kept."""
+    cached = llm.input_ids[: llm.n_tokens].tolist()
+    lcp = 0
+    for a, b in zip(cached, tokens, strict=False):
+        if a != b:
+            break
+        lcp += 1
+    if most is not None:
+        lcp = min(lcp, most)
+    if lcp > 0 and llm._ctx.kv_cache_seq_rm(-1, lcp, -1):
+        llm.n_tokens = lcp
+    else:
+        llm.reset()
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        lcp = 0
+    return lcp
+
+
 def eval_logits(llm: Any, tokens: list[int], rows: list[int]) -> list[np.ndarray]:
     """Evaluate ``tokens`` in ``llm``'s context and return the logits after each position in
     ``rows`` (indices into ``tokens``), all in one llama.cpp decode where ``tokens`` fit a batch.
@@ -116,19 +136,8 @@ def eval_logits(llm: Any, tokens: list[int], rows: list[int]) -> list[np.ndarray
 
     if not tokens or not rows or not all(0 <= r < len(tokens) for r in rows):
         raise ValueError(f"rows {rows} outside the {len(tokens)} tokens")
-    cached = llm.input_ids[: llm.n_tokens].tolist()
-    lcp = 0
-    for a, b in zip(cached, tokens, strict=False):
-        if a != b:
-            break
-        lcp += 1
-    lcp = min(lcp, *rows)
     llm._requires_eval = True  # until the decode below has finished: no sampling from stale logits
-    if lcp > 0 and llm._ctx.kv_cache_seq_rm(-1, lcp, -1):
-        llm.n_tokens = lcp
-    else:
-        llm.reset()
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+    keep_prefix(llm, tokens, most=min(rows))
     want, out, n_vocab = set(rows), {}, llm.n_vocab()
     for start in range(llm.n_tokens, len(tokens), llm.n_batch):
         chunk = tokens[start: start + llm.n_batch]
