@@ -31,7 +31,7 @@ from engine.models import resolve
 from engine.registry import backend_class
 from engine.session import Session
 from engine.stages.base import ASRBackend, LLMBackend, TTSBackend, TurnBackend, VADBackend
-from engine.turn import AUDIO_POLICIES, ReadingTimes
+from engine.turn import AUDIO_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ class Engine:
         # language -> whether the ASR's last turn transcript in it was text in its script (any
         # session; on the event loop only): turn.audio_when = "auto" reads it
         self.text_evidence: dict[str, bool] = {}
-        self.reading_times = ReadingTimes()  # how late the LLM's reading of a transcript comes (any session)
         self.llm_pool = ThreadPoolExecutor(max(1, profile.llm.parallel), thread_name_prefix="s2s-llm")
         self.tts_pool = ThreadPoolExecutor(1, thread_name_prefix="s2s-tts")
         self.sessions: dict[str, Session] = {}

@@ -74,9 +74,6 @@ class TurnMetrics:
             most ``llm.n_threads`` (``engine.cpu.threads_for``; None: the configured count).
         turn_audio_ns / turn_text_ns: when the audio model's answer and the transcript's reading
             arrived (also after the turn ended: how late they were).
-        turn_text_skipped: the transcript was not read: even the quickest recent reading would
-            have come after the deadline (``engine.turn.ReadingTimes``; None: it was read, or
-            not wanted).
         spec_start_ns: the turn started running speculatively (the first short silence).
         resumed: earlier parts of this utterance: the turn was ended this many times and the
             user went on (the parts are answered as one).
@@ -117,7 +114,6 @@ class TurnMetrics:
     llm_threads: int | None = None
     turn_audio_ns: int | None = None
     turn_text_ns: int | None = None
-    turn_text_skipped: bool | None = None
     spec_start_ns: int | None = None
     resumed: int = 0
     half_replies: int = 0
@@ -183,7 +179,6 @@ class TurnMetrics:
             "spec_start_ms": _round(ms(self.speech_end_ns, self.spec_start_ns)),
             "turn_audio_at_ms": _round(ms(self.speech_end_ns, self.turn_audio_ns)),
             "turn_text_at_ms": _round(ms(self.speech_end_ns, self.turn_text_ns)),
-            "turn_text_skipped": self.turn_text_skipped,
             "asr_final_at_ms": _round(ms(self.speech_end_ns, self.asr_final_ns)),
             "llm_first_token_at_ms": _round(ms(self.speech_end_ns, self.llm_first_token_ns)),
             "reply_made_at_ms": _round(ms(self.speech_end_ns, self.tts_first_audio_ns)),

@@ -38,7 +38,6 @@ answers "end now" (with what decided it) or "keep waiting". It never waits past
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 from engine.config import TurnOptions
@@ -49,38 +48,6 @@ TEXT_POLICIES = ("transcript", "combined")
 AUDIO_P_RANGE = (0.02, 0.98)
 """The audio model's P(complete) is taken within these bounds: one model's certainty is never
 infinite evidence, and it bounds what the audio can add to the transcript's say (``text_decides``)."""
-
-
-class ReadingTimes:
-    """How long the LLM's reading of a transcript took lately (from the reply's start to the
-    reading's arrival), engine-wide: the machine's speed, not a session's.
-
-    A reading that cannot arrive before the deadline decides nothing (the turn ends there
-    without it), yet it costs the reply's prompt decode one more logit row: on this project's
-    2-core CPU 10 ms with both cores, 23 ms on the one core left by a busy one (Gemma 3's
-    262,144-token output layer; docs/benchmarks.md). So the Session skips a reading that even
-    the quickest recent one says would come too late. Only readings of the last ``keep_s``
-    count, so a machine that got faster is measured again rather than skipped on old figures."""
-
-    def __init__(self, size: int = 8, keep_s: float = 120.0):
-        self._times: deque[tuple[int, float]] = deque(maxlen=size)  # (when, ms)
-        self.keep_ns = int(keep_s * 1e9)
-
-    def add(self, ms: float, at_ns: int) -> None:
-        self._times.append((at_ns, ms))
-
-    def quickest(self, now_ns: int) -> float | None:
-        """The quickest reading of the last ``keep_s`` (None: none that recent)."""
-        recent = [ms for at, ms in self._times if now_ns - at <= self.keep_ns]
-        return min(recent) if recent else None
-
-    def in_time(self, silence_ms: float | None, deadline_ms: int | None, now_ns: int) -> bool:
-        """Whether a reading started now, ``silence_ms`` into the pause, can come before
-        ``deadline_ms`` (True when either is not known, or nothing recent was measured)."""
-        if silence_ms is None or deadline_ms is None:
-            return True
-        quickest = self.quickest(now_ns)
-        return quickest is None or silence_ms + quickest <= deadline_ms
 
 
 @dataclass

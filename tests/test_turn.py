@@ -7,18 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from engine import events as ev
-from engine.clock import now_ns
 from engine.config import TurnOptions, load_profile
 from engine.errors import ConfigError, ModelError, S2SError
 from engine.script import script_ok
 from engine.stages.base import Transcript
-from engine.turn import ReadingTimes, TurnEvidence, TurnPolicy, text_usable
+from engine.turn import TurnEvidence, TurnPolicy, text_usable
 from tests.fakes import FakeASR, FakeLLM, FakeTTS, FakeTurnModel, fake_engine
 from tests.test_session import CORE, collect_until, push_fast, tail_silence
 
@@ -466,64 +464,6 @@ async def test_a_transcript_reading_later_than_the_fixed_timer_does_not_hold_the
         assert [type(e).__name__ for e in before].count("SpeechStopped") == 1
         assert next(e for e in after if isinstance(e, ev.ResponseDone)).status == "completed"
         await feed
-
-
-def test_a_reading_is_in_time_unless_even_the_quickest_recent_one_would_miss_the_deadline():
-    times = ReadingTimes(size=3, keep_s=60)
-    t = 10**12
-    assert times.in_time(500, 600, t) and times.quickest(t) is None  # nothing measured: read
-    times.add(150, t)
-    times.add(90, t + 1)
-    assert times.quickest(t + 2) == 90
-    assert times.in_time(510, 600, t + 2) and not times.in_time(511, 600, t + 2)
-    assert times.in_time(5000, None, t + 2) and times.in_time(None, 600, t + 2)  # no deadline, no pause
-    for i in range(3):  # only the last three are kept
-        times.add(200, t + 10 + i)
-    assert times.quickest(t + 20) == 200
-    later = t + 61 * 10**9  # a minute on, those say nothing of the machine now: read, and measure again
-    assert times.quickest(later) is None and times.in_time(590, 600, later)
-
-
-class SlowReadLLM(FakeLLM):
-    """A language model whose reading of the turn takes ``read_s`` (its prompt decode)."""
-
-    def __init__(self, eou: float, read_s: float):
-        super().__init__(delay=0.0, eou=eou)
-        self.read_s = read_s
-
-    def stream_turn(self, messages, max_tokens, cancel, turn_end, threads=None):  # noqa: ANN001, ANN201
-        time.sleep(self.read_s)
-        yield from super().stream_turn(messages, max_tokens, cancel, turn_end, threads)
-
-
-async def test_a_reading_that_would_come_after_the_deadline_is_not_asked_for():
-    """The first turn's reading takes 700 ms: it comes after the fixed 600 ms, so the turn
-    ends there without it. The next turn's reading would be as late, so it is skipped: the
-    reply's prompt is not read (one logit row less on the CPU), and the audio model, which
-    says "complete" at once, ends that turn before the deadline."""
-    llm = SlowReadLLM(0.9, 0.7)
-    engine = deadline_engine(llm, FakeTurnModel(0.9))
-    s = engine.new_session()
-    await s.start()
-    try:
-        ms = []
-        for _ in range(2):
-            await push_fast(s, np.concatenate([tail_silence(0.3), CORE]))
-            feed = asyncio.create_task(paced(s, tail_silence(1.6)))
-            events = await collect_until(s, lambda e: isinstance(e, ev.TurnMetricsEvent))
-            ms += metrics_of(events)
-            await feed
-        first, second = ms
-        assert first.turn_policy == "deadline" and first.turn_missing == "transcript"
-        assert first.turn_text_skipped is None and first.turn_text_probability == 0.9  # read, too late
-        assert second.turn_text_skipped is True and second.to_dict()["turn_text_skipped"] is True
-        assert second.turn_text_probability is None and second.turn_missing is None
-        assert second.turn_policy == "combined" and second.stages_ms()["eot_wait_ms"] < 600
-        assert llm.turn_reads == 1 and len(llm.prompts) == 2  # the second reply was written unread
-        assert engine.reading_times.quickest(now_ns()) >= 650
-    finally:
-        await s.close()
-        engine.close()
 
 
 @pytest.mark.parametrize("text_p, missing", [(0.1, "audio"), (0.01, None)])

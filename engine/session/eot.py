@@ -123,23 +123,6 @@ class EndOfTurn:
             turn.reply_made = True
             self.maybe_predict(turn)
 
-    def read_in_time(self, turn: Turn) -> bool:
-        """The held turn's reply starts now: whether the LLM should read its transcript on the
-        way. Not where even the quickest recent reading would come after the deadline, where it
-        could decide nothing and would cost the reply's prompt a logit row
-        (:class:`~engine.turn.ReadingTimes`); the policy then does not wait for it. Nor does
-        that start the audio model if it waits (``audio_when``): it too would come late, and
-        take CPU from the reply."""
-        t = now_ns()
-        if self.engine.reading_times.in_time(self._pause_ms(), self.policy.deadline_ms, t):
-            turn.read_start_ns = t
-            return True
-        turn.metrics.turn_text_skipped = True
-        turn.evidence.text_usable = False
-        if self.held is turn:
-            self.check()
-        return False
-
     def on_text(self, turn: Turn, p: float | None, at_ns: int | None = None) -> None:
         """The language model read the held turn's transcript (on the event loop; ``at_ns``:
         when it did, in the LLM's thread): ``p``, the chance it is complete, or None."""
@@ -148,9 +131,7 @@ class EndOfTurn:
             turn.evidence.text_usable = False
         else:
             turn.evidence.text = p
-            turn.metrics.turn_text_ns = at_ns = at_ns or now_ns()
-            if turn.read_start_ns is not None:
-                self.engine.reading_times.add((at_ns - turn.read_start_ns) / 1e6, at_ns)
+            turn.metrics.turn_text_ns = at_ns or now_ns()
         if self.held is turn:
             self.maybe_predict(turn)
             self.check()

@@ -572,8 +572,7 @@ class Session:
         if turn is None or not turn.held:
             self._playback.current = r
         self._emit_for(turn, ResponseStarted(r.id, r.turn_id))
-        read_turn = (turn is not None and turn.held and turn.evidence.text_usable and turn.evidence.text is None
-                     and self._eot.read_in_time(turn))
+        read_turn = turn is not None and turn.held and turn.evidence.text_usable and turn.evidence.text is None
         r.task = asyncio.create_task(self._run_response(r, messages, read_turn), name=f"{self.id}-{r.id}")
         return r.id
 

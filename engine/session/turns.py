@@ -52,7 +52,6 @@ class Turn:
     known_text: str | None = None  # a partial transcript that already covers the turn's audio
     audio_after_reply: bool = False  # no spare core at the pause: the audio model waits for reply_made
     reply_made: bool = False  # the held reply's first audio is made
-    read_start_ns: int | None = None  # the reply that reads the transcript started (EndOfTurn.read_in_time)
 
     def predict(self, model: TurnBackend, audio: np.ndarray) -> float:
         """The audio turn model on this turn (in the turn worker). Stamped there: a turn that
