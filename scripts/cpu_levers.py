@@ -3,6 +3,7 @@ lever on the path to the first reply is worth on this machine. Not part of the e
 
     .venv/bin/python scripts/cpu_levers.py llm-output   # the LLM's output projection, requantized
     .venv/bin/python scripts/cpu_levers.py merge        # end-of-turn probe and first token: one decode or two
+    .venv/bin/python scripts/cpu_levers.py reading-row  # what the reading's logit row costs the reply, quiet and a core busy
     .venv/bin/python scripts/cpu_levers.py asr-prefix   # Whisper: encoder vs decoder, a forced prefix
     .venv/bin/python scripts/cpu_levers.py threads      # Gemma and Whisper on 1 and 2 threads, quiet and a core busy
     .venv/bin/python scripts/cpu_levers.py jemalloc     # Whisper decodes under jemalloc, with and without its oversize arena
@@ -153,6 +154,63 @@ def merge() -> None:
     for name, r in rows.items():
         print(f"{name:24s} end-of-turn probability after {statistics.median(x[0] for x in r):.0f} ms, "
               f"first reply token after {statistics.median(x[1] for x in r):.0f} ms (median of 7)")
+
+
+def reading_row(rounds: int = 3) -> None:
+    """The reply's first text with and without the transcript's reading (``stream_turn`` against
+    ``stream``), and the prompt decode with one logit row or two, on six fresh English transcripts
+    after the system prompt (as a new utterance finds the cache): quiet on 2 threads, then with a
+    core busy on 1 (as ``engine.cpu.threads_for`` picks)."""
+    import threading
+
+    from engine.bench.latency import cpu_load
+    from engine.bench.turn import SENTENCES
+    from engine.config import load_profile
+    from engine.models import resolve
+    from engine.stages.llm_llamacpp import LlamaCppLLM, eval_logits, keep_prefix
+
+    prof = load_profile("offline", ["asr.language=en"])
+    b = LlamaCppLLM(prof.llm, resolve("llm", prof.llm.model))
+    b.setup()
+    llm = b.llama
+    system = {"role": "system", "content": prof.llm.system_prompt}
+    texts = [a + " " + z for a, z in SENTENCES["en"]]  # bench make-wavs' complete English utterances
+
+    def msgs(t: str) -> list:
+        return [system, {"role": "user", "content": t}]
+
+    def tokens(t: str) -> list[int]:
+        return llm.tokenize(b.prompt_text(llm, msgs(t)).encode(), add_bos=True, special=True)
+
+    def reply(t: str, read: bool, th: int) -> float:
+        keep_prefix(llm, tokens("\ue001"))  # the system prompt stays, the last transcript goes
+        t0 = time.perf_counter()
+        it = (b.stream_turn(msgs(t), 8, threading.Event(), lambda p: None, threads=th) if read
+              else b.stream(msgs(t), 8, threading.Event(), threads=th))
+        next(iter(it))
+        ms = (time.perf_counter() - t0) * 1000
+        it.close()
+        return ms
+
+    def decode(t: str, n_rows: int, th: int) -> float:
+        keep_prefix(llm, tokens("\ue001"))
+        b.use_threads(llm, th)
+        tok = tokens(t)
+        t0 = time.perf_counter()
+        eval_logits(llm, tok, [len(tok) - 1] if n_rows == 1 else [len(tok) - 6, len(tok) - 1])
+        return (time.perf_counter() - t0) * 1000
+
+    reply(texts[0], False, 2)  # the system prompt, prefilled once
+    for busy in (0, 1):
+        th = 2 - busy
+        with cpu_load(busy):
+            time.sleep(0.5)
+            for _ in range(rounds):
+                for name, f, arg in (("reply, unread", reply, False), ("reply, read", reply, True),
+                                     ("decode, 1 row", decode, 1), ("decode, 2 rows", decode, 2)):
+                    r = [f(t, arg, th) for t in texts]
+                    print(f"busy cores {busy}, {th} thread(s), {name:15s}: median {statistics.median(r):.0f} ms "
+                          f"(range {min(r):.0f}-{max(r):.0f})", flush=True)
 
 
 def asr_prefix() -> None:
@@ -348,7 +406,8 @@ def paired(rounds: int, variants: list[str], files: list[str], base: list[str], 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["llm-output", "merge", "asr-prefix", "threads", "jemalloc", "paired"])
+    ap.add_argument("what", choices=["llm-output", "merge", "reading-row", "asr-prefix", "threads", "jemalloc",
+                                     "paired"])
     ap.add_argument("--rounds", type=int, default=3, help="paired: rounds over all variants")
     ap.add_argument("--variant", action="append", default=[], help="paired: label=section.key=value;...")
     ap.add_argument("--set", action="append", default=[], help="paired: section.key=value for all variants")
@@ -360,8 +419,8 @@ def main() -> None:
             ap.error("paired needs --variant (one or more) and WAV files")
         paired(a.rounds, a.variant, a.files, a.set, a.cpu_load)
     else:
-        {"llm-output": llm_output, "merge": merge, "asr-prefix": asr_prefix, "threads": threads,
-         "jemalloc": jemalloc}[a.what]()
+        {"llm-output": llm_output, "merge": merge, "reading-row": reading_row, "asr-prefix": asr_prefix,
+         "threads": threads, "jemalloc": jemalloc}[a.what]()
 
 
 if __name__ == "__main__":
