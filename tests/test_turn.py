@@ -667,6 +667,9 @@ def test_the_policy_benchmark_forgets_the_last_transcript_but_keeps_the_system_p
     msgs = [system, {"role": "user", "content": "What is the weather like in Hyderabad today?"}]
     prompt = llama.tokenize(greedy_gemma.prompt_text(llama, msgs).encode("utf-8"), add_bos=True, special=True)
     llama.reset()
+    llama.eval(prompt[:5])
+    assert bench.forget_turns() == 5 and llama.n_tokens == 5  # nothing read through it yet: left as it is
+    llama.reset()
     first = "".join(bench.stream(msgs, 4, threading.Event()))
     assert first and llama.n_tokens > len(prompt) and llama.input_ids[: len(prompt)].tolist() == prompt
 

@@ -125,6 +125,8 @@ class BenchLLM(LLMBackend):
         from engine.stages.llm_llamacpp import keep_prefix
 
         with self._lock:
+            if not self._last_messages:  # nothing read through this bench yet: no system prompt known
+                return self._llama.n_tokens
             system = [m for m in self._last_messages if m["role"] == "system"]
             other = self._prompt_tokens([*system, {"role": "user", "content": "\ue001"}])  # no user says this
             return keep_prefix(self._llama, other)
