@@ -204,6 +204,10 @@ def test_latency_compares_fixed_and_adaptive_end_of_turn(tmp_path):
     fixed, adaptive = r["silence"], r["combined"]
     assert fixed["complete"]["voice_to_voice_ms"]["n"] == adaptive["complete"]["voice_to_voice_ms"]["n"] == 1
     assert fixed["complete"]["eot_wait_ms"]["p50"] >= 500  # the fixed 600 ms silence, in real time
+    for r in (fixed, adaptive):  # the first audio goes out at the later of the end of turn and the reply's making
+        c = r["complete"]
+        assert c["reply_ready_ms"]["n"] == 1
+        assert c["voice_to_voice_ms"]["p50"] >= max(c["eot_wait_ms"]["p50"], c["reply_ready_ms"]["p50"]) - 1
     complete = [f for f in adaptive["files"] if f["kind"] == "complete"][0]
     assert complete["turn_policy"] == ["combined"]  # decided by the evidence, not by the maximum wait
     assert complete["probabilities"][0][1] > 0.5  # the transcript reads as a finished sentence

@@ -224,6 +224,7 @@ class _PolicyRuns:
         self.v2v: list[float | None] = []
         self.eot: list[float | None] = []
         self.after: list[float | None] = []
+        self.ready: list[float | None] = []  # the reply's first audio made, held or not
         self.per_file: list[dict[str, Any]] = []
         self.v2v_by_file: dict[tuple[str, int], float] = {}  # (file, repeat) -> the first turn's, complete files
         self.resumed = self.half = self.answered = 0
@@ -239,6 +240,7 @@ class _PolicyRuns:
                 self.v2v.append(t.metrics.get("voice_to_voice_ms"))
                 self.eot.append(t.metrics.get("eot_wait_ms"))
                 self.after.append(t.metrics.get("after_eot_ms"))
+                self.ready.append(t.metrics.get("reply_made_at_ms"))
             if streamed and streamed[0].metrics.get("voice_to_voice_ms") is not None:
                 self.v2v_by_file[(path, rep)] = streamed[0].metrics["voice_to_voice_ms"]
         self.per_file.append({
@@ -253,7 +255,7 @@ class _PolicyRuns:
     def report(self) -> dict[str, Any]:
         return {
             "complete": {"voice_to_voice_ms": dist(self.v2v), "eot_wait_ms": dist(self.eot),
-                         "after_eot_ms": dist(self.after)},
+                         "after_eot_ms": dist(self.after), "reply_ready_ms": dist(self.ready)},
             "paused": {"utterances": self.answered, "resumed": self.resumed, "replies_to_half": self.half},
             "files": self.per_file,
         }
@@ -269,9 +271,11 @@ def render_compare(report: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     table = Table(title="end of turn: policies compared (voice-to-voice on complete utterances; "
-                        "paused utterances: a 700-800 ms pause mid-sentence)")
-    for col in ("policy", "v2v p50", "v2v p95", "eot wait p50", "after eot p50", "n", "paused", "resumed",
-                "replies to half"):
+                        "paused utterances: a 700-800 ms pause mid-sentence)",
+                  caption="reply ready: its first audio made, from the end of speech; the first audio goes "
+                          "out at the later of that and the end of turn")
+    for col in ("policy", "v2v p50", "v2v p95", "eot wait p50", "reply ready p50", "after eot p50", "n", "paused",
+                "resumed", "replies to half"):
         table.add_column(col, justify="left" if col == "policy" else "right")
 
     def f(v: float | None) -> str:
@@ -280,7 +284,8 @@ def render_compare(report: dict[str, Any], console: Any) -> None:
     for policy, r in report.items():
         c, p = r["complete"], r["paused"]
         table.add_row(policy, f(c["voice_to_voice_ms"]["p50"]), f(c["voice_to_voice_ms"]["p95"]),
-                      f(c["eot_wait_ms"]["p50"]), f(c["after_eot_ms"]["p50"]), str(c["voice_to_voice_ms"]["n"]),
+                      f(c["eot_wait_ms"]["p50"]), f(c.get("reply_ready_ms", {}).get("p50")), f(c["after_eot_ms"]["p50"]),
+                      str(c["voice_to_voice_ms"]["n"]),
                       str(p["utterances"]), str(p["resumed"]), str(p["replies_to_half"]))
     console.print(table)
 
