@@ -24,6 +24,8 @@ put behind another program stalls the rest. With one core of two kept busy, Gemm
 498-549 ms); on a quiet machine two were faster (361-432 against 545-603 ms). Medians of three
 runs of ``scripts/cpu_levers.py threads``, 2026-12-07, the 2-core AMD EPYC VM (docs/benchmarks.md).
 
+:func:`rss_mib` reads the process's resident memory from ``/proc`` the same way.
+
 Where ``/proc/stat`` is missing (macOS, Windows) :meth:`IdleCores.idle` is None: unknown, and
 the model runs as before. A CPU quota without a cpuset (``docker --cpus``) is not seen: the
 reading is then of the host's cores.
@@ -128,4 +130,15 @@ def threads_for(idle: float | None, most: int) -> int:
     return max(1, min(most, int(idle + 0.5)))
 
 
-__all__ = ["IdleCores", "parse_stat", "threads_for"]
+def rss_mib() -> float | None:
+    """This process's resident memory in MiB (Linux ``/proc/self/statm``), or None elsewhere:
+    ``bench capacity``'s peaks, the server's ``--recycle-rss-mib`` and ``/healthz``."""
+    try:
+        with open("/proc/self/statm") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(resident_pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20), 1)
+
+
+__all__ = ["IdleCores", "parse_stat", "rss_mib", "threads_for"]

@@ -22,9 +22,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from engine.cliargs import CommandParser, add_profile_arguments
+from engine.cpu import rss_mib
 from engine.errors import ConfigError, S2SError
 from remote import protocol as p
-from remote.memory import describe_allocator, release_freed, rss_mib
+from remote.memory import describe_allocator, release_freed
 from remote.server import RECYCLE_EXIT, RealtimeServer, ServerOptions, check_bind, log, recycle_when_over
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
 from typing import Any
+
+from engine.cpu import rss_mib
 
 MIB = 1 << 20
 
@@ -172,16 +173,6 @@ def release_freed() -> bool:
 _ARENAS_ALL = 4096  # jemalloc's MALLCTL_ARENAS_ALL
 
 
-def rss_mib() -> float | None:
-    """This process's resident memory in MiB (Linux ``/proc/self/statm``), or None elsewhere."""
-    try:
-        with open("/proc/self/statm") as f:
-            resident_pages = int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return round(resident_pages * os.sysconf("SC_PAGE_SIZE") / MIB, 1)
-
-
 def memory_report() -> dict[str, Any] | None:
     """``/healthz``'s ``memory``: the process's RSS beside the allocator's view (:func:`malloc_stats`)."""
     rss, stats = rss_mib(), malloc_stats()
@@ -210,4 +201,4 @@ def malloc_stats() -> dict[str, Any] | None:
 
 
 __all__ = ["JEMALLOC", "JEMALLOC_CONF", "TRIED", "allocator", "describe_allocator", "jemalloc_env", "jemalloc_option", "malloc_stats", "memory_report",
-           "release_freed", "rss_mib"]
+           "release_freed"]

@@ -45,11 +45,11 @@ from websockets.http11 import Request, Response
 
 from engine.bounded import remember
 from engine.clock import now_ns
+from engine.cpu import rss_mib
 from engine.errors import S2SError
 from remote import handshake
 from remote import protocol as p
 from remote.handshake import HEALTH_PATHS, READY_PATHS, REALTIME_PATHS, check_bind, is_loopback
-from remote.memory import rss_mib
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.config import Profile

@@ -58,6 +58,7 @@ import numpy as np
 from engine.audio import ENGINE_RATE, load_wav
 from engine.bench.llm import BenchLLM
 from engine.bench.stats import machine
+from engine.cpu import rss_mib
 from engine.errors import ConfigError, S2SError
 from engine.stages.base import ChatMessage, LLMBackend
 
@@ -191,18 +192,6 @@ def capacity_engine(profile: Any, reply: str | int) -> Engine:
 # --------------------------------------------------------------------------- memory
 
 
-def rss_mb() -> float | None:
-    """This process's resident memory in MB (Linux ``/proc``; None elsewhere)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 class MemorySampler:
     """Samples RSS and CUDA memory used every ``interval_s`` in a thread; keeps the peaks."""
 
@@ -214,7 +203,7 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, name="s2s-bench-memory", daemon=True)
 
     def sample(self) -> None:
-        rss = rss_mb()
+        rss = rss_mib()
         if rss is not None:
             self.peak_rss_mb = max(rss, self.peak_rss_mb or 0.0)
         gpu = self.engine.gpu_memory().get("used_mb")  # cached 1 s; nvidia-smi at most once a second
@@ -318,7 +307,7 @@ def _dist(values: list[float | None]) -> dict[str, Any]:
 async def idle_memory(engine: Engine) -> tuple[float | None, float | None]:
     """(RSS MB, CUDA MB used) now: the baseline the sessions' memory is counted from."""
     await asyncio.to_thread(engine.gpu_memory)  # a fresh reading (nvidia-smi may run) off the loop
-    return rss_mb(), engine.gpu_memory_cached().get("used_mb")
+    return rss_mib(), engine.gpu_memory_cached().get("used_mb")
 
 
 async def run_level(engine: Engine, n: int, utterances: list[np.ndarray], turns: int, stagger: str,
@@ -536,5 +525,5 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["FixedReplies", "MemorySampler", "UserResult", "capacity_engine", "judge", "register", "rss_mb",
+__all__ = ["FixedReplies", "MemorySampler", "UserResult", "capacity_engine", "judge", "register",
            "run_capacity", "run_level", "run_user"]

@@ -118,8 +118,8 @@ class BenchLLM(LLMBackend):
         the tokens kept (None without the llama.cpp backend).
 
         With :attr:`keep_cache` a run of the same file under a second policy would otherwise find
-        the first policy's transcript already read: a prefill of 20-120 ms that a new utterance
-        never skips (``engine.bench.turn.compare_policies``)."""
+        the first policy's transcript already read: a prefill that a new utterance never skips
+        (``engine.bench.turn.compare_policies``)."""
         if self._llama is None:
             return None
         from engine.stages.llm_llamacpp import keep_prefix

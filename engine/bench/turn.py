@@ -23,7 +23,8 @@ The policies are compared as the engine runs: llama.cpp's prompt cache is kept b
 system prompt is prefilled once), unlike ``bench latency``'s (a)/(b)/(c), which empty it so that all
 three pay the same prefill. Before each file under each policy the cache is cut back to the system
 prompt, as a new session finds it: the same file under the policy before had left its transcript
-read, and the next policy's reply skipped that prefill (20-40 ms instead of 80-120 on one core).
+read, and the next policy's reply skipped that prefill (with one core busy, the first token 22-37 ms
+after the transcript instead of 94-123: docs/benchmarks.md).
 
 Counting, per policy (``--turn-policies``), over the paused utterances:
 
